@@ -1,0 +1,1 @@
+//! ferry-frame (skeleton: being built).

@@ -1,0 +1,1 @@
+//! ferry-notify (skeleton: being built).

@@ -1,0 +1,1 @@
+//! ferry-ring (skeleton: being built).

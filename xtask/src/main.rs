@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("xtask: being built");
+    std::process::exit(2);
+}
