@@ -1,1 +1,215 @@
-//! ferry-notify (skeleton: being built).
+//! Waking the other process: shared-memory futex words, pollable doorbells, and an adaptive
+//! spin-then-park wait policy.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+//! use std::time::{Duration, Instant};
+//! use ferry_notify::{Parker, Unparker, WaitOutcome, WaitPolicy};
+//!
+//! const TOKEN: u32 = 1; // "I sleep on my Parker"
+//! // In real use both live in shared memory; here two threads stand in for two processes.
+//! let data = Arc::new(AtomicU32::new(0));
+//! let sleep_word = Arc::new(AtomicU32::new(0));
+//!
+//! let parker = Parker::new()?;
+//! let unparker = Unparker::open(parker.spec())?; // the spec is what you send to the peer
+//!
+//! let (d, w) = (data.clone(), sleep_word.clone());
+//! let producer = std::thread::spawn(move || {
+//!     d.store(42, SeqCst);                    // publish
+//!     if w.swap(0, SeqCst) != 0 {             // is the consumer asleep? take its token...
+//!         unparker.unpark(&w).unwrap();       // ...and only then wake it
+//!     }
+//! });
+//!
+//! let outcome = WaitPolicy::default().wait_until(
+//!     || data.load(SeqCst) != 0,                          // ready?
+//!     || {                                                // announce the sleep, re-check
+//!         sleep_word.store(TOKEN, SeqCst);
+//!         if data.load(SeqCst) != 0 { sleep_word.store(0, SeqCst); false } else { true }
+//!     },
+//!     |timeout| parker.park(&sleep_word, TOKEN, timeout), // block while word == TOKEN
+//!     Some(Instant::now() + Duration::from_secs(10)),
+//! )?;
+//! assert_eq!(outcome, WaitOutcome::Woken);
+//! assert_eq!(data.load(SeqCst), 42);
+//! producer.join().unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What is here
+//!
+//! * [`word`]: wait on a 32-bit word in shared memory while it holds an expected value, and
+//!   wake one/all waiters. Linux: shared futex. macOS 14.4+: `os_sync_wait_on_address` with
+//!   `OS_SYNC_WAIT_ON_ADDRESS_SHARED` (resolved at run time). Elsewhere
+//!   [`word::is_supported`] is `false` and the calls return [`NotifyError::Unsupported`].
+//! * [`Parker`] / [`Unparker`] / [`ParkerSpec`]: the same "wait on a word" on **every** OS.
+//!   The waiting side creates a `Parker` and sends its [`ParkerSpec`] (a short string) to the
+//!   peer, which opens an `Unparker`. Linux: a futex on the word (the spec names no object).
+//!   Windows: a named auto-reset event in `Local\` whose name holds the user's SID and 128
+//!   random bits (`WaitOnAddress` does not work across processes). macOS: `os_sync` where
+//!   available, else a POSIX named semaphore.
+//! * [`Doorbell`]: a wake-up an event loop can poll (tokio `AsyncFd`, epoll, a server
+//!   watching many connections). Linux: an eventfd. Windows: a named auto-reset event
+//!   (a waitable handle). macOS: a non-blocking pipe.
+//! * [`WaitPolicy`]: spin ([`core::hint::spin_loop`]) for a bounded budget, then
+//!   [`std::thread::yield_now`], then park; with a process-wide spin governor
+//!   ([`policy::spinning_threads`]) so that more spinners than CPUs never happens.
+//!
+//! # What this crate is NOT
+//!
+//! * Not a ring or a queue: it carries no data, only "look again".
+//! * Not async: it never touches tokio. The transport registers a [`Doorbell`]'s descriptor
+//!   or handle with its event loop.
+//! * Not a lock or a condition variable, and it does no shared-memory setup or fd passing:
+//!   the transport maps the memory and sends descriptors (`SCM_RIGHTS`) or names.
+//! * Not a guard against a hostile peer of the same user: names are validated and scoped to
+//!   the user, but a peer can always wake you spuriously. Spurious wake-ups are part of the
+//!   contract; callers re-check their condition.
+//!
+//! # The sleep handshake
+//!
+//! Waking must never be lost, yet the producer must not pay a system call per message. The
+//! ring (`ferry-ring`, "sleep handshake" in its docs) and this crate agree on one protocol
+//! around a shared `AtomicU32` *sleep word* per direction:
+//!
+//! 1. Consumer, before sleeping: store a nonzero token into the sleep word (`SeqCst`), full
+//!    fence, re-check the ring. If it is non-empty, retract (swap the word to 0) and go on;
+//!    otherwise block "while word == token" ([`word::wait`], [`Parker::park`], or
+//!    [`Doorbell::wait`] for a doorbell token).
+//! 2. Producer, after publishing (Release store, `SeqCst` fence): read the sleep word; if it
+//!    is nonzero, swap it to 0 and **then** wake through the mechanism the token names
+//!    ([`word::wake_one`], [`Unparker::unpark`], [`Doorbell::ring`]).
+//!
+//! Because the word changes before the wake, a futex wait that starts late returns at once
+//! (`EAGAIN`); event- and pipe-based mechanisms latch the wake until the waiter consumes it.
+//! Either way a wake-up that races with the sleep is never lost; at worst it arrives as a
+//! spurious wake-up later, which [`WaitPolicy::wait_until`] absorbs by re-checking.
+//!
+//! # Errors
+//!
+//! Hot-path calls return the small `Copy` [`NotifyError`]; creating and opening objects
+//! returns [`SetupError`], whose messages say what to do (descriptor limits, names,
+//! permissions, unsupported kernels).
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod policy;
+mod sys;
+
+use core::sync::atomic::AtomicU32;
+use core::time::Duration;
+
+pub use error::{NotifyError, SetupError};
+pub use policy::WaitPolicy;
+
+/// How a wait ended (when it did not fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum WaitOutcome {
+    /// The wait returned before its timeout: woken, the word no longer held the expected
+    /// value, the doorbell was rung, or spuriously (signal, stray wake). Re-check the
+    /// condition. From [`WaitPolicy::wait_until`] it means the condition was observed true.
+    Woken,
+    /// The timeout elapsed.
+    TimedOut,
+}
+
+/// Wait on a 32-bit word in shared memory; wake its waiters.
+///
+/// The word must live in memory shared by both processes (a `MAP_SHARED` mapping); these
+/// calls use the *shared* flavour of the OS primitive, so they work across processes that map
+/// the page at different addresses. Supported on Linux (futex) and on macOS 14.4+
+/// (`os_sync_wait_on_address`); see [`is_supported`]. Use [`Parker`] for code that must run
+/// everywhere.
+pub mod word {
+    use super::*;
+
+    /// Whether word waits work on this system (checked once, cheap afterwards).
+    ///
+    /// `true` on Linux; on macOS `true` when `os_sync_wait_on_address` exists (14.4+);
+    /// `false` on Windows.
+    pub fn is_supported() -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return true;
+        #[cfg(target_vendor = "apple")]
+        return crate::sys::macos::os_sync::is_supported();
+        #[cfg(windows)]
+        return false;
+    }
+
+    /// Blocks while `*word == expected`, for at most `timeout` (`None` = no limit).
+    ///
+    /// Returns [`WaitOutcome::Woken`] at once if the word does not hold `expected`, after a
+    /// wake, or spuriously (signals); [`WaitOutcome::TimedOut`] after the timeout. The caller
+    /// re-checks its condition either way. Allocation-free; one system call.
+    ///
+    /// Linux: [futex(2)](https://man7.org/linux/man-pages/man2/futex.2.html) `FUTEX_WAIT`
+    /// without `FUTEX_PRIVATE_FLAG`. macOS: `os_sync_wait_on_address_with_timeout` with
+    /// `OS_SYNC_WAIT_ON_ADDRESS_SHARED`.
+    ///
+    /// # Errors
+    ///
+    /// [`NotifyError::Unsupported`] where [`is_supported`] is `false`;
+    /// [`NotifyError::InvalidObject`] if the kernel rejects the address.
+    pub fn wait(
+        word: &AtomicU32,
+        expected: u32,
+        timeout: Option<Duration>,
+    ) -> Result<WaitOutcome, NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wait(word, expected, timeout);
+        #[cfg(target_vendor = "apple")]
+        return crate::sys::macos::os_sync::wait(word, expected, timeout);
+        #[cfg(windows)]
+        {
+            let _ = (word, expected, timeout);
+            Err(NotifyError::Unsupported)
+        }
+    }
+
+    /// Wakes at most one thread blocked in [`wait`] on `word`, in any process.
+    ///
+    /// Change the word *before* waking (see the [sleep handshake](crate#the-sleep-handshake)).
+    /// Waking with no waiter is a cheap no-op system call.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait`].
+    pub fn wake_one(word: &AtomicU32) -> Result<(), NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wake(word, 1);
+        #[cfg(target_vendor = "apple")]
+        return crate::sys::macos::os_sync::wake(word, false);
+        #[cfg(windows)]
+        {
+            let _ = word;
+            Err(NotifyError::Unsupported)
+        }
+    }
+
+    /// Wakes every thread blocked in [`wait`] on `word`, in any process.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait`].
+    pub fn wake_all(word: &AtomicU32) -> Result<(), NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wake(word, i32::MAX as u32);
+        #[cfg(target_vendor = "apple")]
+        return crate::sys::macos::os_sync::wake(word, true);
+        #[cfg(windows)]
+        {
+            let _ = word;
+            Err(NotifyError::Unsupported)
+        }
+    }
+}
+
+mod parker;
+pub use parker::{Parker, ParkerSpec, Unparker};
+
+mod doorbell;
+pub use doorbell::Doorbell;

@@ -1,0 +1,190 @@
+//! `Doorbell`: a wake-up an event loop can poll.
+
+use core::time::Duration;
+
+use crate::{NotifyError, SetupError, WaitOutcome};
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+type Inner = crate::sys::linux::eventfd::EventFd;
+#[cfg(windows)]
+type Inner = crate::sys::windows::event::Event;
+#[cfg(target_vendor = "apple")]
+type Inner = crate::sys::macos::pipe::Pipe;
+
+/// A pollable wake-up: the peer [`ring`](Self::ring)s, the owner [`wait`](Self::wait)s or
+/// registers it with an event loop and [`drain`](Self::drain)s it.
+///
+/// Rings latch: ringing a doorbell nobody waits on makes the next wait return at once, and
+/// several rings before a drain collapse into one. One waiter per doorbell; use one doorbell
+/// per direction.
+///
+/// * Linux: a non-blocking [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
+///   shared by both processes; implements `AsFd`/`AsRawFd` for epoll and tokio `AsyncFd`
+///   (wait for readability, then call [`drain`](Self::drain)). Send it with `SCM_RIGHTS` and
+///   rebuild it with [`Doorbell::from_owned_fd`].
+/// * Windows: a named auto-reset event (`Local\ferry-<SID>-<random>`); implements
+///   `AsHandle`/`AsRawHandle` for `WaitForMultipleObjects` and friends. Send
+///   [`name`](Self::name) to the peer, which calls [`Doorbell::open_named`].
+/// * macOS: a non-blocking pipe; `AsFd` is the read end (for kqueue), ringing writes to the
+///   write end. Send both with `SCM_RIGHTS` and rebuild with `Doorbell::from_owned_fds`.
+#[derive(Debug)]
+pub struct Doorbell {
+    inner: Inner,
+}
+
+impl Doorbell {
+    /// Creates a doorbell (Windows: with a fresh random name, see [`Doorbell::create_named`]).
+    ///
+    /// # Errors
+    ///
+    /// Descriptor or handle limits ([`SetupError::ProcessLimit`], [`SetupError::SystemLimit`]),
+    /// or [`SetupError::Unsupported`] on a kernel without eventfd.
+    pub fn new() -> Result<Self, SetupError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let inner = Inner::new()?;
+        #[cfg(windows)]
+        let inner = Inner::create_named()?;
+        #[cfg(target_vendor = "apple")]
+        let inner = Inner::new()?;
+        Ok(Self { inner })
+    }
+
+    /// Rings: wakes the waiter, or makes its next wait return at once. Never blocks.
+    ///
+    /// Allocation-free; one system call (`write` / `SetEvent`).
+    ///
+    /// # Errors
+    ///
+    /// [`NotifyError::InvalidObject`] if the descriptor or handle is no longer valid.
+    pub fn ring(&self) -> Result<(), NotifyError> {
+        self.inner.ring()
+    }
+
+    /// Waits until the doorbell is rung or `timeout` elapses (`None` = no limit), and resets
+    /// it.
+    ///
+    /// Returns at once, consuming the ring, if it was rung before the call. May return
+    /// [`WaitOutcome::Woken`] spuriously (signals). Allocation-free.
+    ///
+    /// # Errors
+    ///
+    /// [`NotifyError::InvalidObject`] if the descriptor or handle is no longer valid.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<WaitOutcome, NotifyError> {
+        self.inner.wait(timeout)
+    }
+
+    /// Resets the doorbell without blocking; returns whether it had been rung.
+    ///
+    /// Call after the event loop reports the descriptor/handle ready.
+    ///
+    /// # Errors
+    ///
+    /// [`NotifyError::InvalidObject`] if the descriptor or handle is no longer valid.
+    pub fn drain(&self) -> Result<bool, NotifyError> {
+        self.inner.drain()
+    }
+
+    /// Another doorbell for the same OS object (a `dup`ed descriptor or handle).
+    ///
+    /// # Errors
+    ///
+    /// Descriptor or handle limits.
+    pub fn try_clone(&self) -> Result<Self, SetupError> {
+        Ok(Self {
+            inner: self.inner.try_clone()?,
+        })
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod unix_fd {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+    impl Doorbell {
+        /// Rebuilds a doorbell from a descriptor received from the peer (inherited, or
+        /// `SCM_RIGHTS`). Sets `O_NONBLOCK` on it.
+        ///
+        /// # Errors
+        ///
+        /// [`SetupError::NotADoorbell`] if `/proc` shows the descriptor is not an eventfd
+        /// (where `/proc` is not mounted the check is skipped); an OS error from `fcntl`.
+        pub fn from_owned_fd(fd: OwnedFd) -> Result<Self, SetupError> {
+            Ok(Self {
+                inner: Inner::from_owned_fd(fd)?,
+            })
+        }
+    }
+
+    impl AsFd for Doorbell {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.inner.as_fd()
+        }
+    }
+
+    impl AsRawFd for Doorbell {
+        fn as_raw_fd(&self) -> RawFd {
+            self.inner.as_raw_fd()
+        }
+    }
+
+    impl From<Doorbell> for OwnedFd {
+        fn from(d: Doorbell) -> OwnedFd {
+            d.inner.into_fd()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_latches_and_drain_resets() {
+        let d = Doorbell::new().expect("doorbell");
+        assert_eq!(d.drain(), Ok(false));
+        d.ring().expect("ring");
+        d.ring().expect("ring twice");
+        assert_eq!(d.wait(Some(Duration::ZERO)), Ok(WaitOutcome::Woken));
+        assert_eq!(d.drain(), Ok(false), "several rings collapse into one");
+        assert_eq!(
+            d.wait(Some(Duration::from_millis(10))),
+            Ok(WaitOutcome::TimedOut)
+        );
+        d.ring().expect("ring");
+        assert_eq!(d.drain(), Ok(true));
+    }
+
+    #[test]
+    fn clone_shares_the_object() {
+        let d = Doorbell::new().expect("doorbell");
+        let c = d.try_clone().expect("clone");
+        c.ring().expect("ring");
+        assert_eq!(d.drain(), Ok(true));
+    }
+
+    #[test]
+    fn wakes_a_thread_waiting_without_timeout() {
+        let d = std::sync::Arc::new(Doorbell::new().expect("doorbell"));
+        let r = d.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(10));
+            r.ring().expect("ring");
+        });
+        assert_eq!(d.wait(None), Ok(WaitOutcome::Woken));
+        t.join().expect("ringer");
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[test]
+    fn from_owned_fd_rejects_other_descriptors() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let err = Doorbell::from_owned_fd(a.into()).expect_err("a socket is not a doorbell");
+        assert!(matches!(err, SetupError::NotADoorbell { .. }), "{err}");
+        let d = Doorbell::new().expect("doorbell");
+        let fd: std::os::fd::OwnedFd = d.into();
+        let d = Doorbell::from_owned_fd(fd).expect("an eventfd is accepted");
+        d.ring().expect("ring");
+        assert_eq!(d.drain(), Ok(true));
+    }
+}
