@@ -1,4 +1,169 @@
-fn main() {
-    eprintln!("xtask: being built");
-    std::process::exit(2);
+//! Ferry's project automation, run as `cargo xtask <command>` (an alias in `.cargo/config.toml`).
+//!
+//! - `cargo xtask ci`: the whole CI gate (fmt, clippy on four targets, tests with coverage floors,
+//!   docs, loom, miri, a fuzz smoke run, Windows tests under Wine). See [`ci`].
+//! - `cargo xtask bench-gate`: not written yet (issue 6).
+//!
+//! Shaped like rust-analyzer's xtask: this file only parses flags and hands each command to its
+//! own module. It has no dependencies so that it builds in seconds on a fresh CI machine.
+
+mod bench_gate;
+mod ci;
+mod cmd;
+mod coverage;
+mod tests_output;
+mod wine;
+mod workspace;
+
+use std::process::ExitCode;
+
+use ci::{Options, Step};
+
+const HELP: &str = "\
+cargo xtask <COMMAND>
+
+Commands:
+  ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine
+  bench-gate    compare benchmarks against the recorded baseline (not written yet: issue 6)
+  help          print this message
+
+Options of `ci`:
+  --no-coverage         run plain `cargo test --workspace` instead of `cargo llvm-cov`
+  --skip <STEP>         skip a step (repeatable)
+  --only <STEP>         run only the named step(s) (repeatable)
+  --fuzz-seconds <N>    seconds of fuzzing per fuzz target (default 20)
+
+Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine.
+The last line of a run that reached the tests is `N passed, M failed` (host test run).
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(Command::Ci(options)) => ci::run(&options),
+        Ok(Command::BenchGate) => bench_gate::run(),
+        Ok(Command::Help) => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("xtask: {message}\n\n{HELP}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Command {
+    Ci(Options),
+    BenchGate,
+    Help,
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let Some((command, rest)) = args.split_first() else {
+        return Ok(Command::Help);
+    };
+    match command.as_str() {
+        "ci" => parse_ci(rest).map(Command::Ci),
+        "bench-gate" => match rest.first() {
+            None => Ok(Command::BenchGate),
+            Some(extra) => Err(format!(
+                "`bench-gate` takes no arguments yet, got `{extra}`"
+            )),
+        },
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+fn parse_ci(args: &[String]) -> Result<Options, String> {
+    let mut options = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next().cloned())
+                .ok_or_else(|| format!("`{name}` needs a value"))
+        };
+        match flag {
+            "--no-coverage" => options.coverage = false,
+            "--skip" => options.skip.push(Step::parse(&value("--skip")?)?),
+            "--only" => options.only.push(Step::parse(&value("--only")?)?),
+            "--fuzz-seconds" => {
+                let raw = value("--fuzz-seconds")?;
+                options.fuzz_seconds = raw.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                    format!("`--fuzz-seconds` wants a whole number of seconds > 0, got `{raw}`")
+                })?;
+            }
+            other => return Err(format!("unknown option `{other}` for `ci`")),
+        }
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn ci_defaults_run_everything_with_coverage() {
+        let Command::Ci(options) = parse(&args("ci")).unwrap() else {
+            panic!("`ci` did not parse as the ci command");
+        };
+        assert!(options.coverage);
+        assert!(options.skip.is_empty() && options.only.is_empty());
+        assert_eq!(options.fuzz_seconds, 20);
+        assert!(Step::ALL.iter().all(|&step| options.selected(step)));
+    }
+
+    #[test]
+    fn ci_flags_parse_in_both_spellings() {
+        let parsed = parse(&args(
+            "ci --no-coverage --skip wine --skip=miri --fuzz-seconds=5",
+        ))
+        .unwrap();
+        let Command::Ci(options) = parsed else {
+            panic!("expected the ci command, got {parsed:?}");
+        };
+        assert!(!options.coverage);
+        assert_eq!(options.skip, vec![Step::Wine, Step::Miri]);
+        assert_eq!(options.fuzz_seconds, 5);
+        assert!(!options.selected(Step::Wine));
+        assert!(options.selected(Step::Fmt));
+    }
+
+    #[test]
+    fn only_selects_just_the_named_steps() {
+        let Command::Ci(options) = parse(&args("ci --only fmt --only doc")).unwrap() else {
+            panic!("expected the ci command");
+        };
+        let selected: Vec<Step> = Step::ALL
+            .into_iter()
+            .filter(|&s| options.selected(s))
+            .collect();
+        assert_eq!(selected, vec![Step::Fmt, Step::Doc]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_default() {
+        assert!(parse(&args("ci --skip nope")).unwrap_err().contains("nope"));
+        assert!(parse(&args("ci --fuzz-seconds 0")).is_err());
+        assert!(parse(&args("ci --fuzz-seconds")).is_err());
+        assert!(parse(&args("ci --frobnicate")).is_err());
+        assert!(parse(&args("deploy")).is_err());
+        assert!(parse(&args("bench-gate --now")).is_err());
+        assert_eq!(parse(&args("bench-gate")).unwrap(), Command::BenchGate);
+        assert_eq!(parse(&[]).unwrap(), Command::Help);
+    }
 }

@@ -1,0 +1,542 @@
+//! `cargo xtask ci`: the gate every change must pass, locally and in CI (`bash .ci/run`).
+//!
+//! Steps, in order (each can be skipped with `--skip <step>` or picked with `--only <step>`):
+//!
+//! | step     | what it runs |
+//! | -------- | ------------ |
+//! | `fmt`    | `cargo fmt --all --check` (also in each cargo-fuzz dir) |
+//! | `clippy` | `cargo clippy --workspace --all-targets -- -D warnings`, for the host and [`CROSS_TARGETS`] |
+//! | `test`   | `cargo llvm-cov --workspace --lcov` (the workspace test run, with coverage floors), then the doc tests; `--no-coverage`: plain `cargo test --workspace` |
+//! | `doc`    | `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps` |
+//! | `loom`   | `RUSTFLAGS='--cfg loom' cargo test --release --test loom` for each crate with `tests/loom.rs` |
+//! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
+//! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
+//! | `wine`   | the [`crate::wine::WINE_CRATES`] tests for `x86_64-pc-windows-gnu` under Wine (Linux hosts) |
+//!
+//! The run ends with a table of steps and, when the tests ran, a last line `N passed, M failed`
+//! for the host test run (CI reads it).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::cmd::{Cmd, Failure};
+use crate::coverage::{self, FLOORS_FILE, RAISING_FLOORS};
+use crate::tests_output::TestCounts;
+use crate::wine;
+use crate::workspace::{Workspace, host_triple};
+
+/// Targets clippy also checks, besides the host (a host that is one of them checks it once).
+pub const CROSS_TARGETS: &[&str] = &[
+    "x86_64-pc-windows-gnu",
+    "x86_64-apple-darwin",
+    "aarch64-apple-darwin",
+];
+
+/// Crates whose tests also run under Miri. Names not (yet) in the workspace are skipped.
+pub const MIRI_CRATES: &[&str] = &["ferry-ring"];
+
+/// Strict provenance: the ring does pointer arithmetic on a shared mapping only through
+/// provenance-preserving APIs, and this keeps it that way.
+pub const MIRIFLAGS: &str = "-Zmiri-strict-provenance";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Fmt,
+    Clippy,
+    Test,
+    Doc,
+    Loom,
+    Miri,
+    Fuzz,
+    Wine,
+}
+
+impl Step {
+    pub const ALL: [Step; 8] = [
+        Step::Fmt,
+        Step::Clippy,
+        Step::Test,
+        Step::Doc,
+        Step::Loom,
+        Step::Miri,
+        Step::Fuzz,
+        Step::Wine,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Fmt => "fmt",
+            Step::Clippy => "clippy",
+            Step::Test => "test",
+            Step::Doc => "doc",
+            Step::Loom => "loom",
+            Step::Miri => "miri",
+            Step::Fuzz => "fuzz",
+            Step::Wine => "wine",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Step, String> {
+        Step::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown step `{name}`; the steps are: {}", names.join(", "))
+            })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Options {
+    pub coverage: bool,
+    pub skip: Vec<Step>,
+    pub only: Vec<Step>,
+    pub fuzz_seconds: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            coverage: true,
+            skip: Vec::new(),
+            only: Vec::new(),
+            fuzz_seconds: 20,
+        }
+    }
+}
+
+impl Options {
+    pub fn selected(&self, step: Step) -> bool {
+        (self.only.is_empty() || self.only.contains(&step)) && !self.skip.contains(&step)
+    }
+}
+
+/// What a step reports when it did not fail.
+pub enum Outcome {
+    /// It ran; a short note for the summary table.
+    Done(String),
+    /// There was nothing for it to do here (and why).
+    Skipped(String),
+}
+
+/// What the steps share.
+pub struct Ctx<'a> {
+    pub ws: Workspace,
+    pub options: &'a Options,
+    pub host: String,
+    pub host_tests: Option<TestCounts>,
+    pub wine_tests: Option<TestCounts>,
+}
+
+struct Row {
+    step: Step,
+    status: &'static str,
+    seconds: f64,
+    note: String,
+}
+
+pub fn run(options: &Options) -> ExitCode {
+    let ws = match Workspace::discover() {
+        Ok(ws) => ws,
+        Err(e) => {
+            eprintln!("xtask ci: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::env::set_current_dir(&ws.root) {
+        eprintln!(
+            "xtask ci: cannot enter the workspace root {}: {e}",
+            ws.root.display()
+        );
+        return ExitCode::from(2);
+    }
+    let Some(host) = host_triple() else {
+        eprintln!("xtask ci: `rustc -vV` did not say the host triple; is rustc installed?");
+        return ExitCode::from(2);
+    };
+    let mut ctx = Ctx {
+        ws,
+        options,
+        host,
+        host_tests: None,
+        wine_tests: None,
+    };
+    let steps: Vec<Step> = Step::ALL
+        .into_iter()
+        .filter(|&s| options.selected(s))
+        .collect();
+    let crates: Vec<&str> = ctx.ws.crates.iter().map(|c| c.name.as_str()).collect();
+    println!(
+        "xtask ci on {}: steps {}; crates {}",
+        ctx.host,
+        steps
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        crates.join(", ")
+    );
+
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    let mut failure = None;
+    for (i, &step) in steps.iter().enumerate() {
+        println!(
+            "\n==> [{}/{}] {} (at +{:.0}s)",
+            i + 1,
+            steps.len(),
+            step.name(),
+            start.elapsed().as_secs_f64()
+        );
+        let _ = std::io::stdout().flush();
+        let t0 = Instant::now();
+        let result = match step {
+            Step::Fmt => fmt(&ctx),
+            Step::Clippy => clippy(&ctx),
+            Step::Test => test(&mut ctx),
+            Step::Doc => doc(),
+            Step::Loom => loom(&ctx),
+            Step::Miri => miri(&ctx),
+            Step::Fuzz => fuzz(&ctx),
+            Step::Wine => wine::run(&mut ctx),
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        let (status, note) = match result {
+            Ok(Outcome::Done(note)) => ("ok", note),
+            Ok(Outcome::Skipped(why)) => ("skipped", why),
+            Err(f) => {
+                failure = Some((step, f));
+                ("FAILED", String::new())
+            }
+        };
+        println!("<== {} {status} in {seconds:.1}s", step.name());
+        rows.push(Row {
+            step,
+            status,
+            seconds,
+            note,
+        });
+        if failure.is_some() {
+            break;
+        }
+    }
+
+    println!(
+        "\n{}",
+        summary(&rows, &steps, start.elapsed().as_secs_f64())
+    );
+    if let Some(wine) = ctx.wine_tests {
+        println!("wine tests: {wine}");
+    }
+    if let Some((step, f)) = &failure {
+        let mut message = format!("xtask ci: step `{}` failed: {}", step.name(), f.what);
+        if let Some(reproduce) = &f.reproduce {
+            let _ = write!(message, "\n  reproduce with: {reproduce}");
+        }
+        if let Some(hint) = &f.hint {
+            let _ = write!(message, "\n  hint: {hint}");
+        }
+        let _ = write!(
+            message,
+            "\n  rerun just this step: cargo xtask ci --only {}",
+            step.name()
+        );
+        println!("{message}");
+    }
+    // The last line: the host test run's totals, in the form CI reads.
+    if let Some(tests) = ctx.host_tests {
+        println!("{} passed, {} failed", tests.passed, tests.failed);
+    }
+    if failure.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn summary(rows: &[Row], steps: &[Step], total: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<8} {:<8} {:>8}  note", "step", "status", "seconds");
+    for &step in steps {
+        match rows.iter().find(|r| r.step == step) {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "{:<8} {:<8} {:>8.1}  {}",
+                    step.name(),
+                    r.status,
+                    r.seconds,
+                    r.note
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{:<8} {:<8} {:>8}", step.name(), "not run", "-");
+            }
+        }
+    }
+    let _ = write!(out, "{:<8} {:<8} {total:>8.1}", "total", "");
+    out
+}
+
+fn fmt(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let hint = "run `cargo fmt --all` and commit the result";
+    Cmd::cargo()
+        .args(["fmt", "--all", "--check"])
+        .run()
+        .map_err(|f| f.hint(hint))?;
+    let mut checked = vec!["workspace".to_owned()];
+    for fuzz in ctx.ws.crates.iter().filter_map(|c| c.fuzz.as_ref()) {
+        let manifest = format!("{}/Cargo.toml", fuzz.dir);
+        Cmd::cargo()
+            .args(["fmt", "--all", "--check", "--manifest-path", &manifest])
+            .run()
+            .map_err(|f| f.hint(format!("run `cargo fmt --all --manifest-path {manifest}`")))?;
+        checked.push(fuzz.dir.clone());
+    }
+    Ok(Outcome::Done(checked.join(", ")))
+}
+
+fn clippy(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let base = ["clippy", "--workspace", "--all-targets"];
+    Cmd::cargo()
+        .args(base)
+        .args(["--", "-D", "warnings"])
+        .run()?;
+    let mut checked = vec![ctx.host.as_str()];
+    for &target in CROSS_TARGETS.iter().filter(|&&t| t != ctx.host) {
+        Cmd::cargo()
+            .args(base)
+            .args(["--target", target, "--", "-D", "warnings"])
+            .run()
+            .map_err(|f| {
+                f.hint(format!(
+                    "if it cannot find crate `core`/`std`: `rustup target add {target}` (.ci/run does)"
+                ))
+            })?;
+        checked.push(target);
+    }
+    Ok(Outcome::Done(checked.join(", ")))
+}
+
+fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
+    if !ctx.options.coverage {
+        let (output, outcome) = Cmd::cargo().args(["test", "--workspace"]).run_tee();
+        let counts = TestCounts::parse(&output);
+        ctx.host_tests = Some(counts);
+        outcome?;
+        return tests_ran(counts).map(|()| Outcome::Done(format!("{counts}; no coverage")));
+    }
+
+    if !Cmd::cargo().args(["llvm-cov", "--version"]).probe() {
+        return Err(Failure::new("`cargo llvm-cov` is not installed").hint(
+            "`cargo install cargo-llvm-cov --locked` and `rustup component add llvm-tools-preview` \
+             (.ci/run does both), or pass `--no-coverage` for a plain `cargo test --workspace`",
+        ));
+    }
+    let lcov = ctx.ws.target_dir.join("llvm-cov/lcov.info");
+    if let Some(dir) = lcov.parent() {
+        let _ = fs::create_dir_all(dir);
+    }
+    let _ = fs::remove_file(&lcov);
+    let (output, outcome) = Cmd::cargo()
+        .args([
+            "llvm-cov",
+            "--workspace",
+            "--lcov",
+            "--output-path",
+            &ctx.ws.show(&lcov),
+        ])
+        .run_tee();
+    let mut counts = TestCounts::parse(&output);
+    ctx.host_tests = Some(counts);
+    outcome?;
+    // llvm-cov leaves doc tests out (collecting their coverage needs nightly): run them here.
+    let (output, outcome) = Cmd::cargo()
+        .args(["test", "--workspace", "--doc"])
+        .run_tee();
+    counts += TestCounts::parse(&output);
+    ctx.host_tests = Some(counts);
+    outcome?;
+    tests_ran(counts)?;
+    println!("\n  tests: {counts}");
+
+    let text = fs::read_to_string(&lcov).map_err(|e| {
+        Failure::new(format!(
+            "cargo llvm-cov wrote no report at {}: {e}",
+            lcov.display()
+        ))
+    })?;
+    let groups = coverage::group(&coverage::parse_lcov(&text), &ctx.ws);
+    let floors = match fs::read_to_string(ctx.ws.root.join(FLOORS_FILE)) {
+        Ok(text) => coverage::parse_floors(&text).map_err(Failure::new)?,
+        Err(e) => {
+            println!("  warning: cannot read {FLOORS_FILE} ({e}); no floors enforced");
+            Default::default()
+        }
+    };
+    let report = coverage::check(&groups, &floors);
+    println!("\n{}", report.table);
+    for warning in &report.warnings {
+        println!("  warning: {warning}");
+    }
+    println!("\n{RAISING_FLOORS}");
+    if !report.below_floor.is_empty() {
+        return Err(Failure::new(format!(
+            "line coverage fell below a floor:\n    {}",
+            report.below_floor.join("\n    ")
+        ))
+        .hint("add tests for the new uncovered lines (`cargo llvm-cov --open -p <crate>` shows them); never lower a floor"));
+    }
+    Ok(Outcome::Done(format!("{counts}; coverage floors met")))
+}
+
+/// A test step that ran no test is a broken gate, not a pass.
+fn tests_ran(counts: TestCounts) -> Result<(), Failure> {
+    if counts.suites == 0 {
+        return Err(Failure::new(
+            "the test run printed no `test result:` line: no test ran",
+        ));
+    }
+    Ok(())
+}
+
+fn doc() -> Result<Outcome, Failure> {
+    Cmd::cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"])
+        .run()?;
+    Ok(Outcome::Done(String::new()))
+}
+
+fn loom(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let crates: Vec<&str> = ctx
+        .ws
+        .crates
+        .iter()
+        .filter(|c| c.has_loom_tests)
+        .map(|c| c.name.as_str())
+        .collect();
+    if crates.is_empty() {
+        return Ok(Outcome::Skipped("no crates/*/tests/loom.rs".into()));
+    }
+    let target_dir = ctx.ws.show(&ctx.ws.target_dir.join("loom"));
+    let mut total = TestCounts::default();
+    for krate in &crates {
+        let (output, outcome) = Cmd::cargo()
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("LOOM_MAX_PREEMPTIONS", "3")
+            .args([
+                "test",
+                "-p",
+                krate,
+                "--release",
+                "--test",
+                "loom",
+                "--target-dir",
+                &target_dir,
+            ])
+            .run_tee();
+        outcome?;
+        let counts = TestCounts::parse(&output);
+        if counts.passed == 0 {
+            return Err(Failure::new(format!(
+                "{krate}'s tests/loom.rs ran no test under --cfg loom (are they all #[ignore]d or cfg'd out?)"
+            )));
+        }
+        total += counts;
+    }
+    Ok(Outcome::Done(format!(
+        "{}: {} passed",
+        crates.join(" "),
+        total.passed
+    )))
+}
+
+fn miri(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let crates: Vec<&str> = MIRI_CRATES
+        .iter()
+        .copied()
+        .filter(|c| ctx.ws.has_crate(c))
+        .collect();
+    if crates.is_empty() {
+        return Ok(Outcome::Skipped(format!(
+            "none of {MIRI_CRATES:?} is in the workspace"
+        )));
+    }
+    if !Cmd::nightly_cargo().args(["miri", "--version"]).probe() {
+        return Err(Failure::new("`cargo +nightly miri` is not installed").hint(
+            "`rustup toolchain install nightly --profile minimal && rustup component add --toolchain \
+             nightly miri rust-src` (.ci/run does)",
+        ));
+    }
+    let mut cmd = Cmd::nightly_cargo()
+        .env("MIRIFLAGS", MIRIFLAGS)
+        .args(["miri", "test"]);
+    for krate in &crates {
+        cmd = cmd.args(["-p", krate]);
+    }
+    let (output, outcome) = cmd.run_tee();
+    outcome?;
+    let counts = TestCounts::parse(&output);
+    tests_ran(counts)?;
+    Ok(Outcome::Done(format!(
+        "{}: {} passed, {} ignored",
+        crates.join(" "),
+        counts.passed,
+        counts.ignored
+    )))
+}
+
+fn fuzz(ctx: &Ctx) -> Result<Outcome, Failure> {
+    let dirs: Vec<_> = ctx
+        .ws
+        .crates
+        .iter()
+        .filter_map(|c| c.fuzz.as_ref())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(Outcome::Skipped("no crates/*/fuzz".into()));
+    }
+    if !Cmd::nightly_cargo().args(["fuzz", "--version"]).probe() {
+        return Err(Failure::new("`cargo +nightly fuzz` is not installed")
+            .hint("`cargo install cargo-fuzz --locked` (.ci/run does)"));
+    }
+    let seconds = ctx.options.fuzz_seconds;
+    let mut ran = Vec::new();
+    for dir in &dirs {
+        if dir.targets.is_empty() {
+            return Err(Failure::new(format!(
+                "{}/Cargo.toml declares no [[bin]] fuzz target (`cargo fuzz add <name>` makes one)",
+                dir.dir
+            )));
+        }
+        // Build every target first so that a compile error shows as such, not as a fuzz failure.
+        Cmd::nightly_cargo()
+            .args(["fuzz", "build", "--fuzz-dir", &dir.dir])
+            .run()?;
+        for target in &dir.targets {
+            Cmd::nightly_cargo()
+                .args(["fuzz", "run", target, "--fuzz-dir", &dir.dir, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-rss_limit_mb=2048")
+                .run()
+                .map_err(|f| {
+                    f.hint(format!(
+                        "the crashing input is saved under {0}/artifacts/{target}/; replay it with \
+                         `cargo +nightly fuzz run {target} --fuzz-dir {0} <that file>`",
+                        dir.dir
+                    ))
+                })?;
+            ran.push(target.as_str());
+        }
+    }
+    Ok(Outcome::Done(format!(
+        "{} targets x {seconds}s: {}",
+        ran.len(),
+        ran.join(" ")
+    )))
+}

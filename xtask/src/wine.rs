@@ -1,0 +1,87 @@
+//! The Windows tests, built for `x86_64-pc-windows-gnu` and run under Wine on a Linux host
+//! (`.cargo/config.toml` sets `runner = "wine"` for that target).
+
+use crate::ci::{Ctx, Outcome};
+use crate::cmd::{Cmd, Failure, on_path};
+use crate::tests_output::TestCounts;
+
+/// Crates whose tests run under Wine. Names not (yet) in the workspace are skipped.
+pub const WINE_CRATES: &[&str] = &["ferry-notify", "ferry-ring"];
+
+pub const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
+
+/// The script (copied from the workplace's tools) that makes a prefix able to run Rust binaries.
+const SETUP_SCRIPT: &str = ".ci/wine/setup-prefix.sh";
+
+pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
+    if !cfg!(target_os = "linux") {
+        return Ok(Outcome::Skipped(
+            "not a Linux host: the Windows tests run natively there".into(),
+        ));
+    }
+    let crates: Vec<&str> = WINE_CRATES
+        .iter()
+        .copied()
+        .filter(|c| ctx.ws.has_crate(c))
+        .collect();
+    if crates.is_empty() {
+        return Ok(Outcome::Skipped(format!(
+            "none of {WINE_CRATES:?} is in the workspace"
+        )));
+    }
+    for (tool, why) in [
+        ("wine", "runs the tests"),
+        (
+            "x86_64-w64-mingw32-gcc",
+            "builds the prefix's bcryptprimitives.dll",
+        ),
+    ] {
+        if !on_path(tool) {
+            return Err(Failure::new(format!("`{tool}` ({why}) is not installed")).hint(
+                "`bash .ci/run` installs it (apt-get install wine wine64 gcc-mingw-w64-x86-64); \
+                 or skip this step with `--skip wine`",
+            ));
+        }
+    }
+
+    let prefix = ctx.ws.target_dir.join("wineprefix");
+    let prefix = prefix.to_string_lossy().into_owned();
+    Cmd::new("sh")
+        .arg(SETUP_SCRIPT)
+        .env("WINEPREFIX", &prefix)
+        .run()?;
+
+    let mut test = Cmd::cargo()
+        .env("WINEPREFIX", &prefix)
+        .env("WINEDEBUG", "-all")
+        .args(["test", "--target", WINDOWS_TARGET]);
+    for krate in &crates {
+        test = test.args(["-p", krate]);
+    }
+    let (output, outcome) = test.run_tee();
+    let counts = TestCounts::parse(&output);
+    ctx.wine_tests = Some(counts);
+    // Do not leave a wineserver behind holding the terminal (it would exit on its own later).
+    let _ = Cmd::new("wineserver")
+        .arg("-k")
+        .env("WINEPREFIX", &prefix)
+        .probe();
+    outcome.map_err(|f| {
+        f.hint(format!(
+            "if it says the `{WINDOWS_TARGET}` target may not be installed: \
+             `rustup target add {WINDOWS_TARGET}` (.ci/run does)"
+        ))
+    })?;
+    if counts.suites == 0 {
+        return Err(Failure::new(
+            "the Wine test run printed no `test result:` line",
+        ));
+    }
+    println!("  wine: {counts}");
+    Ok(Outcome::Done(format!(
+        "{}: {} passed, {} ignored",
+        crates.join(" "),
+        counts.passed,
+        counts.ignored
+    )))
+}
