@@ -1,1 +1,192 @@
-//! ferry-ring (skeleton: being built).
+//! A lock-free single-producer single-consumer ring of variable-length byte
+//! records, living in memory shared with an untrusted peer process.
+//!
+//! ```
+//! # #[cfg(feature = "alloc")] {
+//! let (mut tx, mut rx) = ferry_ring::heap(4096)?;
+//! let wake = tx.try_push(b"hello")?;
+//! assert!(!wake.is_needed()); // nobody sleeps in this example
+//!
+//! let mut buf = [0u8; 64];
+//! let (n, wake) = rx.try_pop_into(&mut buf)?.expect("one record");
+//! assert_eq!(&buf[..n], b"hello");
+//! assert!(!wake.is_needed());
+//! assert!(rx.try_peek()?.is_none());
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Zero-copy use: [`Producer::try_reserve`] hands out a [`WriteGrant`] over
+//! the ring's own bytes, [`Consumer::try_peek`] a [`ReadGrant`]. Batching:
+//! [`WriteGrant::stage`] + [`Producer::publish`] and [`ReadGrant::consume`] +
+//! [`Consumer::release_consumed`] touch the shared cursor once per batch.
+//!
+//! # What this crate is not
+//!
+//! - Not a transport: it does no I/O, reads no clock, makes no syscall and
+//!   allocates nothing per record. It never waits: blocking on the sleep
+//!   words is `ferry-notify`'s job, and mapping shared memory the
+//!   transport's.
+//! - Not multi-producer or multi-consumer.
+//! - Not a framing or serialisation layer: a record is opaque bytes
+//!   (`ferry-frame` gives them meaning).
+//! - Not a defence of the payload's contents: a hostile peer cannot make a
+//!   handle panic, hang or touch memory outside the region, but it can of
+//!   course send wrong bytes, or change them while you read them.
+//!
+//! # Layout
+//!
+//! All integers little-endian, accessed with native atomics (x86_64 and
+//! aarch64). The region must be [`REGION_ALIGN`]-aligned and at least
+//! [`region_size`]`(capacity)` bytes.
+//!
+//! | offset | size | field | written by |
+//! |---|---|---|---|
+//! | 0 | 8 | `magic` = [`MAGIC`] (`"FERRYRNG"`) | [`init`] |
+//! | 8 | 4 | `layout_version` = [`LAYOUT_VERSION`] | [`init`] |
+//! | 12 | 4 | `capacity`: data bytes, power of two, 64 B ..= 1 GiB | [`init`] |
+//! | 16 | 112 | reserved, zero | [`init`] |
+//! | 128 | 8 | `tail`: byte cursor past the last published record | producer |
+//! | 136 | 4 | `producer_sleep`: token while the producer sleeps, else 0 | producer (consumer clears) |
+//! | 140 | 4 | `producer_attached`: 1 while a producer handle exists | producer |
+//! | 144 | 112 | reserved, zero | [`init`] |
+//! | 256 | 8 | `head`: byte cursor past the last released record | consumer |
+//! | 264 | 4 | `consumer_sleep`: token while the consumer sleeps, else 0 | consumer (producer clears) |
+//! | 268 | 4 | `consumer_attached`: 1 while a consumer handle exists | consumer |
+//! | 272 | 112 | reserved, zero | [`init`] |
+//! | 384 = [`HEADER_SIZE`] | `capacity` | data area | producer |
+//!
+//! The three header lines are 128 bytes apart so that adjacent-line
+//! prefetching does not make the producer and consumer lines share.
+//!
+//! Cursors are `u64` byte counts that only grow (they would take centuries
+//! to wrap); a cursor's position in the data area is `cursor % capacity`.
+//! Always `head <= tail <= head + capacity`, both multiples of 8.
+//!
+//! A record is an 8-byte header (`len: u32` payload bytes, then `tag: u32`,
+//! [`TAG_DATA`] or [`TAG_PADDING`]), then the payload, padded to a multiple
+//! of 8. A record never crosses the end of the data area: if it does not
+//! fit before the end, a PADDING record whose `len` reaches exactly the end
+//! is written first and the record starts at offset 0. A payload is at most
+//! [`max_record_len`]`(capacity)` = `capacity / 2 - 8` bytes, so a maximal
+//! record plus padding always fits in an empty ring.
+//!
+//! # Trust
+//!
+//! Each side keeps its own cursor locally and never reads back the shared
+//! copy of its own cursor after attach. It reads the peer's cursor and
+//! validates every read: 8-aligned, never backwards, and within what the
+//! protocol allows (a tail at most `capacity` beyond our published head; a
+//! head no further than our published tail). The consumer validates every
+//! record header it reads (known tag, `len <= max_record_len`, record
+//! inside the published bytes and not crossing the end, padding ending
+//! exactly at the end). Any violation returns [`Corrupted`] (or the
+//! `Corrupted` variant of the operation's error) and poisons the handle:
+//! every later operation fails the same way. [`Producer::corruption`] and
+//! [`Consumer::corruption`] say what was seen.
+//!
+//! # Sleep/wake handshake (the contract with `ferry-notify`)
+//!
+//! Each side has a sleep word in its own line: `consumer_sleep` (waiting for
+//! data) and `producer_sleep` (waiting for space). 0 means awake; a nonzero
+//! *token* chosen by the sleeper means "asleep, wake me through mechanism
+//! `token`".
+//!
+//! Sleeper (shown for the consumer; the producer's is symmetric with
+//! [`Producer::prepare_sleep`], which also takes the payload length it
+//! waits to fit):
+//!
+//! 1. [`Consumer::prepare_sleep`]`(token)`: `consumer_sleep.store(token,
+//!    SeqCst)`; `fence(SeqCst)`; re-read `tail` (Acquire). If data arrived,
+//!    it stores 0 and returns [`SleepPrep::Ready`]: do not block.
+//! 2. On [`SleepPrep::Sleep`]: block while `consumer_sleep_word() == token`
+//!    (futex semantics: the check and the sleep are atomic with respect to
+//!    a wake). Spurious returns are fine.
+//! 3. After waking: [`Consumer::cancel_sleep`] (store 0) and retry the read.
+//!
+//! Waker (the producer after [`Producer::publish`] or a commit; the
+//! consumer after a release): `tail.store(Release)`; `fence(SeqCst)`; if
+//! `consumer_sleep != 0`, `swap(0)` and return a needed [`Wake`] carrying
+//! the swapped-out token. The caller must then wake the peer (e.g.
+//! `futex_wake(consumer_sleep_word)`).
+//!
+//! Why no wake-up is lost: the two SeqCst fences order "store token; read
+//! tail" against "store tail; read token", so at least one side sees the
+//! other's store: either the sleeper sees the new tail and does not block,
+//! or the waker sees the token. The waker resets the word to 0 *before*
+//! waking, so a sleeper that has not blocked yet finds `word != token` and
+//! returns at once. `tests/loom.rs` checks both directions.
+//!
+//! Obligations: publish staged records before the producer sleeps, and
+//! release consumed records before the consumer sleeps, or each may wait for
+//! the other. The token comes back from shared memory: the waker must treat
+//! it as untrusted.
+#![no_std]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod consumer;
+mod error;
+mod layout;
+mod producer;
+mod raw;
+mod region;
+pub mod sync;
+mod wake;
+
+pub use consumer::{Consumer, ReadGrant};
+pub use error::{AttachError, Corrupted, Corruption, PopError, PushError, ReserveError, Side};
+pub use layout::{
+    ConsumerLine, HEADER_SIZE, IdentityLine, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
+    ProducerLine, RECORD_HEADER_SIZE, REGION_ALIGN, RingHeader, TAG_DATA, TAG_PADDING,
+    max_record_len, region_size,
+};
+pub use producer::{Producer, WriteGrant};
+#[cfg(feature = "alloc")]
+pub use region::HeapRegion;
+pub use region::Region;
+pub use wake::{SleepPrep, Wake};
+
+/// Writes a fresh header (both cursors 0, sleep words 0) for a ring whose
+/// data area holds `capacity` bytes. Call it once, before either side
+/// attaches; the data area is left as is (it is never read before being
+/// written).
+///
+/// Must not run concurrently with an attach to the same region.
+///
+/// # Errors
+///
+/// [`AttachError`] if the region is misaligned or smaller than
+/// [`region_size`]`(capacity)`, if `capacity` is not a power of two in
+/// [`MIN_CAPACITY`]`..=`[`MAX_CAPACITY`], or if the region already holds a
+/// ring with a handle attached.
+pub fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachError> {
+    raw::init(region, capacity)
+}
+
+/// A heap-backed ring for tests and in-process use: allocates a
+/// [`HeapRegion`], initialises it and attaches both ends.
+///
+/// # Errors
+///
+/// [`AttachError::BadCapacity`] if `capacity` is not a power of two in
+/// [`MIN_CAPACITY`]`..=`[`MAX_CAPACITY`].
+#[cfg(feature = "alloc")]
+#[allow(clippy::type_complexity)]
+pub fn heap(
+    capacity: usize,
+) -> Result<(Producer<alloc::sync::Arc<HeapRegion>>, Consumer<alloc::sync::Arc<HeapRegion>>), AttachError>
+{
+    if !layout::capacity_ok(capacity as u64) {
+        return Err(AttachError::BadCapacity { capacity: capacity as u64 });
+    }
+    let region = alloc::sync::Arc::new(HeapRegion::for_capacity(capacity));
+    init(&region, capacity)?;
+    let producer = Producer::attach(alloc::sync::Arc::clone(&region))?;
+    let consumer = Consumer::attach(region)?;
+    Ok((producer, consumer))
+}

@@ -1,0 +1,357 @@
+//! The consumer handle.
+
+use core::num::NonZeroU32;
+
+use crate::error::{AttachError, Corrupted, Corruption, PopError, Side};
+use crate::layout::{RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, record_size};
+use crate::producer::take_sleeper;
+use crate::raw::Raw;
+use crate::region::Region;
+use crate::sync::{AtomicU32, Ordering, fence};
+use crate::wake::{SleepPrep, Wake};
+
+/// The reading end of a ring. See the [crate docs](crate) for the protocol.
+#[derive(Debug)]
+pub struct Consumer<R: Region> {
+    raw: Raw,
+    /// Local head: one past the last consumed record (or skipped padding).
+    head: u64,
+    /// Last head stored to shared memory.
+    published: u64,
+    /// Last validated shared tail.
+    cached_tail: u64,
+    corruption: Option<Corruption>,
+    region: R,
+}
+
+// SAFETY: as for `Producer`: `Raw` points into `region`, which is `Send` and
+// keeps the memory alive and in place; the rest is plain data.
+unsafe impl<R: Region> Send for Consumer<R> {}
+
+impl<R: Region> Consumer<R> {
+    /// Attaches the consumer end to an [`init`](crate::init)ialised region.
+    ///
+    /// The local head starts at the shared head; from then on the shared head
+    /// is only written, never read back.
+    ///
+    /// # Errors
+    ///
+    /// As [`Producer::attach`](crate::Producer::attach), with "consumer" for
+    /// "producer".
+    pub fn attach(region: R) -> Result<Self, AttachError> {
+        let (raw, head, tail) = Raw::attach(&region, Side::Consumer)?;
+        Ok(Consumer { raw, head, published: head, cached_tail: tail, corruption: None, region })
+    }
+
+    /// The region this consumer reads from.
+    pub fn region(&self) -> &R {
+        &self.region
+    }
+
+    /// Data-area bytes.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity() as usize
+    }
+
+    /// Largest payload of one record ([`max_record_len`](crate::max_record_len)).
+    #[must_use]
+    pub fn max_record_len(&self) -> usize {
+        max_record_len(self.capacity())
+    }
+
+    /// Whether the handle is poisoned.
+    #[must_use]
+    pub fn is_corrupted(&self) -> bool {
+        self.corruption.is_some()
+    }
+
+    /// What poisoned the handle, if anything.
+    #[must_use]
+    pub fn corruption(&self) -> Option<Corruption> {
+        self.corruption
+    }
+
+    /// The word the consumer sleeps on (`consumer_sleep`), for the notifier.
+    #[must_use]
+    pub fn consumer_sleep_word(&self) -> &AtomicU32 {
+        &self.raw.header().cons.consumer_sleep
+    }
+
+    /// Bytes between the local head and a fresh read of the producer's tail
+    /// (records plus padding). 0 if the ring is corrupted or the tail read is
+    /// invalid (the next `try_peek` reports that).
+    #[must_use]
+    pub fn used_bytes(&self) -> usize {
+        if self.corruption.is_some() {
+            return 0;
+        }
+        let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
+        match self.check_tail(tail) {
+            Ok(t) => (t - self.head) as usize,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether no published record is waiting (fresh read of the tail).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.used_bytes() == 0
+    }
+
+    fn poison(&mut self, c: Corruption) -> Corrupted {
+        self.corruption = Some(c);
+        Corrupted
+    }
+
+    fn check_tail(&self, tail: u64) -> Result<u64, Corruption> {
+        if !tail.is_multiple_of(8) {
+            Err(Corruption::CursorMisaligned)
+        } else if tail < self.cached_tail {
+            Err(Corruption::CursorBackwards)
+        } else if tail - self.published > self.raw.capacity() {
+            // The producer can only fill up to the head we published.
+            Err(Corruption::CursorAhead)
+        } else {
+            Ok(tail)
+        }
+    }
+
+    fn refresh_tail(&mut self) -> Result<(), Corrupted> {
+        let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
+        match self.check_tail(tail) {
+            Ok(t) => {
+                self.cached_tail = t;
+                Ok(())
+            }
+            Err(c) => Err(self.poison(c)),
+        }
+    }
+
+    /// Finds the next DATA record, skipping (and consuming) one padding
+    /// record. Returns `(payload offset, payload len, record size)`.
+    fn next_record(&mut self) -> Result<Option<(u64, usize, u64)>, Corrupted> {
+        if self.corruption.is_some() {
+            return Err(Corrupted);
+        }
+        let cap = self.raw.capacity();
+        // At most two rounds: a padding record only ever precedes a record
+        // at offset 0, and padding at offset 0 is rejected.
+        for _ in 0..2 {
+            if self.head == self.cached_tail {
+                self.refresh_tail()?;
+                if self.head == self.cached_tail {
+                    return Ok(None);
+                }
+            }
+            let avail = self.cached_tail - self.head;
+            let off = self.raw.offset(self.head);
+            let to_end = cap - off;
+            // Copy the header word out once, then validate the copy.
+            let word = self.raw.read_record(self.head);
+            let (len, tag) = (word as u32, (word >> 32) as u32);
+            match tag {
+                TAG_DATA => {
+                    let len = len as usize;
+                    if len > max_record_len(cap as usize) {
+                        return Err(self.poison(Corruption::BadLength));
+                    }
+                    let rec = record_size(len);
+                    if rec > to_end {
+                        return Err(self.poison(Corruption::RecordCrossesEnd));
+                    }
+                    if rec > avail {
+                        return Err(self.poison(Corruption::RecordPastTail));
+                    }
+                    return Ok(Some((off + RECORD_HEADER_SIZE as u64, len, rec)));
+                }
+                TAG_PADDING => {
+                    if off == 0 || u64::from(len) + RECORD_HEADER_SIZE as u64 != to_end {
+                        return Err(self.poison(Corruption::BadPadding));
+                    }
+                    if to_end > avail {
+                        return Err(self.poison(Corruption::RecordPastTail));
+                    }
+                    self.head += to_end;
+                }
+                _ => return Err(self.poison(Corruption::BadTag)),
+            }
+        }
+        Err(self.poison(Corruption::BadPadding))
+    }
+
+    /// The next record, if one is published. Padding is skipped
+    /// transparently. Re-reads the producer's tail only when every record
+    /// seen so far has been consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if the tail or the record header is invalid (now or
+    /// before): the handle is poisoned.
+    #[inline]
+    pub fn try_peek(&mut self) -> Result<Option<ReadGrant<'_, R>>, Corrupted> {
+        Ok(self
+            .next_record()?
+            .map(|(off, len, rec)| ReadGrant { consumer: self, off, len, rec }))
+    }
+
+    /// Copies the next record into `buf` and releases it. Returns its length
+    /// and the [`Wake`] of the release.
+    ///
+    /// # Errors
+    ///
+    /// [`PopError::BufferTooSmall`] (the record stays in the ring) or
+    /// [`PopError::Corrupted`].
+    #[inline]
+    pub fn try_pop_into(&mut self, buf: &mut [u8]) -> Result<Option<(usize, Wake)>, PopError> {
+        let Some(grant) = self.try_peek()? else {
+            return Ok(None);
+        };
+        let src = grant.as_slice();
+        let n = src.len();
+        let Some(dst) = buf.get_mut(..n) else {
+            return Err(PopError::BufferTooSmall { needed: n });
+        };
+        dst.copy_from_slice(src);
+        Ok(Some((n, grant.release())))
+    }
+
+    /// Copies the next record into a new `Vec` and releases it.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`], as [`try_peek`](Self::try_peek).
+    #[cfg(feature = "alloc")]
+    pub fn try_pop_vec(&mut self) -> Result<Option<(alloc::vec::Vec<u8>, Wake)>, Corrupted> {
+        let Some(grant) = self.try_peek()? else {
+            return Ok(None);
+        };
+        let v = grant.as_slice().to_vec();
+        Ok(Some((v, grant.release())))
+    }
+
+    /// Publishes the local head (every record consumed so far) with one
+    /// Release store, then checks (after a SeqCst fence) whether the producer
+    /// sleeps. [`Wake::NONE`] if nothing was consumed or the handle is
+    /// poisoned.
+    #[inline]
+    pub fn release_consumed(&mut self) -> Wake {
+        if self.head == self.published || self.corruption.is_some() {
+            return Wake::NONE;
+        }
+        let h = self.raw.header();
+        h.cons.head.store(self.head, Ordering::Release);
+        self.published = self.head;
+        fence(Ordering::SeqCst);
+        take_sleeper(&h.prod.producer_sleep)
+    }
+
+    /// Bytes consumed (or skipped as padding) but not yet released.
+    #[must_use]
+    pub fn consumed_bytes(&self) -> usize {
+        (self.head - self.published) as usize
+    }
+
+    /// Declares that the consumer is about to sleep until a record arrives:
+    /// stores `token` into `consumer_sleep` (SeqCst), fences, re-reads the
+    /// producer's tail.
+    ///
+    /// On [`SleepPrep::Sleep`], block while
+    /// [`consumer_sleep_word`](Self::consumer_sleep_word) equals `token`, then
+    /// call [`cancel_sleep`](Self::cancel_sleep) and retry. Release consumed
+    /// records first: a producer waiting for that space would otherwise never
+    /// send.
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] if the tail is invalid (the word is then cleared).
+    pub fn prepare_sleep(&mut self, token: NonZeroU32) -> Result<SleepPrep, Corrupted> {
+        if self.corruption.is_some() {
+            return Err(Corrupted);
+        }
+        if self.head != self.cached_tail {
+            return Ok(SleepPrep::Ready);
+        }
+        let word = &self.raw.header().cons.consumer_sleep;
+        word.store(token.get(), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if let Err(e) = self.refresh_tail() {
+            self.cancel_sleep();
+            return Err(e);
+        }
+        if self.head != self.cached_tail {
+            self.cancel_sleep();
+            Ok(SleepPrep::Ready)
+        } else {
+            Ok(SleepPrep::Sleep)
+        }
+    }
+
+    /// Clears `consumer_sleep` (after waking, or to abandon a prepared sleep).
+    pub fn cancel_sleep(&self) {
+        self.raw.header().cons.consumer_sleep.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<R: Region> Drop for Consumer<R> {
+    fn drop(&mut self) {
+        self.raw.attach_flag(Side::Consumer).store(0, Ordering::Release);
+    }
+}
+
+/// One published record, borrowed from the ring; see [`Consumer::try_peek`].
+///
+/// Dropping it leaves the record in the ring (the next peek returns it again).
+#[derive(Debug)]
+#[must_use = "dropping a ReadGrant leaves the record in the ring"]
+pub struct ReadGrant<'a, R: Region> {
+    consumer: &'a mut Consumer<R>,
+    off: u64,
+    len: usize,
+    rec: u64,
+}
+
+impl<R: Region> ReadGrant<'_, R> {
+    /// The payload: one contiguous record.
+    ///
+    /// The bytes live in shared memory: a misbehaving peer could change them
+    /// while you look. Copy them out before validating anything you rely on.
+    #[inline]
+    #[must_use]
+    pub fn as_slice(&self) -> &[u8] {
+        let ptr = self.consumer.raw.data_ptr(self.off, self.len);
+        // SAFETY: `data_ptr` checked the range is inside the data area;
+        // `next_record` checked it lies between the local head and the
+        // validated tail, i.e. in a published record that the producer does
+        // not touch again until the head moves past it, which needs this
+        // grant (borrowing the consumer mutably) to be released or dropped.
+        unsafe { core::slice::from_raw_parts(ptr, self.len) }
+    }
+
+    /// Payload bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the payload is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Frees the record (and any consumed before it) now: one Release store
+    /// of `head`.
+    #[inline]
+    pub fn release(self) -> Wake {
+        self.consumer.head += self.rec;
+        self.consumer.release_consumed()
+    }
+
+    /// Marks the record consumed without publishing the head: the space is
+    /// freed by the next [`Consumer::release_consumed`] or release.
+    #[inline]
+    pub fn consume(self) {
+        self.consumer.head += self.rec;
+    }
+}

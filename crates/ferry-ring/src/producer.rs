@@ -1,0 +1,363 @@
+//! The producer handle.
+
+use core::num::NonZeroU32;
+
+use crate::error::{AttachError, Corrupted, Corruption, ReserveError, Side};
+use crate::layout::{RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, pack_record, record_size};
+use crate::raw::Raw;
+use crate::region::Region;
+use crate::sync::{AtomicU32, Ordering, fence};
+use crate::wake::{SleepPrep, Wake};
+
+/// The writing end of a ring. See the [crate docs](crate) for the protocol.
+#[derive(Debug)]
+pub struct Producer<R: Region> {
+    raw: Raw,
+    /// Local tail: one past the last committed or staged record.
+    tail: u64,
+    /// Last tail stored to shared memory.
+    published: u64,
+    /// Last validated shared head.
+    cached_head: u64,
+    corruption: Option<Corruption>,
+    // Last field: dropped after `raw`'s users (Drop::drop runs first anyway).
+    region: R,
+}
+
+// SAFETY: `Raw` holds pointers into `region`, which is `Send` and keeps the
+// memory alive and in place wherever the handle goes; the handle's own state
+// is plain data. Nothing is shared with other handles except through atomics.
+unsafe impl<R: Region> Send for Producer<R> {}
+
+impl<R: Region> Producer<R> {
+    /// Attaches the producer end to an [`init`](crate::init)ialised region.
+    ///
+    /// The local tail starts at the shared tail; from then on the shared tail
+    /// is only written, never read back.
+    ///
+    /// # Errors
+    ///
+    /// [`AttachError`] if the region is too small, misaligned, not a ring of
+    /// this layout version, its cursors are inconsistent, or a producer is
+    /// already attached.
+    pub fn attach(region: R) -> Result<Self, AttachError> {
+        let (raw, head, tail) = Raw::attach(&region, Side::Producer)?;
+        Ok(Producer { raw, tail, published: tail, cached_head: head, corruption: None, region })
+    }
+
+    /// The region this producer writes to.
+    pub fn region(&self) -> &R {
+        &self.region
+    }
+
+    /// Data-area bytes.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity() as usize
+    }
+
+    /// Largest payload of one record ([`max_record_len`](crate::max_record_len)).
+    #[must_use]
+    pub fn max_record_len(&self) -> usize {
+        max_record_len(self.capacity())
+    }
+
+    /// Free bytes as of a fresh read of the consumer's head (approximate: the
+    /// consumer may release more at any time; padding may make a record need
+    /// more than its size). 0 if the ring is corrupted.
+    #[must_use]
+    pub fn free_bytes(&self) -> usize {
+        if self.corruption.is_some() {
+            return 0;
+        }
+        let head = self.raw.header().cons.head.load(Ordering::Acquire);
+        let head = match self.check_head(head) {
+            Ok(h) => h,
+            Err(_) => self.cached_head,
+        };
+        (self.raw.capacity() - (self.tail - head)) as usize
+    }
+
+    /// Whether the handle is poisoned.
+    #[must_use]
+    pub fn is_corrupted(&self) -> bool {
+        self.corruption.is_some()
+    }
+
+    /// What poisoned the handle, if anything.
+    #[must_use]
+    pub fn corruption(&self) -> Option<Corruption> {
+        self.corruption
+    }
+
+    /// The word the producer sleeps on (`producer_sleep`), for the notifier.
+    #[must_use]
+    pub fn producer_sleep_word(&self) -> &AtomicU32 {
+        &self.raw.header().prod.producer_sleep
+    }
+
+    fn poison(&mut self, c: Corruption) -> Corrupted {
+        self.corruption = Some(c);
+        Corrupted
+    }
+
+    /// Validates a head value read from shared memory against what the
+    /// producer knows.
+    fn check_head(&self, head: u64) -> Result<u64, Corruption> {
+        if !head.is_multiple_of(8) {
+            Err(Corruption::CursorMisaligned)
+        } else if head < self.cached_head {
+            Err(Corruption::CursorBackwards)
+        } else if head > self.published {
+            Err(Corruption::CursorAhead)
+        } else {
+            Ok(head)
+        }
+    }
+
+    /// Re-reads the shared head (Acquire), validates it and caches it.
+    fn refresh_head(&mut self) -> Result<(), Corrupted> {
+        let head = self.raw.header().cons.head.load(Ordering::Acquire);
+        match self.check_head(head) {
+            Ok(h) => {
+                self.cached_head = h;
+                Ok(())
+            }
+            Err(c) => Err(self.poison(c)),
+        }
+    }
+
+    /// Bytes a record of `len` payload bytes needs at the current tail, and
+    /// whether it needs a padding record first.
+    #[inline]
+    fn need(&self, len: usize) -> (u64, bool) {
+        let rec = record_size(len);
+        let to_end = self.raw.capacity() - self.raw.offset(self.tail);
+        if rec <= to_end { (rec, false) } else { (to_end + rec, true) }
+    }
+
+    #[inline]
+    fn fits(&self, need: u64) -> bool {
+        self.raw.capacity() - (self.tail - self.cached_head) >= need
+    }
+
+    /// Reserves space for a record of exactly `len` payload bytes.
+    ///
+    /// Re-reads the consumer's head only when the cached free space is not
+    /// enough. Write the payload through [`WriteGrant::as_mut_slice`], then
+    /// [`commit`](WriteGrant::commit), [`commit_len`](WriteGrant::commit_len)
+    /// or [`stage`](WriteGrant::stage) it; dropping the grant abandons it.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::TooLarge`] if `len > max_record_len()`,
+    /// [`ReserveError::Full`] if the space is not free yet,
+    /// [`ReserveError::Corrupted`] if the consumer's head is invalid (now or
+    /// before).
+    #[inline]
+    pub fn try_reserve(&mut self, len: usize) -> Result<WriteGrant<'_, R>, ReserveError> {
+        if self.corruption.is_some() {
+            return Err(ReserveError::Corrupted);
+        }
+        let max = self.max_record_len();
+        if len > max {
+            return Err(ReserveError::TooLarge { len, max });
+        }
+        let (need, padded) = self.need(len);
+        if !self.fits(need) {
+            self.refresh_head()?;
+            if !self.fits(need) {
+                return Err(ReserveError::Full);
+            }
+        }
+        Ok(WriteGrant { producer: self, len, padded })
+    }
+
+    /// Copies `payload` into one record and publishes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_reserve`](Self::try_reserve).
+    #[inline]
+    pub fn try_push(&mut self, payload: &[u8]) -> Result<Wake, ReserveError> {
+        let mut grant = self.try_reserve(payload.len())?;
+        grant.as_mut_slice().copy_from_slice(payload);
+        Ok(grant.commit())
+    }
+
+    /// Publishes every staged record with one Release store of `tail`, then
+    /// checks (after a SeqCst fence) whether the consumer sleeps.
+    ///
+    /// Returns [`Wake::NONE`] if nothing was staged or the handle is poisoned.
+    #[inline]
+    pub fn publish(&mut self) -> Wake {
+        if self.tail == self.published || self.corruption.is_some() {
+            return Wake::NONE;
+        }
+        let h = self.raw.header();
+        h.prod.tail.store(self.tail, Ordering::Release);
+        self.published = self.tail;
+        fence(Ordering::SeqCst);
+        take_sleeper(&h.cons.consumer_sleep)
+    }
+
+    /// Bytes staged but not yet published.
+    #[must_use]
+    pub fn staged_bytes(&self) -> usize {
+        (self.tail - self.published) as usize
+    }
+
+    /// Declares that the producer is about to sleep until a record of
+    /// `needed` payload bytes fits: stores `token` into `producer_sleep`
+    /// (SeqCst), fences, re-reads the consumer's head.
+    ///
+    /// On [`SleepPrep::Sleep`], block while
+    /// [`producer_sleep_word`](Self::producer_sleep_word) equals `token`, then
+    /// call [`cancel_sleep`](Self::cancel_sleep) and retry. Publish staged
+    /// records first: a consumer waiting for them would otherwise never free
+    /// space.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::TooLarge`] if `needed` can never fit;
+    /// [`ReserveError::Corrupted`] if the head is invalid (the word is then
+    /// cleared). Never [`ReserveError::Full`].
+    pub fn prepare_sleep(&mut self, needed: usize, token: NonZeroU32) -> Result<SleepPrep, ReserveError> {
+        if self.corruption.is_some() {
+            return Err(ReserveError::Corrupted);
+        }
+        let max = self.max_record_len();
+        if needed > max {
+            return Err(ReserveError::TooLarge { len: needed, max });
+        }
+        let (need, _) = self.need(needed);
+        if self.fits(need) {
+            return Ok(SleepPrep::Ready);
+        }
+        let word = &self.raw.header().prod.producer_sleep;
+        word.store(token.get(), Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if let Err(e) = self.refresh_head() {
+            self.cancel_sleep();
+            return Err(e.into());
+        }
+        if self.fits(need) {
+            self.cancel_sleep();
+            Ok(SleepPrep::Ready)
+        } else {
+            Ok(SleepPrep::Sleep)
+        }
+    }
+
+    /// Clears `producer_sleep` (after waking, or to abandon a prepared sleep).
+    pub fn cancel_sleep(&self) {
+        self.raw.header().prod.producer_sleep.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<R: Region> Drop for Producer<R> {
+    fn drop(&mut self) {
+        self.raw.attach_flag(Side::Producer).store(0, Ordering::Release);
+    }
+}
+
+/// If the peer's sleep word holds a token, resets it to 0 and returns it.
+///
+/// Resetting the word before the caller wakes the peer is what makes a racing
+/// `futex_wait(word, token)` return at once instead of sleeping.
+#[inline]
+pub(crate) fn take_sleeper(word: &AtomicU32) -> Wake {
+    if word.load(Ordering::Relaxed) == 0 {
+        Wake::NONE
+    } else {
+        Wake::from_token(word.swap(0, Ordering::AcqRel))
+    }
+}
+
+/// Space reserved for one record; see [`Producer::try_reserve`].
+///
+/// Dropping it without committing or staging abandons the record: nothing
+/// becomes visible to the consumer.
+#[derive(Debug)]
+#[must_use = "dropping a WriteGrant abandons the record"]
+pub struct WriteGrant<'a, R: Region> {
+    producer: &'a mut Producer<R>,
+    len: usize,
+    padded: bool,
+}
+
+impl<R: Region> WriteGrant<'_, R> {
+    /// Data offset of the record header.
+    #[inline]
+    fn record_offset(&self) -> u64 {
+        if self.padded { 0 } else { self.producer.raw.offset(self.producer.tail) }
+    }
+
+    /// The payload area: exactly the reserved length. Its initial contents
+    /// are unspecified (old records or peer garbage).
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let off = self.record_offset() + RECORD_HEADER_SIZE as u64;
+        let ptr = self.producer.raw.data_ptr(off, self.len);
+        // SAFETY: `data_ptr` checked the range is inside the data area. The
+        // range lies in free space (try_reserve checked it fits between the
+        // tail and the validated head + capacity), which the consumer does not
+        // read until the record is published; the grant borrows the producer
+        // mutably, so this is the only live reference to it in this process.
+        unsafe { core::slice::from_raw_parts_mut(ptr, self.len) }
+    }
+
+    /// Payload bytes reserved.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the reservation is for an empty payload.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the padding (if any) and the record header for `n` bytes and
+    /// advances the local tail.
+    #[inline]
+    fn finish(&mut self, n: usize) {
+        assert!(n <= self.len, "commit_len({n}) exceeds the reserved {} bytes", self.len);
+        let p = &mut *self.producer;
+        if self.padded {
+            let to_end = p.raw.capacity() - p.raw.offset(p.tail);
+            let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
+            p.raw.write_record(p.tail, pack_record(pad_len, TAG_PADDING));
+            p.tail += to_end;
+        }
+        p.raw.write_record(p.tail, pack_record(n as u32, TAG_DATA));
+        p.tail += record_size(n);
+    }
+
+    /// Publishes the record (and anything staged before it) now.
+    #[inline]
+    pub fn commit(self) -> Wake {
+        let n = self.len;
+        self.commit_len(n)
+    }
+
+    /// Publishes only the first `n` payload bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `n` exceeds the reserved length.
+    #[inline]
+    pub fn commit_len(mut self, n: usize) -> Wake {
+        self.finish(n);
+        self.producer.publish()
+    }
+
+    /// Writes the record header but does not publish: the record becomes
+    /// visible with the next [`Producer::publish`] or commit.
+    #[inline]
+    pub fn stage(mut self) {
+        let n = self.len;
+        self.finish(n);
+    }
+}
