@@ -135,6 +135,55 @@ mod unix_fd {
     }
 }
 
+#[cfg(windows)]
+mod windows_handle {
+    use super::*;
+    use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, RawHandle};
+
+    impl Doorbell {
+        /// Creates a doorbell backed by a new named auto-reset event
+        /// (`Local\ferry-<SID>-<32 random hex digits>`); send [`name`](Self::name) to the peer.
+        ///
+        /// # Errors
+        ///
+        /// Handle limits, or an OS error while reading the user's SID.
+        pub fn create_named() -> Result<Self, SetupError> {
+            Self::new()
+        }
+
+        /// Opens the doorbell the peer created, by the name it sent. The name is validated
+        /// first: it must be `Local\ferry-<this user's SID>-<32 hex digits>`.
+        ///
+        /// # Errors
+        ///
+        /// [`SetupError::InvalidName`] for a malformed name or another user's name,
+        /// [`SetupError::NotFound`] if the peer's event no longer exists,
+        /// [`SetupError::PermissionDenied`] if its ACL refuses us.
+        pub fn open_named(name: &str) -> Result<Self, SetupError> {
+            Ok(Self {
+                inner: Inner::open_named(name)?,
+            })
+        }
+
+        /// The event's name, to send to the peer.
+        pub fn name(&self) -> &str {
+            self.inner.name()
+        }
+    }
+
+    impl AsHandle for Doorbell {
+        fn as_handle(&self) -> BorrowedHandle<'_> {
+            self.inner.as_handle()
+        }
+    }
+
+    impl AsRawHandle for Doorbell {
+        fn as_raw_handle(&self) -> RawHandle {
+            self.inner.as_raw_handle()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +222,28 @@ mod tests {
         });
         assert_eq!(d.wait(None), Ok(WaitOutcome::Woken));
         t.join().expect("ringer");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn open_named_validates_and_shares_the_event() {
+        let d = Doorbell::create_named().expect("doorbell");
+        let peer = Doorbell::open_named(d.name()).expect("open by name");
+        peer.ring().expect("ring");
+        assert_eq!(d.drain(), Ok(true));
+        let other_user = d.name().replacen("S-1-", "S-9-", 1);
+        assert!(matches!(
+            Doorbell::open_named(&other_user),
+            Err(SetupError::InvalidName { .. })
+        ));
+        let mut gone = d.name().to_owned();
+        gone.truncate(gone.len() - 32);
+        gone.push_str(&"0".repeat(32));
+        assert!(
+            matches!(Doorbell::open_named(&gone), Err(SetupError::NotFound { .. })),
+            "{:?}",
+            Doorbell::open_named(&gone)
+        );
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -109,13 +109,13 @@ impl WaitPolicy {
             Self::Adaptive { spin, yields } => (spin, yields),
         };
 
-        if spin > 0 {
-            if let Some(_slot) = SpinSlot::acquire() {
-                match spin_bounded(&mut ready, spin, deadline) {
-                    Phase::Ready => return Ok(WaitOutcome::Woken),
-                    Phase::Expired => return Ok(WaitOutcome::TimedOut),
-                    Phase::Exhausted => {}
-                }
+        if spin > 0
+            && let Some(_slot) = SpinSlot::acquire()
+        {
+            match spin_bounded(&mut ready, spin, deadline) {
+                Phase::Ready => return Ok(WaitOutcome::Woken),
+                Phase::Expired => return Ok(WaitOutcome::TimedOut),
+                Phase::Exhausted => {}
             }
         }
 

@@ -33,7 +33,8 @@ const BLOCKING_ITERS: u32 = 100_000;
 /// The adaptive policy mostly spins: 100k round trips take well under a second.
 const ADAPTIVE_ITERS: u32 = 100_000;
 
-type ParkFn<'a> = Box<dyn Fn(&AtomicU32, Option<Duration>) -> Result<WaitOutcome, NotifyError> + 'a>;
+type ParkFn<'a> =
+    Box<dyn Fn(&AtomicU32, Option<Duration>) -> Result<WaitOutcome, NotifyError> + 'a>;
 type WakeFn<'a> = Box<dyn Fn(&AtomicU32) -> Result<(), NotifyError> + 'a>;
 
 /// One side of the ping-pong.
@@ -104,10 +105,16 @@ impl Mech {
         }
     }
     fn from_name(s: &str) -> Mech {
-        [Mech::Word, Mech::Parker, Mech::Doorbell, Mech::Adaptive, Mech::Hang]
-            .into_iter()
-            .find(|m| m.name() == s)
-            .expect("known mechanism")
+        [
+            Mech::Word,
+            Mech::Parker,
+            Mech::Doorbell,
+            Mech::Adaptive,
+            Mech::Hang,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .expect("known mechanism")
     }
     fn policy(self) -> WaitPolicy {
         if self == Mech::Adaptive {
@@ -151,7 +158,10 @@ fn child_doorbells() -> (Doorbell, Doorbell) {
 fn ping_pong(mech: Mech, iters: u32) {
     let (shm, shm_env) = create_shared();
     let l = shm.layout();
-    let mut env = vec![(ENV_MECH, mech.name().to_owned()), (ENV_ITERS, iters.to_string())];
+    let mut env = vec![
+        (ENV_MECH, mech.name().to_owned()),
+        (ENV_ITERS, iters.to_string()),
+    ];
 
     let parker = Parker::new().expect("parker");
     env.push((ENV_PARENT_SPEC, parker.spec().as_str().to_owned()));
@@ -194,7 +204,11 @@ fn ping_pong(mech: Mech, iters: u32) {
     for i in 1..=iters {
         side.send(&l.ping.0, i);
         let r = side.recv(&l.pong.0, i);
-        assert_eq!(r, WaitOutcome::Woken, "{mech:?}: lost wake-up at round trip {i}");
+        assert_eq!(
+            r,
+            WaitOutcome::Woken,
+            "{mech:?}: lost wake-up at round trip {i}"
+        );
     }
     let elapsed = start.elapsed();
     let status = child.wait().expect("wait for child");
@@ -241,7 +255,10 @@ fn child_entry() {
 fn run_child(shm: &Shared) {
     let l = shm.layout();
     let mech = Mech::from_name(&std::env::var(ENV_MECH).expect("mechanism"));
-    let iters: u32 = std::env::var(ENV_ITERS).expect("iterations").parse().expect("number");
+    let iters: u32 = std::env::var(ENV_ITERS)
+        .expect("iterations")
+        .parse()
+        .expect("number");
     let parker = Parker::new().expect("child parker");
     let spec = ParkerSpec::parse(&std::env::var(ENV_PARENT_SPEC).expect("parent spec"))
         .expect("valid spec");
@@ -295,8 +312,12 @@ fn waits_without_a_waker_time_out() {
     let word = AtomicU32::new(TOKEN_PARKER);
     let parker = Parker::new().expect("parker");
     let bell = Doorbell::new().expect("doorbell");
-    let mut waits: Vec<(&str, Box<dyn Fn() -> Result<WaitOutcome, NotifyError>>)> = vec![
-        ("parker", Box::new(|| parker.park(&word, TOKEN_PARKER, Some(timeout)))),
+    type Wait<'a> = Box<dyn Fn() -> Result<WaitOutcome, NotifyError> + 'a>;
+    let mut waits: Vec<(&str, Wait<'_>)> = vec![
+        (
+            "parker",
+            Box::new(|| parker.park(&word, TOKEN_PARKER, Some(timeout))),
+        ),
         ("doorbell", Box::new(|| bell.wait(Some(timeout)))),
         (
             "adaptive policy",
@@ -319,7 +340,11 @@ fn waits_without_a_waker_time_out() {
     for (name, wait) in waits {
         let t0 = Instant::now();
         assert_eq!(wait(), Ok(WaitOutcome::TimedOut), "{name}");
-        assert!(t0.elapsed() >= timeout, "{name} returned early: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= timeout,
+            "{name} returned early: {:?}",
+            t0.elapsed()
+        );
     }
 }
 
@@ -330,7 +355,10 @@ fn peer_killed_while_waiting() {
     let l = shm.layout();
     let parker = Parker::new().expect("parker");
     let (parent_bell, _child_bell, bell_env) = doorbells_for_child();
-    let mut env = vec![(ENV_MECH, Mech::Hang.name().to_owned()), (ENV_ITERS, "0".into())];
+    let mut env = vec![
+        (ENV_MECH, Mech::Hang.name().to_owned()),
+        (ENV_ITERS, "0".into()),
+    ];
     env.push((ENV_PARENT_SPEC, parker.spec().as_str().to_owned()));
     env.extend(bell_env);
     let mut child = spawn_child("child_entry", &shm_env, &env);
@@ -359,7 +387,10 @@ fn peer_killed_while_waiting() {
     assert_eq!(r, Ok(WaitOutcome::TimedOut));
     assert!(t0.elapsed() >= timeout);
     let status = killer.join().expect("killer thread");
-    assert!(!status.success(), "the child was killed, not finished: {status}");
+    assert!(
+        !status.success(),
+        "the child was killed, not finished: {status}"
+    );
 
     // After the peer is gone, the doorbell still answers with a timeout, not a hang.
     let t0 = Instant::now();

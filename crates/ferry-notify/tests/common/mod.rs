@@ -53,7 +53,9 @@ impl Shared {
     /// Writes `bytes` into `child_spec` and publishes the length.
     pub fn publish_child_spec(&self, bytes: &[u8]) {
         assert!(bytes.len() <= 256);
-        let dst = core::ptr::addr_of!(self.layout().child_spec).cast::<u8>().cast_mut();
+        let dst = core::ptr::addr_of!(self.layout().child_spec)
+            .cast::<u8>()
+            .cast_mut();
         // SAFETY: `dst` points at the 256-byte `child_spec` array inside our live mapping; only
         // the child writes it, once, before publishing the length with Release.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
@@ -77,7 +79,10 @@ impl Shared {
                 let bytes = &self.layout().child_spec[..len];
                 return String::from_utf8(bytes.to_vec()).expect("utf-8 spec");
             }
-            assert!(std::time::Instant::now() < deadline, "child never published its spec");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never published its spec"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
@@ -155,10 +160,18 @@ mod imp {
     }
 
     fn view(mapping: windows_sys::Win32::Foundation::HANDLE) -> Shared {
-        assert!(!mapping.is_null(), "file mapping: {}", std::io::Error::last_os_error());
+        assert!(
+            !mapping.is_null(),
+            "file mapping: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: `mapping` is a valid section handle of PAGE bytes.
         let view = unsafe { MapViewOfFile(mapping, FILE_MAP_ALL_ACCESS, 0, 0, PAGE) };
-        assert!(!view.Value.is_null(), "MapViewOfFile: {}", std::io::Error::last_os_error());
+        assert!(
+            !view.Value.is_null(),
+            "MapViewOfFile: {}",
+            std::io::Error::last_os_error()
+        );
         Shared {
             ptr: view.Value.cast(),
             _mapping: mapping,
@@ -197,7 +210,8 @@ mod imp {
     }
 }
 
-pub use imp::*;
+#[cfg(target_os = "linux")]
+pub use imp::{inheritable, inherited};
 
 pub fn create_shared() -> (Shared, String) {
     imp::create()
@@ -212,9 +226,15 @@ pub fn child_shared() -> Option<Shared> {
 pub fn spawn_child(test_name: &str, shm_env: &str, envs: &[(&str, String)]) -> Child {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", test_name, "--nocapture", "--ignored", "--test-threads=1"])
-        .env(ENV_SHM, shm_env)
-        .stdin(Stdio::null());
+    cmd.args([
+        "--exact",
+        test_name,
+        "--nocapture",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env(ENV_SHM, shm_env)
+    .stdin(Stdio::null());
     for (k, v) in envs {
         cmd.env(k, v);
     }

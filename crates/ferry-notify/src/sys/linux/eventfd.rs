@@ -34,12 +34,12 @@ impl EventFd {
         // Where /proc is mounted, make sure this really is an eventfd: ringing a socket or a
         // pipe by mistake would write 8 bytes of garbage into someone else's stream.
         let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        if let Ok(target) = std::fs::read_link(link) {
-            if target.as_os_str() != "anon_inode:[eventfd]" {
-                return Err(SetupError::NotADoorbell {
-                    found: target.to_string_lossy().chars().take(100).collect(),
-                });
-            }
+        if let Ok(target) = std::fs::read_link(link)
+            && target.as_os_str() != "anon_inode:[eventfd]"
+        {
+            return Err(SetupError::NotADoorbell {
+                found: target.to_string_lossy().chars().take(100).collect(),
+            });
         }
         let flags = fcntl_getfl(&fd).map_err(|e| SetupError::from_io("fcntl", WHAT, e.into()))?;
         if !flags.contains(OFlags::NONBLOCK) {

@@ -1,0 +1,3 @@
+//! Windows: named auto-reset events.
+
+pub(crate) mod event;
