@@ -124,7 +124,9 @@ pub enum DecodeError {
         flags: Flags,
     },
     /// This frame must have an empty payload (a `Cancel`, or an `ABORT` frame).
-    #[error("a {kind} frame with flags {flags:?} must have an empty payload but announces {len} bytes; fix the sender")]
+    #[error(
+        "a {kind} frame with flags {flags:?} must have an empty payload but announces {len} bytes; fix the sender"
+    )]
     PayloadNotAllowed {
         /// The frame kind.
         kind: Kind,
@@ -173,7 +175,9 @@ pub enum EncodeError {
         got: usize,
     },
     /// The payload does not fit the 32-bit length field.
-    #[error("payload of {len} bytes does not fit in one frame (max {MAX_PAYLOAD_LEN}); split it into fragments with Flags::MORE")]
+    #[error(
+        "payload of {len} bytes does not fit in one frame (max {MAX_PAYLOAD_LEN}); split it into fragments with Flags::MORE"
+    )]
     PayloadTooLarge {
         /// The payload length.
         len: usize,
@@ -469,11 +473,5 @@ pub fn encode(frame: &Frame<'_>, out: &mut [u8]) -> Result<usize, EncodeError> {
     // Validate before touching `out` so nothing is written on error.
     check_encodable(h.kind, h.flags, frame.payload.len())?;
     out[HEADER_LEN..frame_len].copy_from_slice(frame.payload);
-    encode_header_in_place(
-        out,
-        h.kind,
-        h.flags,
-        h.correlation_id,
-        frame.payload.len(),
-    )
+    encode_header_in_place(out, h.kind, h.flags, h.correlation_id, frame.payload.len())
 }

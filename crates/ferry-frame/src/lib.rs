@@ -61,16 +61,16 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-pub mod crc;
 mod codec;
+pub mod crc;
 mod header;
 mod payload;
 #[cfg(feature = "alloc")]
 mod reassembly;
 
 pub use codec::{
-    DEFAULT_MAX_MESSAGE_SIZE, DecodeError, DecodeLimits, EncodeError, Frame, decode,
-    decode_header, encode, encode_header_in_place,
+    DEFAULT_MAX_MESSAGE_SIZE, DecodeError, DecodeLimits, EncodeError, Frame, decode, decode_header,
+    encode, encode_header_in_place,
 };
 pub use header::{
     Flags, HEADER_LEN, Header, Kind, MAGIC, MAX_PAYLOAD_LEN, MAX_SUPPORTED_VERSION,
@@ -80,4 +80,4 @@ pub use payload::{
     ErrorCode, ErrorPayload, Hello, Limits, PayloadError, ServerPolicy, Welcome, negotiate,
 };
 #[cfg(feature = "alloc")]
-pub use reassembly::{Event, Message, ReassemblyError, ReassemblyLimits, Reassembler};
+pub use reassembly::{Event, Message, Reassembler, ReassemblyError, ReassemblyLimits};

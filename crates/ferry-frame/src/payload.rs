@@ -40,7 +40,9 @@ pub enum PayloadError {
         valid_up_to: usize,
     },
     /// A reserved field is not zero.
-    #[error("reserved field `{field}` of the {what} payload is 0x{value:X}, must be 0; the peer uses an unnegotiated feature")]
+    #[error(
+        "reserved field `{field}` of the {what} payload is 0x{value:X}, must be 0; the peer uses an unnegotiated feature"
+    )]
     ReservedNonZero {
         /// Which payload.
         what: &'static str,
@@ -50,7 +52,9 @@ pub enum PayloadError {
         value: u32,
     },
     /// A version field is zero or a version range is empty.
-    #[error("invalid version range {min}..={max} in {what}: versions start at 1 and min must not exceed max")]
+    #[error(
+        "invalid version range {min}..={max} in {what}: versions start at 1 and min must not exceed max"
+    )]
     BadVersion {
         /// Which payload.
         what: &'static str,
@@ -60,7 +64,9 @@ pub enum PayloadError {
         max: u8,
     },
     /// A limit is zero.
-    #[error("limit `{field}` is 0 in {what}; every limit must be at least 1, fix the sender's configuration")]
+    #[error(
+        "limit `{field}` is 0 in {what}; every limit must be at least 1, fix the sender's configuration"
+    )]
     ZeroLimit {
         /// Which payload.
         what: &'static str,

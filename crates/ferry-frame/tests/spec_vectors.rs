@@ -227,7 +227,10 @@ fn fragment_vectors_reassemble_to_message() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(checked, 1, "exactly one fragment vector completes a message");
+    assert_eq!(
+        checked, 1,
+        "exactly one fragment vector completes a message"
+    );
     assert_eq!(r.partial_count(), 0);
 }
 
