@@ -135,6 +135,46 @@ mod unix_fd {
     }
 }
 
+#[cfg(target_vendor = "apple")]
+mod apple_fd {
+    use super::*;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+    impl Doorbell {
+        /// Rebuilds a doorbell from the two ends of the peer's pipe (received with
+        /// `SCM_RIGHTS`). Sets `O_NONBLOCK` and `FD_CLOEXEC` on both.
+        ///
+        /// # Errors
+        ///
+        /// [`SetupError::NotADoorbell`] if either descriptor is not a pipe; an OS error from
+        /// `fstat`/`fcntl`.
+        pub fn from_owned_fds(read: OwnedFd, write: OwnedFd) -> Result<Self, SetupError> {
+            Ok(Self {
+                inner: Inner::from_owned_fds(read, write)?,
+            })
+        }
+
+        /// The write end (what [`ring`](Self::ring) writes to), to send to the peer together
+        /// with the read end ([`AsFd`]).
+        pub fn write_fd(&self) -> BorrowedFd<'_> {
+            self.inner.write_fd()
+        }
+    }
+
+    /// The read end: register it for readability with kqueue or tokio `AsyncFd`.
+    impl AsFd for Doorbell {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.inner.as_fd()
+        }
+    }
+
+    impl AsRawFd for Doorbell {
+        fn as_raw_fd(&self) -> RawFd {
+            self.inner.as_raw_fd()
+        }
+    }
+}
+
 #[cfg(windows)]
 mod windows_handle {
     use super::*;
@@ -240,7 +280,10 @@ mod tests {
         gone.truncate(gone.len() - 32);
         gone.push_str(&"0".repeat(32));
         assert!(
-            matches!(Doorbell::open_named(&gone), Err(SetupError::NotFound { .. })),
+            matches!(
+                Doorbell::open_named(&gone),
+                Err(SetupError::NotFound { .. })
+            ),
             "{:?}",
             Doorbell::open_named(&gone)
         );

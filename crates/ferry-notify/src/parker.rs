@@ -219,9 +219,10 @@ impl Unparker {
         }
         #[cfg(windows)]
         {
-            let name = spec.text.strip_prefix(EVENT_PREFIX).ok_or_else(|| {
-                SetupError::invalid_name(&spec.text, "not an event parker spec")
-            })?;
+            let name = spec
+                .text
+                .strip_prefix(EVENT_PREFIX)
+                .ok_or_else(|| SetupError::invalid_name(&spec.text, "not an event parker spec"))?;
             let event = crate::sys::windows::event::Event::open_named(name)?;
             Ok(Self { event })
         }
@@ -278,7 +279,15 @@ mod tests {
         let p = Parker::new().expect("parker");
         let again = ParkerSpec::parse(p.spec().as_str()).expect("own spec parses");
         assert_eq!(&again, p.spec());
-        for bad in ["", "futex2", "event:", "sem:", "event:Global\\x", "\u{0}", "sem:/../x"] {
+        for bad in [
+            "",
+            "futex2",
+            "event:",
+            "sem:",
+            "event:Global\\x",
+            "\u{0}",
+            "sem:/../x",
+        ] {
             assert!(ParkerSpec::parse(bad).is_err(), "{bad:?} must be rejected");
         }
     }
@@ -309,7 +318,9 @@ mod tests {
         // A spurious return is allowed (loop), a lost wake-up is not: the park would then run
         // into its timeout.
         loop {
-            let r = p.park(&word, 1, Some(Duration::from_secs(30))).expect("park");
+            let r = p
+                .park(&word, 1, Some(Duration::from_secs(30)))
+                .expect("park");
             assert_eq!(r, WaitOutcome::Woken, "lost wake-up");
             if word.load(SeqCst) == 0 {
                 break;

@@ -178,11 +178,7 @@ fn timed_out_unless_ready(ready: &mut impl FnMut() -> bool) -> WaitOutcome {
     }
 }
 
-fn spin_bounded(
-    ready: &mut impl FnMut() -> bool,
-    budget: u32,
-    deadline: Option<Instant>,
-) -> Phase {
+fn spin_bounded(ready: &mut impl FnMut() -> bool, budget: u32, deadline: Option<Instant>) -> Phase {
     for i in 1..=budget {
         core::hint::spin_loop();
         if ready() {
@@ -329,7 +325,11 @@ mod tests {
             None,
         );
         assert_eq!(r, Ok(WaitOutcome::Woken));
-        assert_eq!(parked.get(), 2, "a spurious wake-up must lead to a second park");
+        assert_eq!(
+            parked.get(),
+            2,
+            "a spurious wake-up must lead to a second park"
+        );
         assert_eq!(ready_calls.get(), 3);
     }
 
@@ -370,20 +370,32 @@ mod tests {
             || true,
             |t| {
                 let t = t.expect("a deadline gives a timeout");
-                assert!(t <= Duration::from_secs(60) && t > Duration::from_secs(50), "{t:?}");
+                assert!(
+                    t <= Duration::from_secs(60) && t > Duration::from_secs(50),
+                    "{t:?}"
+                );
                 Err(NotifyError::InvalidObject)
             },
             Some(deadline),
         );
-        assert_eq!(r, Err(NotifyError::InvalidObject), "park errors pass through");
+        assert_eq!(
+            r,
+            Err(NotifyError::InvalidObject),
+            "park errors pass through"
+        );
     }
 
     #[test]
     fn governor_makes_extra_waiters_skip_spinning() {
         let _serial = lock();
         // Take every slot, then check that an adaptive wait goes straight to parking.
-        let slots: Vec<SpinSlot> = (0..spin_limit()).filter_map(|_| SpinSlot::acquire()).collect();
-        assert!(SpinSlot::acquire().is_none(), "no slot may exceed the limit");
+        let slots: Vec<SpinSlot> = (0..spin_limit())
+            .filter_map(|_| SpinSlot::acquire())
+            .collect();
+        assert!(
+            SpinSlot::acquire().is_none(),
+            "no slot may exceed the limit"
+        );
         let ready_calls = Cell::new(0u32);
         let r = WaitPolicy::Adaptive {
             spin: 1_000_000,
@@ -399,7 +411,11 @@ mod tests {
             None,
         );
         assert_eq!(r, Ok(WaitOutcome::Woken));
-        assert_eq!(ready_calls.get(), 3, "spinning would have called ready() far more often");
+        assert_eq!(
+            ready_calls.get(),
+            3,
+            "spinning would have called ready() far more often"
+        );
         drop(slots);
         assert_eq!(spinning_threads(), 0, "slots are returned on drop");
     }

@@ -88,15 +88,15 @@ impl Shared {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 mod imp {
     use super::*;
-    use rustix::fs::{MemfdFlags, ftruncate, memfd_create};
+    use rustix::fs::ftruncate;
     use rustix::mm::{MapFlags, ProtFlags, mmap};
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     fn map(fd: OwnedFd) -> Shared {
-        // SAFETY: a fresh shared mapping of PAGE bytes of a memfd at least that long; the
+        // SAFETY: a fresh shared mapping of PAGE bytes of a file at least that long; the
         // kernel picks the address, so nothing existing is replaced.
         let ptr = unsafe {
             mmap(
@@ -115,8 +115,11 @@ mod imp {
         }
     }
 
-    /// Creates the page; returns it and the env var value that lets the child map it.
+    /// Creates the page; returns it and the env var value that lets the child map it
+    /// (Linux: the number of an inherited memfd).
+    #[cfg(target_os = "linux")]
     pub fn create() -> (Shared, String) {
+        use rustix::fs::{MemfdFlags, memfd_create};
         // No CLOEXEC: the child inherits it.
         let fd = memfd_create("ferry-notify-test", MemfdFlags::empty()).expect("memfd_create");
         ftruncate(&fd, PAGE as u64).expect("ftruncate");
@@ -124,12 +127,35 @@ mod imp {
         (map(fd), env)
     }
 
+    #[cfg(target_os = "linux")]
     pub fn open(env: &str) -> Shared {
-        let raw: i32 = env.parse().expect("fd number");
-        // SAFETY: the parent created this descriptor without CLOEXEC and passed its number;
-        // nothing else in the child owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        map(fd)
+        map(inherited(env))
+    }
+
+    /// Creates the page; returns it and the env var value that lets the child map it
+    /// (macOS: the path of a temporary file).
+    #[cfg(not(target_os = "linux"))]
+    pub fn create() -> (Shared, String) {
+        let path = std::env::temp_dir().join(format!(
+            "ferry-notify-test-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let file = std::fs::File::create_new(&path).expect("create shared file");
+        ftruncate(&file, PAGE as u64).expect("ftruncate");
+        (map(file.into()), path.to_string_lossy().into_owned())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn open(env: &str) -> Shared {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(env)
+            .expect("open shared file");
+        map(file.into())
     }
 
     /// Makes `fd` survive exec, returns its number for the child's environment.
@@ -210,7 +236,7 @@ mod imp {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 pub use imp::{inheritable, inherited};
 
 pub fn create_shared() -> (Shared, String) {

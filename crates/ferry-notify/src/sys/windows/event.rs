@@ -13,7 +13,9 @@
 
 use core::time::Duration;
 use std::hash::{BuildHasher, Hasher};
-use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::os::windows::io::{
+    AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle,
+};
 use std::sync::OnceLock;
 
 use windows_sys::Win32::Foundation::{
@@ -186,7 +188,9 @@ fn to_wide(s: &str) -> Vec<u16> {
 
 /// 128 bits from the OS random generator that seeds `RandomState`, as 32 hex digits.
 fn random_hex() -> String {
-    let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let a = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(a);
     let b = h.finish();
@@ -269,8 +273,7 @@ pub(crate) fn validate_name(name: &str) -> Result<(), SetupError> {
         .strip_prefix(sid)
         .and_then(|r| r.strip_prefix('-'))
         .ok_or_else(|| SetupError::invalid_name(name, "not created by this user (SID differs)"))?;
-    if rest.len() != RANDOM_HEX || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if rest.len() != RANDOM_HEX || !rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err(SetupError::invalid_name(
             name,
             "the random part is not 32 lowercase hex digits",
