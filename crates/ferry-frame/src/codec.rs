@@ -3,7 +3,7 @@
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::crc::crc32c_append;
+use crate::crc::{crc32c_append, header_crc};
 use crate::header::{
     Flags, HEADER_LEN, Header, Kind, MAGIC, MAX_PAYLOAD_LEN, MAX_SUPPORTED_VERSION,
     MIN_SUPPORTED_VERSION, VERSION, WireHeader, offset,
@@ -287,14 +287,6 @@ fn check_encodable(kind: Kind, flags: Flags, len: usize) -> Result<u32, EncodeEr
     }
 }
 
-/// CRC over `header` (with its CRC field treated as zero) followed by `payload`.
-#[inline]
-fn frame_crc(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
-    let mut h = *header;
-    h[offset::CRC..offset::CRC + 4].fill(0);
-    crc32c_append(crc32c_append(0, &h), payload)
-}
-
 /// Validates the first [`HEADER_LEN`] bytes of `buf` as a header, without
 /// looking at the payload or the CRC.
 ///
@@ -385,16 +377,21 @@ pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<Frame<'a>, Dec
             extra: buf.len() - frame_len,
         });
     }
-    let (head, payload) = buf.split_at(HEADER_LEN);
-    let mut head_arr = [0u8; HEADER_LEN];
-    head_arr.copy_from_slice(head);
+    // `decode_header` succeeded, so `buf` holds at least a header.
+    let Some((head, payload)) = buf.split_first_chunk::<HEADER_LEN>() else {
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN,
+            got: buf.len(),
+        });
+    };
     let expected = u32::from_le_bytes([
-        head_arr[offset::CRC],
-        head_arr[offset::CRC + 1],
-        head_arr[offset::CRC + 2],
-        head_arr[offset::CRC + 3],
+        head[offset::CRC],
+        head[offset::CRC + 1],
+        head[offset::CRC + 2],
+        head[offset::CRC + 3],
     ]);
-    let computed = frame_crc(&head_arr, payload);
+    // The header's CRC field counts as zero: `header_crc` skips it without a copy.
+    let computed = crc32c_append(header_crc(head), payload);
     if computed != expected {
         return Err(DecodeError::CrcMismatch { expected, computed });
     }
@@ -438,11 +435,11 @@ pub fn encode_header_in_place(
         crc: U32::new(0),
         correlation_id: U64::new(correlation_id),
     };
-    let mut head = [0u8; HEADER_LEN];
-    head.copy_from_slice(wire.as_bytes());
-    let crc = frame_crc(&head, &buf[HEADER_LEN..frame_len]);
-    head[offset::CRC..offset::CRC + 4].copy_from_slice(&crc.to_le_bytes());
-    buf[..HEADER_LEN].copy_from_slice(&head);
+    let frame = &mut buf[..frame_len];
+    frame[..HEADER_LEN].copy_from_slice(wire.as_bytes());
+    // The CRC field is zero now, so one pass over the contiguous frame gives the CRC.
+    let crc = crc32c_append(0, frame);
+    frame[offset::CRC..offset::CRC + 4].copy_from_slice(&crc.to_le_bytes());
     Ok(frame_len)
 }
 

@@ -52,14 +52,17 @@
 //! - `alloc`: the [`Reassembler`].
 //!
 //! Without `std` the crate is `#![no_std]` and uses a portable table-driven CRC32C.
-//! There is no `unsafe` code in this crate.
+//! The only `unsafe` is one call of the SSE 4.2 header CRC after run-time CPU detection.
 
 #![no_std]
-#![forbid(unsafe_code)]
+// One `unsafe` call in the whole crate: the SSE 4.2 header CRC in `crc.rs`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 mod codec;
 pub mod crc;
