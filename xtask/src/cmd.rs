@@ -6,6 +6,9 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Why a step failed: what happened, how to reproduce it, and optionally what to do about it.
 #[derive(Debug)]
@@ -159,34 +162,72 @@ impl Cmd {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
-    /// Runs with stdout streamed to the terminal line by line and also captured, stderr
-    /// inherited. Returns the captured stdout whether or not the command succeeded (a failed
-    /// test run still has counts to report) together with the outcome.
+    /// Runs with stdout and stderr merged into one stream (so cargo's `Running …` lines and the
+    /// test binaries' output keep their order), forwarded to our stdout line by line and also
+    /// captured. Returns the capture whether or not the command succeeded (a failed test run
+    /// still has counts to report) together with the outcome.
     pub fn run_tee(&self) -> (String, Result<(), Failure>) {
         self.started();
-        let mut child = match self.command().stdout(Stdio::piped()).spawn() {
-            Ok(child) => child,
+        let spawned = io::pipe().and_then(|(reader, writer)| {
+            let mut command = self.command();
+            command.stdout(writer.try_clone()?).stderr(writer);
+            // `command` drops at the end of this closure, closing our copies of the write end.
+            command.spawn().map(|child| (child, reader))
+        });
+        let (mut child, reader) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => return (String::new(), Err(self.spawn_error(&e))),
         };
-        let mut captured = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            let mut out = io::stdout();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(reader);
             loop {
-                line.clear();
+                let mut line = Vec::new();
                 match reader.read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let _ = out.write_all(&line);
-                        let _ = out.flush();
-                        captured.extend_from_slice(&line);
+                        if tx.send(line).is_err() {
+                            break;
+                        }
                     }
                 }
             }
+        });
+        let mut captured = Vec::new();
+        let mut out = io::stdout();
+        let mut exited: Option<(ExitStatus, Instant)> = None;
+        let mut wait_error = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let _ = out.write_all(&line);
+                    let _ = out.flush();
+                    captured.extend_from_slice(&line);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => match exited {
+                    // A process the command left behind (a wineserver, say) may hold the pipe
+                    // open: once the command itself is gone and the pipe is quiet, stop reading.
+                    Some((_, at)) if at.elapsed() > GRACE_AFTER_EXIT => break,
+                    Some(_) => {}
+                    None => match child.try_wait() {
+                        Ok(Some(status)) => exited = Some((status, Instant::now())),
+                        Ok(None) => {}
+                        Err(e) => {
+                            wait_error = Some(e);
+                            break;
+                        }
+                    },
+                },
+            }
         }
+        let status = match (exited, wait_error) {
+            (Some((status, _)), _) => Ok(status),
+            (None, Some(e)) => Err(e),
+            (None, None) => child.wait(),
+        };
         let captured = String::from_utf8_lossy(&captured).into_owned();
-        let outcome = match child.wait() {
+        let outcome = match status {
             Ok(status) if status.success() => Ok(()),
             Ok(status) => Err(self.exit_error(status)),
             Err(e) => Err(Failure::new(format!("waiting for `{}`: {e}", self.short()))),
@@ -194,6 +235,10 @@ impl Cmd {
         (captured, outcome)
     }
 }
+
+/// How long [`Cmd::run_tee`] keeps reading after the command exited while something still holds
+/// its output pipe open.
+const GRACE_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Shows the command as a POSIX shell line: `ENV='v' cargo args…`.
 impl fmt::Display for Cmd {
