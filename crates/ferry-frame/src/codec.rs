@@ -418,7 +418,9 @@ pub fn encode_header_in_place(
     payload_len: usize,
 ) -> Result<usize, EncodeError> {
     let len32 = check_encodable(kind, flags, payload_len)?;
-    let frame_len = HEADER_LEN + payload_len;
+    let Some(frame_len) = HEADER_LEN.checked_add(payload_len) else {
+        return Err(EncodeError::PayloadTooLarge { len: payload_len });
+    };
     if buf.len() < frame_len {
         return Err(EncodeError::BufferTooSmall {
             needed: frame_len,

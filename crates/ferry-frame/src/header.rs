@@ -321,9 +321,10 @@ impl Header {
         self.flags.contains(Flags::ABORT)
     }
 
-    /// Total frame length: `HEADER_LEN + payload_len`.
+    /// Total frame length: `HEADER_LEN + payload_len` (saturating at `usize::MAX`
+    /// on 32-bit targets, where such a frame could not be held anyway).
     #[must_use]
     pub const fn frame_len(&self) -> usize {
-        HEADER_LEN + self.payload_len as usize
+        HEADER_LEN.saturating_add(self.payload_len as usize)
     }
 }

@@ -225,7 +225,7 @@ impl Reassembler {
         let more = h.is_more();
         let key = (kind, id);
         let existing = self.partials.get(&key).map_or(0, Vec::len);
-        let size = existing + frame.payload.len();
+        let size = existing.saturating_add(frame.payload.len());
         if size > self.limits.max_message_size {
             self.discard(kind, id);
             return Err(ReassemblyError::MessageTooLarge {
@@ -282,7 +282,7 @@ impl Reassembler {
         key: (Kind, u64),
     ) -> Result<(), ReassemblyError> {
         let max = self.limits.max_buffered_bytes;
-        let needed = buf.len() + additional;
+        let needed = buf.len().saturating_add(additional);
         if needed <= buf.capacity() {
             return Ok(());
         }
