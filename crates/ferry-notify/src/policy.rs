@@ -8,21 +8,36 @@ use crate::{NotifyError, WaitOutcome};
 
 /// Spin iterations in the default [`WaitPolicy`].
 ///
-/// Chosen by measurement (`cargo bench -p ferry-notify --bench wake_latency`, which prints
-/// the cost of one spin iteration and the block/wake round trip on the machine it runs on).
-/// On the 2-vCPU AMD EPYC development VM one iteration (`spin_loop` + an acquire load of a
-/// shared cache line) costs about 5–10 ns, while a blocking futex or eventfd round trip costs
-/// 4–55 µs. 4096 iterations is ~20–40 µs of spinning: as long as one or two blocking wake-ups
-/// cost, the classic "spin as long as blocking would cost" rule, which keeps the worst case
-/// within about 2x of the better choice while a reply that comes within the budget is seen in
-/// well under a microsecond.
-pub const DEFAULT_SPIN: u32 = 4096;
+/// Chosen by measurement with `cargo bench -p ferry-notify --bench wake_latency` (which prints
+/// the cost of one spin iteration; `FERRY_BENCH_SWEEP=1` adds rows for other budgets and
+/// `FERRY_BENCH_PIN=same|split` fixes the placement of the two processes). On the 2-vCPU AMD
+/// EPYC development VM one iteration (`spin_loop`, i.e. `PAUSE`, plus an acquire load) costs
+/// 25–30 ns, a yield ~0.3 µs when nothing else is runnable, and a blocking futex round trip
+/// 5–15 µs (55 µs and more across CPUs under load). 512 iterations, with a yield every
+/// [`SPIN_YIELD_EVERY`], is roughly 10–25 µs of spinning: about what one blocking round trip
+/// costs (the classic "spin as long as blocking would cost" rule), so a reply within that window
+/// is seen in well under a microsecond and a late one costs at most about twice the optimum.
+/// Measured round trips with this default: 0.13–0.4 µs p50 and < 1 µs p99 with the processes on
+/// two CPUs; ~4.5 µs p50 and ~6 µs p99 with both on one CPU (where pure spinning without the
+/// interleaved yields cost 220 µs p50 and 5 ms p99).
+pub const DEFAULT_SPIN: u32 = 512;
 
 /// `yield_now` calls in the default [`WaitPolicy`], after spinning and before parking.
 ///
 /// A yield costs one system call (~0.3 µs) when nothing else wants the CPU; a few of them
 /// catch a peer that was just preempted on the same CPU, without giving away whole time slices.
 pub const DEFAULT_YIELDS: u32 = 8;
+
+/// During the spin phase of [`WaitPolicy::Adaptive`], [`std::thread::yield_now`] is called
+/// after every this many iterations.
+///
+/// When the peer waits for *our* CPU (both processes on one core, or more runnable threads
+/// than cores), pure spinning burns the whole budget, or the whole time slice, before the peer
+/// can reply. Measured on the development VM with both processes pinned to one CPU: spinning
+/// 4096 iterations without yields gave 220 µs p50 / 5 ms p99 round trips; yielding every 16
+/// gave 4.5 µs / 6 µs, while costing nothing measurable when the processes run on two CPUs
+/// (every 64 gave 7 µs / 17 µs on one CPU).
+pub const SPIN_YIELD_EVERY: u32 = 16;
 
 /// How often (in spin iterations) the clock is read to check a deadline while spinning.
 const DEADLINE_CHECK_EVERY: u32 = 256;
@@ -41,7 +56,8 @@ pub enum WaitPolicy {
     /// Never spin: announce the sleep and park at once. Costs no CPU while waiting; every
     /// wake-up pays the OS round trip.
     ParkOnly,
-    /// Spin `spin` times with [`core::hint::spin_loop`], then call
+    /// Spin `spin` times with [`core::hint::spin_loop`] (yielding every
+    /// [`SPIN_YIELD_EVERY`] iterations, so a peer waiting for this CPU gets it), then call
     /// [`std::thread::yield_now`] `yields` times, then park. Spinning is skipped when the
     /// [spin governor](spinning_threads) says enough threads already spin.
     Adaptive {
@@ -112,7 +128,7 @@ impl WaitPolicy {
         if spin > 0
             && let Some(_slot) = SpinSlot::acquire()
         {
-            match spin_bounded(&mut ready, spin, deadline) {
+            match spin_bounded(&mut ready, spin, SPIN_YIELD_EVERY, deadline) {
                 Phase::Ready => return Ok(WaitOutcome::Woken),
                 Phase::Expired => return Ok(WaitOutcome::TimedOut),
                 Phase::Exhausted => {}
@@ -178,11 +194,19 @@ fn timed_out_unless_ready(ready: &mut impl FnMut() -> bool) -> WaitOutcome {
     }
 }
 
-fn spin_bounded(ready: &mut impl FnMut() -> bool, budget: u32, deadline: Option<Instant>) -> Phase {
+fn spin_bounded(
+    ready: &mut impl FnMut() -> bool,
+    budget: u32,
+    yield_every: u32,
+    deadline: Option<Instant>,
+) -> Phase {
     for i in 1..=budget {
         core::hint::spin_loop();
         if ready() {
             return Phase::Ready;
+        }
+        if yield_every != 0 && i % yield_every == 0 {
+            std::thread::yield_now();
         }
         if i % DEADLINE_CHECK_EVERY == 0 && expired(deadline) {
             return match timed_out_unless_ready(ready) {
@@ -199,7 +223,7 @@ fn spin_forever(
     deadline: Option<Instant>,
 ) -> Result<WaitOutcome, NotifyError> {
     loop {
-        match spin_bounded(ready, u32::MAX, deadline) {
+        match spin_bounded(ready, u32::MAX, 0, deadline) {
             Phase::Ready => return Ok(WaitOutcome::Woken),
             Phase::Expired => return Ok(WaitOutcome::TimedOut),
             Phase::Exhausted => {}

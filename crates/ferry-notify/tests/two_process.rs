@@ -240,7 +240,10 @@ fn ping_pong(mech: Mech, iters: u32) {
 #[cfg(any(target_os = "linux", target_vendor = "apple"))]
 fn word_ping_pong_between_processes() {
     if cfg!(target_os = "linux") {
-        assert!(ferry_notify::word::is_supported(), "futex is always there on Linux");
+        assert!(
+            ferry_notify::word::is_supported(),
+            "futex is always there on Linux"
+        );
     } else if !ferry_notify::word::is_supported() {
         eprintln!("skipped: os_sync_wait_on_address needs macOS 14.4+");
         return;
