@@ -21,10 +21,10 @@ type Inner = crate::sys::macos::pipe::Pipe;
 /// * Linux: a non-blocking [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
 ///   shared by both processes; implements `AsFd`/`AsRawFd` for epoll and tokio `AsyncFd`
 ///   (wait for readability, then call [`drain`](Self::drain)). Send it with `SCM_RIGHTS` and
-///   rebuild it with [`Doorbell::from_owned_fd`].
+///   rebuild it with `Doorbell::from_owned_fd`.
 /// * Windows: a named auto-reset event (`Local\ferry-<SID>-<random>`); implements
 ///   `AsHandle`/`AsRawHandle` for `WaitForMultipleObjects` and friends. Send
-///   [`name`](Self::name) to the peer, which calls [`Doorbell::open_named`].
+///   `Doorbell::name` to the peer, which calls `Doorbell::open_named`.
 /// * macOS: a non-blocking pipe; `AsFd` is the read end (for kqueue), ringing writes to the
 ///   write end. Send both with `SCM_RIGHTS` and rebuild with `Doorbell::from_owned_fds`.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct Doorbell {
 }
 
 impl Doorbell {
-    /// Creates a doorbell (Windows: with a fresh random name, see [`Doorbell::create_named`]).
+    /// Creates a doorbell (Windows: with a fresh random name, as `Doorbell::create_named`).
     ///
     /// # Errors
     ///

@@ -122,7 +122,7 @@ pub enum WaitOutcome {
 /// The word must live in memory shared by both processes (a `MAP_SHARED` mapping); these
 /// calls use the *shared* flavour of the OS primitive, so they work across processes that map
 /// the page at different addresses. Supported on Linux (futex) and on macOS 14.4+
-/// (`os_sync_wait_on_address`); see [`is_supported`]. Use [`Parker`] for code that must run
+/// (`os_sync_wait_on_address`); see [`is_supported`](crate::word::is_supported). Use [`Parker`] for code that must run
 /// everywhere.
 pub mod word {
     use super::*;
