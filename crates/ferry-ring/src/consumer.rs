@@ -40,7 +40,14 @@ impl<R: Region> Consumer<R> {
     /// "producer".
     pub fn attach(region: R) -> Result<Self, AttachError> {
         let (raw, head, tail) = Raw::attach(&region, Side::Consumer)?;
-        Ok(Consumer { raw, head, published: head, cached_tail: tail, corruption: None, region })
+        Ok(Consumer {
+            raw,
+            head,
+            published: head,
+            cached_tail: tail,
+            corruption: None,
+            region,
+        })
     }
 
     /// The region this consumer reads from.
@@ -190,9 +197,12 @@ impl<R: Region> Consumer<R> {
     /// before): the handle is poisoned.
     #[inline]
     pub fn try_peek(&mut self) -> Result<Option<ReadGrant<'_, R>>, Corrupted> {
-        Ok(self
-            .next_record()?
-            .map(|(off, len, rec)| ReadGrant { consumer: self, off, len, rec }))
+        Ok(self.next_record()?.map(|(off, len, rec)| ReadGrant {
+            consumer: self,
+            off,
+            len,
+            rec,
+        }))
     }
 
     /// Copies the next record into `buf` and releases it. Returns its length
@@ -289,13 +299,19 @@ impl<R: Region> Consumer<R> {
 
     /// Clears `consumer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
-        self.raw.header().cons.consumer_sleep.store(0, Ordering::Relaxed);
+        self.raw
+            .header()
+            .cons
+            .consumer_sleep
+            .store(0, Ordering::Relaxed);
     }
 }
 
 impl<R: Region> Drop for Consumer<R> {
     fn drop(&mut self) {
-        self.raw.attach_flag(Side::Consumer).store(0, Ordering::Release);
+        self.raw
+            .attach_flag(Side::Consumer)
+            .store(0, Ordering::Release);
     }
 }
 

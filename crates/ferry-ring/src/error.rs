@@ -96,7 +96,9 @@ pub type PushError = ReserveError;
 impl fmt::Display for ReserveError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReserveError::Full => f.write_str("ring full: retry after the consumer releases records"),
+            ReserveError::Full => {
+                f.write_str("ring full: retry after the consumer releases records")
+            }
             ReserveError::TooLarge { len, max } => write!(
                 f,
                 "record of {len} bytes exceeds this ring's maximum of {max}: \
@@ -233,7 +235,11 @@ impl fmt::Display for AttachError {
                 "ring region is {len} bytes, too small for the {needed}-byte ring header: \
                  map the whole region (region_size(capacity) bytes)"
             ),
-            AttachError::RegionTooSmall { len, capacity, needed } => write!(
+            AttachError::RegionTooSmall {
+                len,
+                capacity,
+                needed,
+            } => write!(
                 f,
                 "ring region is {len} bytes but capacity {capacity} needs {needed}: \
                  map region_size(capacity) bytes (was it created by a different Ferry version?)"

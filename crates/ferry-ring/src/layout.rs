@@ -186,3 +186,31 @@ const _: () = {
     assert!(max_record_len(MIN_CAPACITY) == 24);
     assert!(MAX_CAPACITY <= u32::MAX as usize);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_sizes_round_up_to_eight() {
+        assert_eq!(record_size(0), 8);
+        assert_eq!(record_size(1), 16);
+        assert_eq!(record_size(8), 16);
+        assert_eq!(record_size(9), 24);
+    }
+
+    #[test]
+    fn record_words_put_len_first_then_tag() {
+        let w = pack_record(0x0102_0304, TAG_DATA);
+        assert_eq!(w.to_le_bytes()[..4], 0x0102_0304u32.to_le_bytes());
+        assert_eq!(w.to_le_bytes()[4..], *b"DATA");
+    }
+
+    #[test]
+    fn capacities_must_be_powers_of_two_in_range() {
+        assert!(capacity_ok(64) && capacity_ok(1 << 30));
+        assert!(!capacity_ok(32) && !capacity_ok(96) && !capacity_ok(1 << 31) && !capacity_ok(0));
+        assert_eq!(max_record_len(0), 0);
+        assert_eq!(region_size(64), HEADER_SIZE + 64);
+    }
+}

@@ -179,10 +179,17 @@ pub fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachError> {
 #[allow(clippy::type_complexity)]
 pub fn heap(
     capacity: usize,
-) -> Result<(Producer<alloc::sync::Arc<HeapRegion>>, Consumer<alloc::sync::Arc<HeapRegion>>), AttachError>
-{
+) -> Result<
+    (
+        Producer<alloc::sync::Arc<HeapRegion>>,
+        Consumer<alloc::sync::Arc<HeapRegion>>,
+    ),
+    AttachError,
+> {
     if !layout::capacity_ok(capacity as u64) {
-        return Err(AttachError::BadCapacity { capacity: capacity as u64 });
+        return Err(AttachError::BadCapacity {
+            capacity: capacity as u64,
+        });
     }
     let region = alloc::sync::Arc::new(HeapRegion::for_capacity(capacity));
     init(&region, capacity)?;

@@ -3,7 +3,9 @@
 use core::num::NonZeroU32;
 
 use crate::error::{AttachError, Corrupted, Corruption, ReserveError, Side};
-use crate::layout::{RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, pack_record, record_size};
+use crate::layout::{
+    RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, pack_record, record_size,
+};
 use crate::raw::Raw;
 use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering, fence};
@@ -42,7 +44,14 @@ impl<R: Region> Producer<R> {
     /// already attached.
     pub fn attach(region: R) -> Result<Self, AttachError> {
         let (raw, head, tail) = Raw::attach(&region, Side::Producer)?;
-        Ok(Producer { raw, tail, published: tail, cached_head: head, corruption: None, region })
+        Ok(Producer {
+            raw,
+            tail,
+            published: tail,
+            cached_head: head,
+            corruption: None,
+            region,
+        })
     }
 
     /// The region this producer writes to.
@@ -133,7 +142,11 @@ impl<R: Region> Producer<R> {
     fn need(&self, len: usize) -> (u64, bool) {
         let rec = record_size(len);
         let to_end = self.raw.capacity() - self.raw.offset(self.tail);
-        if rec <= to_end { (rec, false) } else { (to_end + rec, true) }
+        if rec <= to_end {
+            (rec, false)
+        } else {
+            (to_end + rec, true)
+        }
     }
 
     #[inline]
@@ -170,7 +183,11 @@ impl<R: Region> Producer<R> {
                 return Err(ReserveError::Full);
             }
         }
-        Ok(WriteGrant { producer: self, len, padded })
+        Ok(WriteGrant {
+            producer: self,
+            len,
+            padded,
+        })
     }
 
     /// Copies `payload` into one record and publishes it.
@@ -222,7 +239,11 @@ impl<R: Region> Producer<R> {
     /// [`ReserveError::TooLarge`] if `needed` can never fit;
     /// [`ReserveError::Corrupted`] if the head is invalid (the word is then
     /// cleared). Never [`ReserveError::Full`].
-    pub fn prepare_sleep(&mut self, needed: usize, token: NonZeroU32) -> Result<SleepPrep, ReserveError> {
+    pub fn prepare_sleep(
+        &mut self,
+        needed: usize,
+        token: NonZeroU32,
+    ) -> Result<SleepPrep, ReserveError> {
         if self.corruption.is_some() {
             return Err(ReserveError::Corrupted);
         }
@@ -251,13 +272,19 @@ impl<R: Region> Producer<R> {
 
     /// Clears `producer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
-        self.raw.header().prod.producer_sleep.store(0, Ordering::Relaxed);
+        self.raw
+            .header()
+            .prod
+            .producer_sleep
+            .store(0, Ordering::Relaxed);
     }
 }
 
 impl<R: Region> Drop for Producer<R> {
     fn drop(&mut self) {
-        self.raw.attach_flag(Side::Producer).store(0, Ordering::Release);
+        self.raw
+            .attach_flag(Side::Producer)
+            .store(0, Ordering::Release);
     }
 }
 
@@ -290,7 +317,11 @@ impl<R: Region> WriteGrant<'_, R> {
     /// Data offset of the record header.
     #[inline]
     fn record_offset(&self) -> u64 {
-        if self.padded { 0 } else { self.producer.raw.offset(self.producer.tail) }
+        if self.padded {
+            0
+        } else {
+            self.producer.raw.offset(self.producer.tail)
+        }
     }
 
     /// The payload area: exactly the reserved length. Its initial contents
@@ -323,12 +354,17 @@ impl<R: Region> WriteGrant<'_, R> {
     /// advances the local tail.
     #[inline]
     fn finish(&mut self, n: usize) {
-        assert!(n <= self.len, "commit_len({n}) exceeds the reserved {} bytes", self.len);
+        assert!(
+            n <= self.len,
+            "commit_len({n}) exceeds the reserved {} bytes",
+            self.len
+        );
         let p = &mut *self.producer;
         if self.padded {
             let to_end = p.raw.capacity() - p.raw.offset(p.tail);
             let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
-            p.raw.write_record(p.tail, pack_record(pad_len, TAG_PADDING));
+            p.raw
+                .write_record(p.tail, pack_record(pad_len, TAG_PADDING));
             p.tail += to_end;
         }
         p.raw.write_record(p.tail, pack_record(n as u32, TAG_DATA));

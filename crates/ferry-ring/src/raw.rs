@@ -27,7 +27,10 @@ pub(crate) struct Raw {
 fn check_region<R: Region>(region: &R) -> Result<NonNull<u8>, AttachError> {
     let len = region.len();
     if len < HEADER_SIZE {
-        return Err(AttachError::RegionTooSmallForHeader { len, needed: HEADER_SIZE });
+        return Err(AttachError::RegionTooSmallForHeader {
+            len,
+            needed: HEADER_SIZE,
+        });
     }
     let addr = region.as_ptr() as usize;
     if !addr.is_multiple_of(REGION_ALIGN) {
@@ -58,11 +61,17 @@ unsafe fn header_ref<'a>(base: NonNull<u8>) -> &'a RingHeader {
 pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachError> {
     let base = check_region(region)?;
     if !capacity_ok(capacity as u64) {
-        return Err(AttachError::BadCapacity { capacity: capacity as u64 });
+        return Err(AttachError::BadCapacity {
+            capacity: capacity as u64,
+        });
     }
     let needed = region_size(capacity);
     if region.len() < needed {
-        return Err(AttachError::RegionTooSmall { len: region.len(), capacity, needed });
+        return Err(AttachError::RegionTooSmall {
+            len: region.len(),
+            capacity,
+            needed,
+        });
     }
     #[cfg(not(loom))]
     {
@@ -70,15 +79,24 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
         let h = unsafe { header_ref(base) };
         if h.id.magic.load(Ordering::Acquire) == MAGIC {
             if h.prod.producer_attached.load(Ordering::Acquire) != 0 {
-                return Err(AttachError::AlreadyAttached { side: Side::Producer });
+                return Err(AttachError::AlreadyAttached {
+                    side: Side::Producer,
+                });
             }
             if h.cons.consumer_attached.load(Ordering::Acquire) != 0 {
-                return Err(AttachError::AlreadyAttached { side: Side::Consumer });
+                return Err(AttachError::AlreadyAttached {
+                    side: Side::Consumer,
+                });
             }
         }
         // Atomic stores only: no data race even if something else in this
         // process still looks at the header.
-        for w in h.id.reserved.iter().chain(&h.prod.reserved).chain(&h.cons.reserved) {
+        for w in
+            h.id.reserved
+                .iter()
+                .chain(&h.prod.reserved)
+                .chain(&h.cons.reserved)
+        {
             w.store(0, Ordering::Relaxed);
         }
         h.prod.tail.store(0, Ordering::Relaxed);
@@ -98,7 +116,11 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
         // address; loom atomics must be constructed, not stored to, so the
         // header is moved in whole. Loom models call `init` before any handle
         // exists.
-        unsafe { base.cast::<RingHeader>().as_ptr().write(RingHeader::new(capacity as u32)) };
+        unsafe {
+            base.cast::<RingHeader>()
+                .as_ptr()
+                .write(RingHeader::new(capacity as u32))
+        };
     }
     Ok(())
 }
@@ -106,7 +128,10 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
 impl Raw {
     /// Validates `region` and claims `side`'s attach flag. Returns the raw
     /// access and the shared `(head, tail)` at attach time.
-    pub(crate) fn attach<R: Region>(region: &R, side: Side) -> Result<(Raw, u64, u64), AttachError> {
+    pub(crate) fn attach<R: Region>(
+        region: &R,
+        side: Side,
+    ) -> Result<(Raw, u64, u64), AttachError> {
         let base = check_region(region)?;
         // SAFETY: `base` passed check_region; `region` outlives this call and
         // the caller stores it next to the returned `Raw`.
@@ -135,19 +160,34 @@ impl Raw {
             Side::Producer => &h.prod.producer_attached,
             Side::Consumer => &h.cons.consumer_attached,
         };
-        if flag.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if flag
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(AttachError::AlreadyAttached { side });
         }
         let head = h.cons.head.load(Ordering::Acquire);
         let tail = h.prod.tail.load(Ordering::Acquire);
-        if !head.is_multiple_of(8) || !tail.is_multiple_of(8) || tail < head || tail - head > capacity {
+        if !head.is_multiple_of(8)
+            || !tail.is_multiple_of(8)
+            || tail < head
+            || tail - head > capacity
+        {
             flag.store(0, Ordering::Release);
             return Err(AttachError::BadCursors { head, tail });
         }
         // SAFETY: HEADER_SIZE < needed <= region.len(), so the offset stays
         // inside the region and the result is non-null.
         let data = unsafe { base.add(HEADER_SIZE) };
-        Ok((Raw { header: base.cast(), data, capacity }, head, tail))
+        Ok((
+            Raw {
+                header: base.cast(),
+                data,
+                capacity,
+            },
+            head,
+            tail,
+        ))
     }
 
     /// The header.

@@ -22,7 +22,9 @@ impl Wake {
 
     #[inline]
     pub(crate) fn from_token(token: u32) -> Wake {
-        Wake { token: NonZeroU32::new(token) }
+        Wake {
+            token: NonZeroU32::new(token),
+        }
     }
 
     /// Whether the peer must be woken.

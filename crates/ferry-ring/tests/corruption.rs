@@ -41,7 +41,11 @@ unsafe impl Region for Window {
 
 fn window(inner_len: usize, shift: usize, len: usize) -> Window {
     assert!(shift + len <= inner_len);
-    Window { inner: HeapRegion::new_zeroed(inner_len), shift, len }
+    Window {
+        inner: HeapRegion::new_zeroed(inner_len),
+        shift,
+        len,
+    }
 }
 
 fn fresh(capacity: usize) -> Arc<HeapRegion> {
@@ -66,14 +70,20 @@ fn attach_refuses_a_region_too_small_for_the_header() {
     let w = window(512, 0, HEADER_SIZE - 8);
     assert_eq!(
         init(&w, 64),
-        Err(AttachError::RegionTooSmallForHeader { len: HEADER_SIZE - 8, needed: HEADER_SIZE })
+        Err(AttachError::RegionTooSmallForHeader {
+            len: HEADER_SIZE - 8,
+            needed: HEADER_SIZE
+        })
     );
     let w = Arc::new(window(512, 0, 100));
     assert!(matches!(
         Producer::attach(Arc::clone(&w)),
         Err(AttachError::RegionTooSmallForHeader { len: 100, .. })
     ));
-    assert!(matches!(Consumer::attach(w), Err(AttachError::RegionTooSmallForHeader { .. })));
+    assert!(matches!(
+        Consumer::attach(w),
+        Err(AttachError::RegionTooSmallForHeader { .. })
+    ));
 }
 
 #[test]
@@ -81,36 +91,62 @@ fn attach_refuses_a_misaligned_region() {
     let w = Arc::new(window(4096, 64, 1024));
     let addr = w.as_ptr() as usize;
     assert_eq!(init(&w, 256), Err(AttachError::Misaligned { addr }));
-    assert_eq!(Producer::attach(Arc::clone(&w)).err(), Some(AttachError::Misaligned { addr }));
-    assert_eq!(Consumer::attach(w).err(), Some(AttachError::Misaligned { addr }));
+    assert_eq!(
+        Producer::attach(Arc::clone(&w)).err(),
+        Some(AttachError::Misaligned { addr })
+    );
+    assert_eq!(
+        Consumer::attach(w).err(),
+        Some(AttachError::Misaligned { addr })
+    );
 }
 
 #[test]
 fn init_refuses_bad_capacities_and_short_regions() {
     let r = HeapRegion::for_capacity(1024);
     for cap in [0usize, 8, 63, 96, 1000, 1 << 31] {
-        assert_eq!(init(&r, cap), Err(AttachError::BadCapacity { capacity: cap as u64 }));
+        assert_eq!(
+            init(&r, cap),
+            Err(AttachError::BadCapacity {
+                capacity: cap as u64
+            })
+        );
     }
     assert_eq!(
         init(&r, 2048),
-        Err(AttachError::RegionTooSmall { len: region_size(1024), capacity: 2048, needed: region_size(2048) })
+        Err(AttachError::RegionTooSmall {
+            len: region_size(1024),
+            capacity: 2048,
+            needed: region_size(2048)
+        })
     );
 }
 
 #[test]
 fn attach_refuses_wrong_magic() {
     let r = Arc::new(HeapRegion::for_capacity(64));
-    assert_eq!(both_attach_err(&r), same(AttachError::BadMagic { found: 0 }));
+    assert_eq!(
+        both_attach_err(&r),
+        same(AttachError::BadMagic { found: 0 })
+    );
     init(&r, 64).unwrap();
     poke_u64(&*r, MAGIC_OFF, MAGIC ^ 1);
-    assert_eq!(both_attach_err(&r), same(AttachError::BadMagic { found: MAGIC ^ 1 }));
+    assert_eq!(
+        both_attach_err(&r),
+        same(AttachError::BadMagic { found: MAGIC ^ 1 })
+    );
 }
 
 #[test]
 fn attach_refuses_wrong_version() {
     let r = fresh(64);
     poke_u32(&*r, VERSION_OFF, LAYOUT_VERSION + 1);
-    assert_eq!(both_attach_err(&r), same(AttachError::VersionMismatch { found: LAYOUT_VERSION + 1 }));
+    assert_eq!(
+        both_attach_err(&r),
+        same(AttachError::VersionMismatch {
+            found: LAYOUT_VERSION + 1
+        })
+    );
 }
 
 #[test]
@@ -118,13 +154,22 @@ fn attach_refuses_bad_declared_capacity() {
     let r = fresh(256);
     for cap in [0u32, 32, 100, 255] {
         poke_u32(&*r, CAPACITY_OFF, cap);
-        assert_eq!(both_attach_err(&r), same(AttachError::BadCapacity { capacity: u64::from(cap) }));
+        assert_eq!(
+            both_attach_err(&r),
+            same(AttachError::BadCapacity {
+                capacity: u64::from(cap)
+            })
+        );
     }
     // Valid capacity, but larger than the region.
     poke_u32(&*r, CAPACITY_OFF, 65536);
     assert_eq!(
         both_attach_err(&r),
-        same(AttachError::RegionTooSmall { len: region_size(256), capacity: 65536, needed: region_size(65536) })
+        same(AttachError::RegionTooSmall {
+            len: region_size(256),
+            capacity: 65536,
+            needed: region_size(65536)
+        })
     );
 }
 
@@ -134,7 +179,11 @@ fn attach_refuses_inconsistent_cursors() {
     for (head, tail) in [(8u64, 0u64), (0, 264), (4, 8), (0, 12), (1000, 1000 + 257)] {
         poke_u64(&*r, HEAD_OFF, head);
         poke_u64(&*r, TAIL_OFF, tail);
-        assert_eq!(both_attach_err(&r), same(AttachError::BadCursors { head, tail }), "{head} {tail}");
+        assert_eq!(
+            both_attach_err(&r),
+            same(AttachError::BadCursors { head, tail }),
+            "{head} {tail}"
+        );
     }
     // Consistent but nonzero cursors are accepted and continued from.
     poke_u64(&*r, HEAD_OFF, 1024);
@@ -211,7 +260,10 @@ fn backwards_tail_is_corruption() {
 fn misaligned_tail_is_corruption() {
     let (_p, mut c, r) = ring_with(&[]);
     poke_u64(&*r, TAIL_OFF, 12);
-    assert!(c.is_empty(), "the &self probes report nothing but do not poison");
+    assert!(
+        c.is_empty(),
+        "the &self probes report nothing but do not poison"
+    );
     assert!(!c.is_corrupted());
     assert_eq!(c.try_peek().err(), Some(Corrupted));
     assert_consumer_poisoned(&mut c, Corruption::CursorMisaligned);
@@ -368,10 +420,18 @@ fn backwards_head_is_corruption() {
 fn misaligned_head_is_corruption() {
     let (mut p, _c, r) = full_producer();
     poke_u64(&*r, HEAD_OFF, 4);
-    assert_eq!(p.free_bytes(), 0, "&self probe falls back to the cached head");
+    assert_eq!(
+        p.free_bytes(),
+        0,
+        "&self probe falls back to the cached head"
+    );
     assert!(!p.is_corrupted());
     assert_eq!(p.prepare_sleep(8, TOKEN), Err(ReserveError::Corrupted));
-    assert_eq!(peek_u32(&*r, PRODUCER_SLEEP_OFF), 0, "the sleep word is cleared");
+    assert_eq!(
+        peek_u32(&*r, PRODUCER_SLEEP_OFF),
+        0,
+        "the sleep word is cleared"
+    );
     assert_producer_poisoned(&mut p, Corruption::CursorMisaligned);
 }
 

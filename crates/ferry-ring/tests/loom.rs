@@ -16,7 +16,9 @@ type P = Producer<std::sync::Arc<HeapRegion>>;
 type C = Consumer<std::sync::Arc<HeapRegion>>;
 
 fn bytes(seq: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| seq.wrapping_mul(16).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| seq.wrapping_mul(16).wrapping_add(i as u8))
+        .collect()
 }
 
 /// Pushes, yielding while full. Nobody sleeps, so no wake may be needed.
@@ -263,7 +265,9 @@ fn both_sides_sleeping_ping_pong() {
                 continue;
             }
             if c.prepare_sleep(CONSUMER_TOKEN).unwrap() == SleepPrep::Sleep {
-                futexes.0.wait(c.consumer_sleep_word(), CONSUMER_TOKEN.get());
+                futexes
+                    .0
+                    .wait(c.consumer_sleep_word(), CONSUMER_TOKEN.get());
                 c.cancel_sleep();
             }
         }

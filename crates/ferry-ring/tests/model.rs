@@ -59,14 +59,20 @@ impl Model {
     fn need(&self, len: usize) -> (u64, u64) {
         let to_end = self.cap - self.tail % self.cap;
         let rec = Self::rec(len);
-        if rec <= to_end { (rec, 0) } else { (to_end + rec, to_end) }
+        if rec <= to_end {
+            (rec, 0)
+        } else {
+            (to_end + rec, to_end)
+        }
     }
     fn fits(&self, len: usize) -> bool {
         self.cap - (self.tail - self.pub_head) >= self.need(len).0
     }
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         self.seq += 1;
-        (0..len).map(|i| (self.seq as usize * 7 + i) as u8).collect()
+        (0..len)
+            .map(|i| (self.seq as usize * 7 + i) as u8)
+            .collect()
     }
     /// Records a reservation of `len` committed with `n` bytes.
     fn add(&mut self, len: usize, data: Vec<u8>) {
@@ -97,7 +103,10 @@ impl Model {
 fn run(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (mut p, mut c) = heap(cap).unwrap();
     let max = max_record_len(cap);
-    let mut m = Model { cap: cap as u64, ..Model::default() };
+    let mut m = Model {
+        cap: cap as u64,
+        ..Model::default()
+    };
     for op in ops {
         let too_large = |len: usize| ReserveError::TooLarge { len, max };
         match op {
@@ -199,7 +208,12 @@ fn run(cap: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: if cfg!(miri) { 4 } else { 256 }, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: if cfg!(miri) { 4 } else { 256 },
+        // No regression files (and no getcwd, which miri's isolation forbids).
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use common::*;
 use ferry_ring::{
-    AttachError, Consumer, HeapRegion, PopError, Producer, ReserveError, Side, SleepPrep,
-    TAG_DATA, TAG_PADDING, Wake, heap, init, max_record_len,
+    AttachError, Consumer, HeapRegion, PopError, Producer, ReserveError, Side, SleepPrep, TAG_DATA,
+    TAG_PADDING, Wake, heap, init, max_record_len,
 };
 
 type P = Producer<Arc<HeapRegion>>;
@@ -62,7 +62,11 @@ fn accessors_report_sizes() {
     assert_eq!(c.used_bytes(), 40);
     c.try_peek().unwrap().unwrap().consume();
     assert_eq!(c.consumed_bytes(), 16);
-    assert_eq!(p.free_bytes(), 216, "consumed but unreleased space is not free");
+    assert_eq!(
+        p.free_bytes(),
+        216,
+        "consumed but unreleased space is not free"
+    );
     assert!(!c.release_consumed().is_needed());
     assert_eq!(c.consumed_bytes(), 0);
     assert_eq!(p.free_bytes(), 232);
@@ -136,7 +140,10 @@ fn too_large_is_refused_and_the_maximum_is_accepted() {
         p.try_reserve(max + 1).err(),
         Some(ReserveError::TooLarge { len: max + 1, max })
     );
-    assert_eq!(p.try_push(&vec![0; 4096]), Err(ReserveError::TooLarge { len: 4096, max }));
+    assert_eq!(
+        p.try_push(&vec![0; 4096]),
+        Err(ReserveError::TooLarge { len: 4096, max })
+    );
     push(&mut p, &payload(1, max));
     assert_eq!(pop(&mut c).unwrap(), payload(1, max));
 }
@@ -164,7 +171,10 @@ fn staged_records_appear_only_on_publish() {
         g.as_mut_slice().copy_from_slice(&payload(i, 16));
         g.stage();
     }
-    assert!(c.try_peek().unwrap().is_none(), "staged records are not published");
+    assert!(
+        c.try_peek().unwrap().is_none(),
+        "staged records are not published"
+    );
     assert!(!p.publish().is_needed());
     assert_eq!(p.publish(), Wake::NONE, "nothing left to publish");
     for i in 0..5u64 {
@@ -197,7 +207,11 @@ fn consumed_records_free_space_only_on_release_consumed() {
         g.consume();
     }
     assert!(c.try_peek().unwrap().is_none());
-    assert_eq!(p.try_push(&[1]), Err(ReserveError::Full), "consumed but not released");
+    assert_eq!(
+        p.try_push(&[1]),
+        Err(ReserveError::Full),
+        "consumed but not released"
+    );
     assert!(!c.release_consumed().is_needed());
     assert_eq!(c.release_consumed(), Wake::NONE, "nothing left to release");
     push(&mut p, &[1]);
@@ -266,7 +280,10 @@ fn pop_into_a_small_buffer_leaves_the_record() {
     let (mut p, mut c) = heap(256).unwrap();
     push(&mut p, &payload(1, 20));
     let mut small = [0u8; 10];
-    assert_eq!(c.try_pop_into(&mut small), Err(PopError::BufferTooSmall { needed: 20 }));
+    assert_eq!(
+        c.try_pop_into(&mut small),
+        Err(PopError::BufferTooSmall { needed: 20 })
+    );
     let mut buf = [0u8; 32];
     let (n, wake) = c.try_pop_into(&mut buf).unwrap().unwrap();
     assert!(!wake.is_needed());
@@ -278,14 +295,27 @@ fn pop_into_a_small_buffer_leaves_the_record() {
 fn consumer_sleep_handshake_bookkeeping() {
     let (mut p, mut c) = heap(256).unwrap();
     assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
-    assert_eq!(c.consumer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 7);
+    assert_eq!(
+        c.consumer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        7
+    );
     let wake = p.try_push(b"x").unwrap();
     assert!(wake.is_needed());
     assert_eq!(wake.token(), 7);
-    assert_eq!(c.consumer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 0, "waker clears the word");
+    assert_eq!(
+        c.consumer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "waker clears the word"
+    );
     // Data is there: no sleep, word stays clear.
     assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Ready));
-    assert_eq!(c.consumer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        c.consumer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     assert_eq!(pop(&mut c).unwrap(), b"x");
     // Declared, then cancelled: the producer sees no sleeper.
     assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
@@ -306,18 +336,30 @@ fn producer_sleep_handshake_bookkeeping() {
     push(&mut p, &payload(1, 24));
     let token = NonZeroU32::new(0xABCD).unwrap();
     assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Sleep));
-    assert_eq!(p.producer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 0xABCD);
+    assert_eq!(
+        p.producer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0xABCD
+    );
     let (_, wake) = c.try_pop_vec().unwrap().unwrap();
     assert!(wake.is_needed());
     assert_eq!(wake.token(), 0xABCD);
-    assert_eq!(p.producer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        p.producer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     // Space is there now.
     assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Ready));
     // Full again; consumer releases before the producer re-reads: Ready.
     push(&mut p, &payload(2, 24));
     assert_eq!(pop(&mut c).unwrap(), payload(1, 24));
     assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Ready));
-    assert_eq!(p.producer_sleep_word().load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        p.producer_sleep_word()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     assert_eq!(
         p.prepare_sleep(1000, token),
         Err(ReserveError::TooLarge { len: 1000, max: 24 })
@@ -343,22 +385,30 @@ fn second_handle_for_a_side_is_refused_until_the_first_drops() {
     let region = Arc::clone(p.region());
     assert_eq!(
         Producer::attach(Arc::clone(&region)).err(),
-        Some(AttachError::AlreadyAttached { side: Side::Producer })
+        Some(AttachError::AlreadyAttached {
+            side: Side::Producer
+        })
     );
     assert_eq!(
         Consumer::attach(Arc::clone(&region)).err(),
-        Some(AttachError::AlreadyAttached { side: Side::Consumer })
+        Some(AttachError::AlreadyAttached {
+            side: Side::Consumer
+        })
     );
     assert_eq!(
         init(&region, 256),
-        Err(AttachError::AlreadyAttached { side: Side::Producer })
+        Err(AttachError::AlreadyAttached {
+            side: Side::Producer
+        })
     );
     push(&mut p, b"one");
     p.try_reserve(3).unwrap().stage(); // staged, never published: lost on drop
     drop(p);
     assert_eq!(
         init(&region, 256),
-        Err(AttachError::AlreadyAttached { side: Side::Consumer })
+        Err(AttachError::AlreadyAttached {
+            side: Side::Consumer
+        })
     );
     // A new producer continues from the shared tail.
     let mut p2 = Producer::attach(Arc::clone(&region)).unwrap();
@@ -367,7 +417,11 @@ fn second_handle_for_a_side_is_refused_until_the_first_drops() {
     c.try_peek().unwrap().unwrap().consume(); // consumed, not released
     drop(c);
     let mut c2 = Consumer::attach(Arc::clone(&region)).unwrap();
-    assert_eq!(pop(&mut c2).unwrap(), b"two", "unreleased records are seen again");
+    assert_eq!(
+        pop(&mut c2).unwrap(),
+        b"two",
+        "unreleased records are seen again"
+    );
     assert_eq!(pop(&mut c2), None);
 }
 
@@ -400,7 +454,12 @@ fn static_regions_work() {
 #[test]
 fn heap_rejects_bad_capacities() {
     for cap in [0, 32, 100, 1 << 31] {
-        assert_eq!(heap(cap).err(), Some(AttachError::BadCapacity { capacity: cap as u64 }));
+        assert_eq!(
+            heap(cap).err(),
+            Some(AttachError::BadCapacity {
+                capacity: cap as u64
+            })
+        );
     }
 }
 
@@ -409,20 +468,40 @@ fn error_messages_say_what_and_what_to_do() {
     let full = ReserveError::Full.to_string();
     assert!(full.contains("full") && full.contains("retry"), "{full}");
     let big = ReserveError::TooLarge { len: 10, max: 5 }.to_string();
-    assert!(big.contains("10") && big.contains('5') && big.contains("larger ring"), "{big}");
+    assert!(
+        big.contains("10") && big.contains('5') && big.contains("larger ring"),
+        "{big}"
+    );
     assert!(ReserveError::Corrupted.to_string().contains("corrupted"));
-    assert!(PopError::BufferTooSmall { needed: 77 }.to_string().contains("77"));
+    assert!(
+        PopError::BufferTooSmall { needed: 77 }
+            .to_string()
+            .contains("77")
+    );
     assert!(PopError::Corrupted.to_string().contains("new ring"));
-    let e = AttachError::RegionTooSmall { len: 4096, capacity: 65536, needed: 65920 }.to_string();
-    assert!(e.contains("4096") && e.contains("65536") && e.contains("65920"), "{e}");
+    let e = AttachError::RegionTooSmall {
+        len: 4096,
+        capacity: 65536,
+        needed: 65920,
+    }
+    .to_string();
+    assert!(
+        e.contains("4096") && e.contains("65536") && e.contains("65920"),
+        "{e}"
+    );
     let msgs = [
-        AttachError::RegionTooSmallForHeader { len: 1, needed: 384 },
+        AttachError::RegionTooSmallForHeader {
+            len: 1,
+            needed: 384,
+        },
         AttachError::Misaligned { addr: 0x1001 },
         AttachError::BadMagic { found: 3 },
         AttachError::VersionMismatch { found: 99 },
         AttachError::BadCapacity { capacity: 3 },
         AttachError::BadCursors { head: 8, tail: 0 },
-        AttachError::AlreadyAttached { side: Side::Consumer },
+        AttachError::AlreadyAttached {
+            side: Side::Consumer,
+        },
     ]
     .map(|e| e.to_string());
     assert!(msgs[0].contains("384"));

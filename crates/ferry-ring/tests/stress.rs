@@ -30,7 +30,11 @@ fn fill(seq: u64, buf: &mut [u8]) {
 fn check(seq: u64, buf: &[u8], max: usize) {
     assert_eq!(buf.len(), len_of(seq, max), "record {seq}: wrong length");
     for (i, b) in buf.iter().enumerate() {
-        assert_eq!(*b, (seq as usize).wrapping_mul(31).wrapping_add(i) as u8, "record {seq} byte {i}");
+        assert_eq!(
+            *b,
+            (seq as usize).wrapping_mul(31).wrapping_add(i) as u8,
+            "record {seq} byte {i}"
+        );
     }
 }
 
@@ -130,7 +134,10 @@ impl Parker {
     fn wait(&self, word: &AtomicU32, expected: u32) {
         let mut g = self.lock.lock().unwrap();
         while word.load(Ordering::SeqCst) == expected {
-            assert!(!self.abort.load(Ordering::SeqCst), "the other thread panicked");
+            assert!(
+                !self.abort.load(Ordering::SeqCst),
+                "the other thread panicked"
+            );
             g = self.cv.wait(g).unwrap();
         }
     }

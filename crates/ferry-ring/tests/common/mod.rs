@@ -56,5 +56,7 @@ pub fn peek_record<R: Region + ?Sized>(region: &R, off: usize) -> (u32, u32) {
 
 /// Deterministic payload for record number `seq` of length `len`.
 pub fn payload(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
+    (0..len)
+        .map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8)
+        .collect()
 }
