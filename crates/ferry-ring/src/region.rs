@@ -12,6 +12,8 @@
 /// - [`as_ptr`](Region::as_ptr) always returns the same pointer, valid for
 ///   reads and writes of [`len`](Region::len) bytes (the memory never moves
 ///   and is never unmapped or freed while the value lives);
+/// - the bytes are initialised (any values: a fresh mapping's zeroes or a
+///   peer's garbage are fine, the handles validate everything they read);
 /// - the pointer is aligned to at least 64 bytes (attach refuses anything
 ///   less aligned than [`REGION_ALIGN`](crate::REGION_ALIGN) anyway);
 /// - within this process, the memory is accessed only through this crate's

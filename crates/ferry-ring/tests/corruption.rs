@@ -1,6 +1,7 @@
 //! A buggy or hostile peer: attach validation and every kind of corruption
 //! must give a clear error, poison the handle, and never panic or go out of
 //! bounds.
+#![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 mod common;
 

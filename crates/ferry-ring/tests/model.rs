@@ -1,5 +1,6 @@
 //! Proptest: random operation sequences against a `VecDeque` model that also
 //! tracks the cursors, so `Full` is predicted exactly.
+#![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 use std::collections::VecDeque;
 

@@ -1,5 +1,6 @@
 //! Behaviour of a well-behaved ring: records, wrap-around, batching, grants,
 //! sleep/wake bookkeeping, attach/detach.
+#![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Two threads moving many records of varying sizes, with content checks:
 //! spinning, batched, and with the sleep/wake handshake.
+#![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

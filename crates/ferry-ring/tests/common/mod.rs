@@ -18,29 +18,35 @@ pub fn data(off: usize) -> usize {
     HEADER_SIZE + off
 }
 
+/// Pointer to byte `off` of the region (checked to be in bounds).
+fn at<R: Region + ?Sized>(region: &R, off: usize) -> *mut u8 {
+    assert!(off < region.len());
+    region.as_ptr().wrapping_add(off)
+}
+
 pub fn poke_u64<R: Region + ?Sized>(region: &R, off: usize, v: u64) {
-    assert!(off % 8 == 0 && off + 8 <= region.len());
+    assert!(off.is_multiple_of(8) && off + 8 <= region.len());
     // SAFETY: in bounds and aligned (asserted); tests poke only while no other
     // thread uses the region.
-    unsafe { region.as_ptr().add(off).cast::<u64>().write_volatile(v) }
+    unsafe { at(region, off).cast::<u64>().write_volatile(v) }
 }
 
 pub fn poke_u32<R: Region + ?Sized>(region: &R, off: usize, v: u32) {
-    assert!(off % 4 == 0 && off + 4 <= region.len());
+    assert!(off.is_multiple_of(4) && off + 4 <= region.len());
     // SAFETY: as `poke_u64`.
-    unsafe { region.as_ptr().add(off).cast::<u32>().write_volatile(v) }
+    unsafe { at(region, off).cast::<u32>().write_volatile(v) }
 }
 
 pub fn peek_u64<R: Region + ?Sized>(region: &R, off: usize) -> u64 {
-    assert!(off % 8 == 0 && off + 8 <= region.len());
+    assert!(off.is_multiple_of(8) && off + 8 <= region.len());
     // SAFETY: as `poke_u64`.
-    unsafe { region.as_ptr().add(off).cast::<u64>().read_volatile() }
+    unsafe { at(region, off).cast::<u64>().read_volatile() }
 }
 
 pub fn peek_u32<R: Region + ?Sized>(region: &R, off: usize) -> u32 {
-    assert!(off % 4 == 0 && off + 4 <= region.len());
+    assert!(off.is_multiple_of(4) && off + 4 <= region.len());
     // SAFETY: as `poke_u64`.
-    unsafe { region.as_ptr().add(off).cast::<u32>().read_volatile() }
+    unsafe { at(region, off).cast::<u32>().read_volatile() }
 }
 
 /// Writes a record header word (`len`, `tag`) at data offset `off`.
