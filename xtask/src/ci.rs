@@ -38,9 +38,10 @@ pub const CROSS_TARGETS: &[&str] = &[
 /// Crates whose tests also run under Miri. Names not (yet) in the workspace are skipped.
 pub const MIRI_CRATES: &[&str] = &["ferry-ring"];
 
-/// Strict provenance: the ring does pointer arithmetic on a shared mapping only through
-/// provenance-preserving APIs, and this keeps it that way.
-pub const MIRIFLAGS: &str = "-Zmiri-strict-provenance";
+/// Strict provenance keeps the ring's pointer arithmetic on provenance-preserving APIs.
+/// Isolation is off because proptest reads the working directory (for its failure-persistence
+/// file) and aborts under an isolated Miri; the tests use no other host state.
+pub const MIRIFLAGS: &str = "-Zmiri-strict-provenance -Zmiri-disable-isolation";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
