@@ -219,34 +219,39 @@ impl Raw {
         cursor & (self.capacity - 1) & !7
     }
 
-    /// The record-header word at byte cursor `cursor` (taken modulo the
-    /// capacity and rounded down to 8, so always in bounds and aligned).
+    /// Pointer to the record-header word at byte cursor `cursor` (taken
+    /// modulo the capacity and rounded down to 8, so always in bounds and
+    /// aligned).
     #[inline]
-    fn record_word(&self, cursor: u64) -> &core::sync::atomic::AtomicU64 {
+    fn record_word(&self, cursor: u64) -> *mut u64 {
         let off = self.offset(cursor) as usize;
         // SAFETY: off + 8 <= capacity (capacity is a multiple of 8 and off is
-        // an 8-aligned offset below it), so the word is inside the data area;
-        // the data area is 128-aligned, so the word is 8-aligned. All accesses
-        // to record-header words are atomic (this function), except the
-        // payload writes and peer writes, which the cursor protocol orders
-        // before them.
-        let ptr = unsafe { self.data.as_ptr().add(off) };
-        // SAFETY: as above: in bounds, 8-aligned, only accessed atomically.
-        unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr.cast()) }
+        // an 8-aligned offset below it), so the word is inside the data area.
+        unsafe { self.data.as_ptr().add(off).cast() }
     }
 
-    /// Reads the record header word at `cursor` (Relaxed: the cursor load
-    /// that made it visible was an Acquire).
+    /// Reads the record header word at `cursor`: one volatile 8-byte read,
+    /// copied out before the caller validates it.
+    ///
+    /// Not atomic: record words are plain data ordered by the cursors (the
+    /// Acquire load of `tail` that made this record visible), like the
+    /// payload. A hostile peer rewriting the word concurrently can only make
+    /// the copy wrong, which validation then rejects.
     #[inline]
     pub(crate) fn read_record(&self, cursor: u64) -> u64 {
-        self.record_word(cursor).load(Ordering::Relaxed)
+        // SAFETY: in bounds and 8-aligned (`record_word`; the data area is
+        // 128-aligned). The consumer reads only published bytes, which the
+        // producer does not write until the head moves past them.
+        unsafe { self.record_word(cursor).read_volatile() }
     }
 
-    /// Writes the record header word at `cursor` (Relaxed: published by the
-    /// following Release store of `tail`).
+    /// Writes the record header word at `cursor` (published by the next
+    /// Release store of `tail`).
     #[inline]
     pub(crate) fn write_record(&self, cursor: u64, word: u64) {
-        self.record_word(cursor).store(word, Ordering::Relaxed);
+        // SAFETY: in bounds and 8-aligned (`record_word`). The producer writes
+        // only free space, which the consumer does not read until published.
+        unsafe { self.record_word(cursor).write_volatile(word) }
     }
 
     /// Pointer to `len` bytes at data offset `off`.

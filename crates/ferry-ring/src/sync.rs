@@ -1,11 +1,10 @@
 //! Atomics shim: `core`'s atomics normally, `loom`'s under `--cfg loom`.
 //!
 //! Every atomic in the crate comes from here, so that the loom models in
-//! `tests/loom.rs` explore the real code (crossbeam-utils style). The one
-//! deliberate exception is the record header word in the data area, which is
-//! accessed through `core::sync::atomic::AtomicU64::from_ptr` because loom
-//! atomics cannot live at an arbitrary address; its ordering is carried by the
-//! `tail`/`head` cursors, which loom does model.
+//! `tests/loom.rs` explore the real code (crossbeam-utils style). The data
+//! area (record headers and payload) is plain memory ordered by the
+//! `tail`/`head` cursors, which loom does model. The header's reserved words
+//! are `core` atomics even under loom: they are never read.
 
 #[cfg(loom)]
 pub use loom::hint::spin_loop;
