@@ -36,8 +36,10 @@
 //!
 //! # Layout
 //!
-//! All integers little-endian, accessed with native atomics (x86_64 and
-//! aarch64). The region must be [`REGION_ALIGN`]-aligned and at least
+//! All integers little-endian (x86_64 and aarch64). Header words are
+//! accessed with native atomics; record headers and payload in the data area
+//! are plain bytes whose visibility is ordered by the `tail`/`head` cursors
+//! (Release store, Acquire load), and are copied out before validation. The region must be [`REGION_ALIGN`]-aligned and at least
 //! [`region_size`]`(capacity)` bytes.
 //!
 //! | offset | size | field | written by |
