@@ -297,6 +297,12 @@ impl<R: Region> Consumer<R> {
         }
     }
 
+    /// The producer's sleep word: the word a [`Wake`] returned by this consumer refers to.
+    #[must_use]
+    pub fn peer_sleep_word(&self) -> &AtomicU32 {
+        &self.raw.header().prod.producer_sleep
+    }
+
     /// Clears `consumer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
         self.raw

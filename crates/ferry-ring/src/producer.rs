@@ -270,6 +270,28 @@ impl<R: Region> Producer<R> {
         }
     }
 
+    /// The consumer's sleep word: the word a [`Wake`] returned by this producer refers to
+    /// (block on it or wake it with futex semantics when the token says so).
+    #[must_use]
+    pub fn peer_sleep_word(&self) -> &AtomicU32 {
+        &self.raw.header().cons.consumer_sleep
+    }
+
+    /// Whether a record of `len` payload bytes could be reserved now (re-reads the consumer's
+    /// head if the cached one is not enough). It is the test
+    /// [`prepare_sleep`](Self::prepare_sleep) applies, so a waiter can use it as its readiness
+    /// check without ever disagreeing with the handshake.
+    pub fn can_reserve(&mut self, len: usize) -> bool {
+        if self.corruption.is_some() || len > self.max_record_len() {
+            return false;
+        }
+        let (need, _) = self.need(len);
+        if self.fits(need) {
+            return true;
+        }
+        self.refresh_head().is_ok() && self.fits(need)
+    }
+
     /// Clears `producer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
         self.raw

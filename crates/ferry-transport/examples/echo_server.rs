@@ -1,0 +1,52 @@
+//! Echo server: answers every request with its own payload.
+//!
+//! ```sh
+//! cargo run --release -p ferry-transport --example echo_server
+//! cargo run --release -p ferry-transport --example echo_client   # in another terminal
+//! ```
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use ferry_transport::{Request, Server, ServerConfig};
+
+    pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+        let name = std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "ferry-echo".into());
+        let server = Server::bind(
+            &name,
+            ServerConfig {
+                policy: policy_from_env(),
+                ..ServerConfig::default()
+            },
+            |req: Request<'_>| {
+                // The payload is borrowed from the incoming ring and copied once, into the outgoing one.
+                let payload = req.payload();
+                req.respond(payload)
+            },
+        )?;
+        println!("echo server on {:?}; Ctrl-C to stop", server.paths().socket);
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// `FERRY_POLICY=spin|park|adaptive` (default adaptive) picks the wait policy.
+    fn policy_from_env() -> ferry_transport::WaitPolicy {
+        match std::env::var("FERRY_POLICY").as_deref() {
+            Ok("spin") => ferry_transport::WaitPolicy::Spin,
+            Ok("park") => ferry_transport::WaitPolicy::ParkOnly,
+            _ => ferry_transport::WaitPolicy::default(),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    linux::main()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+}

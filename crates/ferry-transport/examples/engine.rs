@@ -1,0 +1,66 @@
+//! The "AI engine" half of the editor ↔ engine example: answers completion requests and
+//! streams chat answers token by token, stopping early when the editor cancels.
+//!
+//! ```sh
+//! cargo run --release -p ferry-transport --example engine &
+//! cargo run --release -p ferry-transport --example editor
+//! ```
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::time::Duration;
+
+    use ferry_transport::{Request, Server, ServerConfig};
+
+    pub fn main() -> Result<(), Box<dyn std::error::Error>> {
+        let server = Server::bind(
+            "ferry-engine",
+            ServerConfig::default(),
+            |req: Request<'_>| {
+                let text = String::from_utf8_lossy(req.payload()).into_owned();
+                if let Some(prefix) = text.strip_prefix("complete:") {
+                    // A completion: answered inline, on the worker thread.
+                    let answer = format!("{prefix}_completed()");
+                    req.respond(answer.as_bytes());
+                } else if let Some(prompt) = text.strip_prefix("chat:") {
+                    // A chat answer: streamed from a thread of its own, token by token.
+                    let stream = req.into_stream();
+                    let prompt = prompt.to_owned();
+                    std::thread::spawn(move || {
+                        for (i, word) in prompt.split_whitespace().cycle().take(200).enumerate() {
+                            if stream.is_cancelled() {
+                                eprintln!("engine: chat cancelled by the editor after {i} tokens");
+                                return;
+                            }
+                            let token = format!("{word} ");
+                            if stream.send(token.as_bytes()).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(2)); // "thinking"
+                        }
+                        let _ = stream.finish();
+                    });
+                } else {
+                    req.respond_error(
+                        0x8000_0000,
+                        "unknown request: use complete:<prefix> or chat:<prompt>",
+                    );
+                }
+            },
+        )?;
+        println!("engine listening on {:?}", server.paths().socket);
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    linux::main()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+}

@@ -1,0 +1,934 @@
+//! The blocking client: connect, call, notify, stream.
+//!
+//! One [`Client`] is shared by every thread of the editor (`Clone` is an `Arc` bump). Calls from
+//! many threads are pipelined over one connection: each call takes a slot (a preallocated entry
+//! of the in-flight table), writes its request into the ring under a short lock, and waits for
+//! its answer. Whoever waits first reads the incoming ring for everybody (the *leader*), hands
+//! each answer to its slot and wakes its thread; when the leader's own answer arrives it hands
+//! the reading over to another waiter. With one caller this means the caller itself spins on
+//! the ring: a round trip costs two cache-line transfers and no system call while both sides
+//! are busy.
+//!
+//! A monitor thread per connection sleeps on the control socket and the client's doorbell: it
+//! reads the ring when no call is waiting (server notifications), and notices the server's
+//! death (the socket hangs up) at once, failing every call in flight with [`Error::Closed`].
+//! The next call then reconnects, with backoff, until its deadline.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, Welcome};
+use ferry_notify::{Doorbell, WaitOutcome, WaitPolicy};
+use ferry_ring::{Consumer, Producer};
+
+use crate::error::Error;
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE};
+use crate::slots::{STREAM_QUEUE_BYTES, Slots, State, wait_slot};
+use crate::unix::control::{self, peer_cred};
+use crate::unix::service_dir::{self, ServicePaths};
+use crate::unix::shm::SharedMemory;
+
+/// A callback for notifications the server pushes.
+pub type NotificationHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// How a client connects and waits.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// Limits to ask the server for (it may lower them). Ring sizes must be powers of two.
+    pub limits: Limits,
+    /// How a waiting call waits: spin, then yield, then park (default), or one of the extremes.
+    pub policy: WaitPolicy,
+    /// Most calls in flight at once on this client (the size of the preallocated call table).
+    pub max_in_flight: usize,
+    /// How long `connect` (and each reconnection attempt inside a call) may take.
+    pub connect_timeout: Duration,
+    /// Whether a call made after the server went away reconnects (with backoff) before failing.
+    pub reconnect: bool,
+    /// The directory holding the service's socket (default: see [`service_dir::runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
+    /// Called (on the client's reader thread) for each notification the server pushes. Without
+    /// one, notifications are counted in [`ClientStats::notifications_dropped`] and dropped.
+    pub on_notification: Option<NotificationHandler>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("limits", &self.limits)
+            .field("policy", &self.policy)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("reconnect", &self.reconnect)
+            .field("runtime_dir", &self.runtime_dir)
+            .field("on_notification", &self.on_notification.is_some())
+            .finish()
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            limits: Limits {
+                client_to_server_ring_bytes: 1 << 18,
+                server_to_client_ring_bytes: 1 << 18,
+                ..Limits::default()
+            },
+            policy: WaitPolicy::default(),
+            max_in_flight: 256,
+            connect_timeout: Duration::from_secs(2),
+            reconnect: true,
+            runtime_dir: None,
+            on_notification: None,
+        }
+    }
+}
+
+/// Counters of one client (all connections it made).
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    /// Calls answered with a response.
+    pub calls_ok: AtomicU64,
+    /// Calls that ended in an error of any kind.
+    pub calls_failed: AtomicU64,
+    /// Connections established (the first one included).
+    pub connects: AtomicU64,
+    /// Notifications received and handed to the handler.
+    pub notifications: AtomicU64,
+    /// Notifications dropped because no handler was configured.
+    pub notifications_dropped: AtomicU64,
+}
+
+/// A connection to a Ferry server. Cheap to clone; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    paths: ServicePaths,
+    config: ClientConfig,
+    slots: Slots,
+    conn: Mutex<Option<Arc<Conn>>>,
+    connecting: Mutex<()>,
+    stats: ClientStats,
+    closing: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    tx: Tx,
+    rx: Mutex<Rx>,
+    live: Liveness,
+    control: UnixStream,
+    bell: Doorbell,
+    limits: Limits,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Conn {
+    fn try_lock_rx(&self) -> Option<MutexGuard<'_, Rx>> {
+        match self.rx.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
+/// The answer to a call. Derefs to the payload bytes. The buffer belongs to the call's slot
+/// and goes back to it on drop, so a call allocates nothing in steady state.
+#[derive(Debug)]
+pub struct Response {
+    shared: Arc<Shared>,
+    index: u32,
+    data: Vec<u8>,
+}
+
+impl std::ops::Deref for Response {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Response {
+    fn drop(&mut self) {
+        let slot = self.shared.slots.get(self.index);
+        let mut inner = slot.lock();
+        std::mem::swap(&mut inner.buf, &mut self.data);
+        drop(inner);
+        self.shared.slots.release(self.index);
+    }
+}
+
+/// A streamed answer: items arrive in order, then the stream ends.
+#[derive(Debug)]
+pub struct Stream {
+    client: Client,
+    index: u32,
+    id: u64,
+    conn: Arc<Conn>,
+    finished: bool,
+}
+
+impl Client {
+    /// Connects to the server of service `name` with the default configuration.
+    ///
+    /// # Errors
+    /// [`Error::NotRunning`] when no server listens; [`Error::Refused`] when it refuses us;
+    /// [`Error::PeerNotAllowed`] when the socket belongs to a process of another user; setup
+    /// errors otherwise.
+    pub fn connect(name: &str) -> Result<Client, Error> {
+        Self::connect_with(name, ClientConfig::default())
+    }
+
+    /// Connects with `config`.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_with(name: &str, config: ClientConfig) -> Result<Client, Error> {
+        let paths = match &config.runtime_dir {
+            Some(dir) => service_dir::resolve_in(dir, name)?,
+            None => service_dir::resolve(name)?,
+        };
+        let shared = Arc::new(Shared {
+            slots: Slots::new(config.max_in_flight.max(1)),
+            paths,
+            config,
+            conn: Mutex::new(None),
+            connecting: Mutex::new(()),
+            stats: ClientStats::default(),
+            closing: AtomicBool::new(false),
+        });
+        let client = Client { shared };
+        client.connection(
+            Some(Instant::now() + client.shared.config.connect_timeout),
+            false,
+        )?;
+        Ok(client)
+    }
+
+    /// The client's counters.
+    pub fn stats(&self) -> &ClientStats {
+        &self.shared.stats
+    }
+
+    /// The limits agreed with the server on the current connection, if connected.
+    pub fn limits(&self) -> Option<Limits> {
+        self.current().map(|c| c.limits)
+    }
+
+    /// Whether a live connection exists now.
+    pub fn is_connected(&self) -> bool {
+        self.current().is_some_and(|c| !c.live.is_closed())
+    }
+
+    fn current(&self) -> Option<Arc<Conn>> {
+        self.shared
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The live connection, reconnecting (with backoff, until `deadline`) when it is gone.
+    fn connection(
+        &self,
+        deadline: Option<Instant>,
+        reconnecting: bool,
+    ) -> Result<Arc<Conn>, Error> {
+        if let Some(c) = self.current()
+            && !c.live.is_closed()
+        {
+            return Ok(c);
+        }
+        if reconnecting && !self.shared.config.reconnect {
+            return Err(self
+                .current()
+                .map_or(Error::Closed("not connected"), |c| c.live.error()));
+        }
+        let _one_at_a_time = self
+            .shared
+            .connecting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = self.current()
+            && !c.live.is_closed()
+        {
+            return Ok(c);
+        }
+        let deadline =
+            deadline.unwrap_or_else(|| Instant::now() + self.shared.config.connect_timeout);
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match handshake(&self.shared.paths, &self.shared.config) {
+                Ok(conn) => {
+                    let conn = Arc::new(conn);
+                    self.start_monitor(&conn)?;
+                    *self.shared.conn.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(conn.clone());
+                    self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                Err(e @ (Error::NotRunning { .. } | Error::Closed(_))) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff.min(deadline - now));
+                    // Capped low so that a restarted server is found within a few ms.
+                    backoff = (backoff * 2).min(Duration::from_millis(16));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn start_monitor(&self, conn: &Arc<Conn>) -> Result<(), Error> {
+        let weak = Arc::downgrade(&self.shared);
+        let c = conn.clone();
+        let handle = std::thread::Builder::new()
+            .name("ferry-client-monitor".into())
+            .spawn(move || monitor(weak, c))
+            .map_err(|e| Error::io("spawning the client's monitor thread", e))?;
+        *conn.monitor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    /// Sends `request` and waits for the response (no deadline).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] when the handler answered with an error; [`Error::Closed`] when the
+    /// connection was lost before the answer; others as for [`connect`](Self::connect).
+    pub fn call(&self, request: &[u8]) -> Result<Response, Error> {
+        self.call_inner(request, None)
+    }
+
+    /// Sends `request` and waits at most `timeout` for the response; on timeout the request is
+    /// cancelled on the server (`Cancel`) and [`Error::Timeout`] returned.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), plus [`Error::Timeout`].
+    pub fn call_timeout(&self, request: &[u8], timeout: Duration) -> Result<Response, Error> {
+        self.call_inner(request, Some(Instant::now() + timeout))
+    }
+
+    fn call_inner(&self, request: &[u8], deadline: Option<Instant>) -> Result<Response, Error> {
+        let result = self.call_once(request, deadline);
+        let counter = if result.is_ok() {
+            &self.shared.stats.calls_ok
+        } else {
+            &self.shared.stats.calls_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    fn call_once(&self, request: &[u8], deadline: Option<Instant>) -> Result<Response, Error> {
+        let conn = self.connection(deadline, true)?;
+        let (index, id) = self.shared.slots.acquire(false, deadline)?;
+        let guard = SlotGuard {
+            shared: &self.shared,
+            index,
+            armed: true,
+        };
+        // Disarm the idle reader's doorbell before the request goes out: the answer may come
+        // back before we start reading, and a server that finds the doorbell armed pays a
+        // system call and wakes our monitor thread for nothing. Whoever leads next re-arms it
+        // on the way out (see `after_leading`).
+        if let Some(rx) = conn.try_lock_rx() {
+            rx.cancel_sleep();
+        }
+        if let Err(e) = conn
+            .tx
+            .send(Kind::Request, id, request, deadline, &conn.live)
+        {
+            arm_idle_reader(&self.shared, &conn);
+            return Err(e);
+        }
+        match self.wait_answer(&conn, index, deadline) {
+            Ok(()) => {}
+            Err(e) => {
+                if matches!(e, Error::Timeout(_)) {
+                    let _ = conn.tx.send(
+                        Kind::Cancel,
+                        id,
+                        &[],
+                        Some(Instant::now() + WAIT_SLICE),
+                        &conn.live,
+                    );
+                }
+                return Err(e);
+            }
+        }
+        std::mem::forget(guard);
+        let slot = self.shared.slots.get(index);
+        let mut inner = slot.lock();
+        let data = std::mem::take(&mut inner.buf);
+        let kind = inner.kind;
+        drop(inner);
+        let response = Response {
+            shared: self.shared.clone(),
+            index,
+            data,
+        };
+        if kind == Kind::ErrorResponse {
+            let (code, message) = match ErrorPayload::decode(&response) {
+                Ok(p) => (p.code.0, p.message.to_owned()),
+                Err(e) => (
+                    ErrorCode::PROTOCOL_VIOLATION.0,
+                    format!("undecodable error payload: {e}"),
+                ),
+            };
+            if code == ErrorCode::CANCELLED.0 {
+                return Err(Error::Cancelled);
+            }
+            return Err(Error::Remote { code, message });
+        }
+        Ok(response)
+    }
+
+    /// Sends a one-way notification.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::Closed`], or [`Error::Timeout`] never (waits for space).
+    pub fn notify(&self, payload: &[u8]) -> Result<(), Error> {
+        let conn = self.connection(None, true)?;
+        conn.tx
+            .send(Kind::Notification, 0, payload, None, &conn.live)
+    }
+
+    /// Sends `request` and returns the stream of items the server answers with.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call) for sending the request.
+    pub fn stream(&self, request: &[u8]) -> Result<Stream, Error> {
+        let conn = self.connection(None, true)?;
+        let (index, id) = self.shared.slots.acquire(true, None)?;
+        if let Err(e) = conn.tx.send(Kind::Request, id, request, None, &conn.live) {
+            self.shared.slots.release(index);
+            return Err(e);
+        }
+        Ok(Stream {
+            client: self.clone(),
+            index,
+            id,
+            conn,
+            finished: false,
+        })
+    }
+
+    /// Waits until slot `index` has its answer (or the stream has data), reading the ring for
+    /// everybody while no one else does.
+    fn wait_answer(
+        &self,
+        conn: &Arc<Conn>,
+        index: u32,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        let slot = self.shared.slots.get(index);
+        loop {
+            {
+                let mut inner = slot.lock();
+                if let Some(r) = ready(&inner) {
+                    return r;
+                }
+                // Register as a waiter *before* trying to lead: a departing leader scans for
+                // waiters after unlocking the ring, so one of us always sees the other.
+                self.shared.slots.set_waiter(&mut inner, true);
+                inner.lead = false;
+            }
+            if let Some(mut rx) = conn.try_lock_rx() {
+                let r = self.lead(conn, &mut rx, index, deadline);
+                drop(rx);
+                self.shared.slots.set_waiter(&mut slot.lock(), false);
+                self.after_leading(conn, index);
+                return r;
+            }
+            let mut inner = slot.lock();
+            loop {
+                if let Some(r) = ready(&inner) {
+                    self.shared.slots.set_waiter(&mut inner, false);
+                    return r;
+                }
+                if inner.lead {
+                    break;
+                }
+                if conn.live.is_closed() {
+                    self.shared.slots.set_waiter(&mut inner, false);
+                    return Err(conn.live.error());
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    self.shared.slots.set_waiter(&mut inner, false);
+                    return Err(Error::Timeout(Duration::ZERO));
+                }
+                inner = wait_slot(slot, inner, WAIT_SLICE, deadline);
+            }
+        }
+    }
+
+    /// Reads the ring until slot `index` is answered.
+    fn lead(
+        &self,
+        conn: &Conn,
+        rx: &mut Rx,
+        index: u32,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        let slot = self.shared.slots.get(index);
+        // We read actively now: no doorbell needed until we leave.
+        rx.cancel_sleep();
+        loop {
+            if let Err(e) = self.pump(conn, rx) {
+                close(&self.shared, conn, "the server sent something invalid");
+                return Err(e);
+            }
+            if let Some(r) = ready(&slot.lock()) {
+                return r;
+            }
+            if conn.live.is_closed() {
+                return Err(conn.live.error());
+            }
+            let cell = std::cell::RefCell::new(&mut *rx);
+            let outcome = self.shared.config.policy.wait_until(
+                || cell.borrow().has_data() || conn.live.is_closed(),
+                || matches!(cell.borrow_mut().prepare_sleep(TOKEN_FUTEX), Ok(true)),
+                |timeout| {
+                    let slice = timeout.map_or(WAIT_SLICE, |t| t.min(WAIT_SLICE));
+                    let r = cell.borrow().wait_word(TOKEN_FUTEX, slice);
+                    cell.borrow().cancel_sleep();
+                    r
+                },
+                deadline,
+            )?;
+            if outcome == WaitOutcome::TimedOut && !rx.has_data() {
+                return Err(Error::Timeout(Duration::ZERO));
+            }
+        }
+    }
+
+    /// After leading: pass the ring to another waiter, or re-arm the doorbell so the monitor
+    /// thread reads what arrives while nobody waits.
+    fn after_leading(&self, conn: &Conn, index: u32) {
+        if self.shared.slots.hand_off(Some(index)) {
+            return;
+        }
+        arm_idle_reader(&self.shared, conn);
+    }
+
+    /// Reads everything available and dispatches it.
+    fn pump(&self, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
+        pump(&self.shared, conn, rx)
+    }
+
+    /// Closes the connection (sends `Goodbye`), failing calls in flight. Other clones of this
+    /// client see it closed too.
+    pub fn close(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(conn) = self
+            .shared
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let mut buf = [0u8; 64];
+            let n = ErrorPayload::new(ErrorCode::NORMAL, "client closed")
+                .encode(&mut buf)
+                .unwrap_or(0);
+            let _ = conn.tx.send(
+                Kind::Goodbye,
+                0,
+                &buf[..n],
+                Some(Instant::now() + WAIT_SLICE),
+                &conn.live,
+            );
+            close(&self.shared, &conn, "the client closed the connection");
+            let _ = conn.control.shutdown(std::net::Shutdown::Both);
+            let _ = conn.bell.ring();
+            if let Some(h) = conn
+                .monitor
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                && h.thread().id() != std::thread::current().id()
+            {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// Releases a slot if the call fails before handing it to a [`Response`].
+struct SlotGuard<'a> {
+    shared: &'a Shared,
+    index: u32,
+    armed: bool,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.slots.release(self.index);
+        }
+    }
+}
+
+fn ready(inner: &crate::slots::SlotInner) -> Option<Result<(), Error>> {
+    match inner.state {
+        State::Done => Some(Ok(())),
+        State::Failed => Some(Err(Error::Closed(
+            inner.failure.unwrap_or("the connection was lost"),
+        ))),
+        State::Waiting if inner.streaming && !inner.items.is_empty() => Some(Ok(())),
+        _ => None,
+    }
+}
+
+/// Reads everything available on `rx`, handing each message to its slot.
+fn pump(shared: &Shared, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
+    rx.poll(64, |kind, id, payload| {
+        dispatch(shared, conn, kind, id, payload);
+        true
+    })
+}
+
+fn dispatch(shared: &Shared, conn: &Conn, kind: Kind, id: u64, payload: &[u8]) {
+    match kind {
+        Kind::Response | Kind::ErrorResponse | Kind::StreamEnd | Kind::StreamItem => {
+            let Some((_, slot)) = shared.slots.lookup(id) else {
+                return; // an answer to an abandoned call: dropped by design
+            };
+            let mut inner = slot.lock();
+            if inner.state != State::Waiting {
+                return;
+            }
+            if kind == Kind::StreamItem {
+                if !inner.streaming {
+                    return;
+                }
+                // Backpressure: wait (bounded by liveness) while the stream's reader lags.
+                while inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
+                    && !inner.items.is_empty()
+                {
+                    if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
+                        return;
+                    }
+                    inner = slot
+                        .cv
+                        .wait_timeout(inner, WAIT_SLICE)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                inner.items.extend((payload.len() as u32).to_le_bytes());
+                inner.items.extend(payload);
+            } else {
+                inner.kind = kind;
+                inner.buf.clear();
+                inner.buf.extend_from_slice(payload);
+                inner.state = State::Done;
+            }
+            // Waking costs a system call: only when a thread sleeps on this slot.
+            let wake = inner.waiter;
+            drop(inner);
+            if wake {
+                slot.cv.notify_all();
+            }
+        }
+        Kind::Notification => match &shared.config.on_notification {
+            Some(handler) => {
+                shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                handler(payload);
+            }
+            None => {
+                shared
+                    .stats
+                    .notifications_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        Kind::Ping => {
+            let _ = conn.tx.send(
+                Kind::Pong,
+                id,
+                payload,
+                Some(Instant::now() + WAIT_SLICE),
+                &conn.live,
+            );
+        }
+        Kind::Goodbye => {
+            conn.live.close("the server said goodbye");
+            shared.slots.fail_all("the server closed the connection");
+        }
+        // Pong, Cancel, Request from the server: nothing the client serves today.
+        _ => {}
+    }
+}
+
+fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
+    conn.live.close(reason);
+    shared.slots.fail_all(reason);
+    conn.tx.wake_waiters();
+}
+
+/// Leaves the incoming ring armed so that the server rings our doorbell for whatever it sends
+/// next while no call waits; reads what is already there first.
+fn arm_idle_reader(shared: &Shared, conn: &Conn) {
+    let Some(mut rx) = conn.try_lock_rx() else {
+        return;
+    };
+    loop {
+        match pump(shared, conn, &mut rx) {
+            Ok(Polled::Messages(_)) => continue,
+            Ok(Polled::Empty) => {}
+            Err(_) => {
+                close(shared, conn, "the server sent something invalid");
+                return;
+            }
+        }
+        match rx.prepare_sleep(TOKEN_DOORBELL) {
+            Ok(true) => return,
+            Ok(false) => continue,
+            Err(_) => {
+                close(shared, conn, "the server corrupted the incoming ring");
+                return;
+            }
+        }
+    }
+}
+
+/// The connection's monitor: sleeps on the control socket and the doorbell.
+fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
+    use rustix::event::{PollFd, PollFlags};
+    if let Some(s) = shared.upgrade() {
+        arm_idle_reader(&s, &conn);
+    }
+    loop {
+        let mut fds = [
+            PollFd::new(&conn.control, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&conn.bell, PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+        let hup = fds[0].revents();
+        let bell = fds[1].revents();
+        let Some(s) = shared.upgrade() else { break };
+        if conn.live.is_closed() {
+            break;
+        }
+        if hup.intersects(PollFlags::IN | PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR) {
+            // The server sends nothing on the control socket after the handshake: readable
+            // means end of stream, i.e. the server process is gone.
+            let mut b = [0u8; 1];
+            match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                _ => {
+                    close(&s, &conn, "the server went away (control socket hung up)");
+                    break;
+                }
+            }
+        }
+        if bell.contains(PollFlags::IN) {
+            let _ = conn.bell.drain();
+            arm_idle_reader(&s, &conn);
+        }
+    }
+}
+
+impl Stream {
+    /// The next item: `Ok(Some(bytes))`, `Ok(None)` at the end of the stream.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if the server ended the stream with an error; [`Error::Closed`] if the
+    /// connection was lost.
+    pub fn next_item(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        Ok(self.next_into(&mut out)?.then_some(out))
+    }
+
+    /// Like [`next_item`](Self::next_item) but fills `out` (cleared first) and returns whether
+    /// an item was read: no allocation once `out` is large enough.
+    ///
+    /// # Errors
+    /// As [`next_item`](Self::next_item).
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> Result<bool, Error> {
+        out.clear();
+        if self.finished {
+            return Ok(false);
+        }
+        let shared = &self.client.shared;
+        let slot = shared.slots.get(self.index);
+        loop {
+            {
+                let mut inner = slot.lock();
+                if inner.items.len() >= 4 {
+                    let mut len = [0u8; 4];
+                    for (i, b) in inner.items.drain(..4).enumerate() {
+                        len[i] = b;
+                    }
+                    let n = u32::from_le_bytes(len) as usize;
+                    out.extend(inner.items.drain(..n));
+                    drop(inner);
+                    slot.cv.notify_all(); // a reader blocked on our full queue may go on
+                    return Ok(true);
+                }
+                match inner.state {
+                    State::Done => {
+                        self.finished = true;
+                        if inner.kind == Kind::ErrorResponse {
+                            let (code, message) = match ErrorPayload::decode(&inner.buf) {
+                                Ok(p) => (p.code.0, p.message.to_owned()),
+                                Err(e) => (
+                                    ErrorCode::PROTOCOL_VIOLATION.0,
+                                    format!("undecodable error payload: {e}"),
+                                ),
+                            };
+                            return Err(Error::Remote { code, message });
+                        }
+                        return Ok(false);
+                    }
+                    State::Failed => {
+                        self.finished = true;
+                        return Err(Error::Closed(
+                            inner.failure.unwrap_or("the connection was lost"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            self.client.wait_answer(&self.conn, self.index, None)?;
+        }
+    }
+
+    /// Asks the server to stop the stream; items already sent are discarded.
+    pub fn cancel(mut self) {
+        self.cancel_inner();
+    }
+
+    fn cancel_inner(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            let _ = self.conn.tx.send(
+                Kind::Cancel,
+                self.id,
+                &[],
+                Some(Instant::now() + WAIT_SLICE),
+                &self.conn.live,
+            );
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.cancel_inner();
+        self.client.shared.slots.release(self.index);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(conn) = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            conn.live.close("the client was dropped");
+            let _ = conn.control.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Connects and performs the handshake.
+fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error> {
+    service_dir::check_private_dir(&paths.dir).map_err(|e| match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::NotRunning {
+                socket: paths.socket.clone(),
+            }
+        }
+        other => other,
+    })?;
+    let sock = UnixStream::connect(&paths.socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NotRunning {
+            socket: paths.socket.clone(),
+        },
+        _ => Error::io(format!("connecting to {}", paths.socket.display()), e),
+    })?;
+    sock.set_read_timeout(Some(config.connect_timeout))
+        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+    let me = rustix::process::geteuid().as_raw();
+    let cred = peer_cred(&sock)?;
+    if cred.uid != me {
+        return Err(Error::PeerNotAllowed {
+            side: "client",
+            uid: cred.uid,
+            pid: cred.pid,
+            allowed: vec![me],
+        });
+    }
+    let hello = Hello::new(config.limits);
+    control::send_frame(&sock, Kind::Hello, 0, &hello.to_bytes(), &[])?;
+    let Some(frame) = control::recv_frame(&sock)? else {
+        return Err(Error::Closed("the server hung up during the handshake"));
+    };
+    match frame.header.kind() {
+        Kind::Welcome => {}
+        Kind::Refuse => {
+            let (code, message) = match ErrorPayload::decode(&frame.payload) {
+                Ok(p) => (p.code.0, p.message.to_owned()),
+                Err(e) => (
+                    ErrorCode::PROTOCOL_VIOLATION.0,
+                    format!("(undecodable refusal: {e})"),
+                ),
+            };
+            return Err(Error::Refused { code, message });
+        }
+        other => return Err(Error::Protocol(format!("expected Welcome, got {other}"))),
+    }
+    let welcome = Welcome::decode(&frame.payload)
+        .map_err(|e| Error::Protocol(format!("bad Welcome: {e}")))?;
+    hello
+        .check_welcome(&welcome)
+        .map_err(|e| Error::Protocol(format!("unacceptable Welcome: {e}")))?;
+    let [mem_fd, server_bell, client_bell]: [OwnedFd; 3] =
+        frame.fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            Error::Protocol(format!(
+                "Welcome carried {} descriptors, expected 3",
+                fds.len()
+            ))
+        })?;
+    let layout = Layout::new(&welcome.limits).map_err(Error::Protocol)?;
+    let mem = Arc::new(SharedMemory::open(mem_fd, layout.total)?);
+    let (c2s, s2c) = layout.slices(&mem);
+    let producer = Producer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+    let consumer = Consumer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+    let server_bell = Doorbell::from_owned_fd(server_bell)?;
+    let bell = Doorbell::from_owned_fd(client_bell)?;
+    sock.set_read_timeout(None)
+        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+    let _ = sock.as_fd();
+    Ok(Conn {
+        tx: Tx::new(
+            producer,
+            server_bell.try_clone()?,
+            &welcome.limits,
+            config.policy,
+        ),
+        rx: Mutex::new(Rx::new(consumer, server_bell, &welcome.limits)),
+        live: Liveness::default(),
+        control: sock,
+        bell,
+        limits: welcome.limits,
+        monitor: Mutex::new(None),
+    })
+}

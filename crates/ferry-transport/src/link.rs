@@ -1,0 +1,549 @@
+//! One connection's data path, shared by client and server: the two rings in the connection's
+//! shared memory, framing into them (with fragmentation), and the wake-up protocol.
+//!
+//! Sleep tokens (what a sleeper stores in its ring sleep word; the waker reads it back from the
+//! ring's `Wake` and treats it as untrusted bits):
+//! - [`TOKEN_FUTEX`]: threads of the sleeper's process block on the word itself (futex); the
+//!   waker calls `wake_all` on it.
+//! - [`TOKEN_DOORBELL`]: the sleeper polls its doorbell (eventfd); the waker rings it.
+//!
+//! Unknown bits are ignored: a hostile peer can make us issue a spurious wake, nothing more.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ferry_frame::{
+    DecodeLimits, Event, Flags, HEADER_LEN, Kind, Limits, Reassembler, ReassemblyLimits,
+};
+use ferry_notify::{Doorbell, WaitPolicy};
+use ferry_ring::{Consumer, Producer, Region, ReserveError, SleepPrep, Wake};
+
+use crate::error::Error;
+use crate::unix::shm::SharedMemory;
+
+/// Sleeper blocks on the futex of the sleep word.
+pub(crate) const TOKEN_FUTEX: u32 = 1;
+/// Sleeper polls its doorbell.
+pub(crate) const TOKEN_DOORBELL: u32 = 2;
+
+/// How long one blocking wait slice lasts before the waiter re-checks that the peer is alive.
+pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(5);
+
+/// Largest payload of one fragment: small enough that several fit in the ring, so that other
+/// messages interleave with a large one and the receiver drains while the sender writes.
+pub(crate) fn fragment_payload(capacity: usize, max_record: usize) -> usize {
+    (capacity / 4)
+        .min(max_record)
+        .saturating_sub(HEADER_LEN)
+        .max(1)
+}
+
+/// A ring's share of the connection's memory.
+#[derive(Debug, Clone)]
+pub(crate) struct RingSlice {
+    mem: Arc<SharedMemory>,
+    offset: usize,
+    len: usize,
+}
+
+// SAFETY: `offset + len <= mem.len()` (checked in `Layout::slices`), the mapping lives as long as
+// the `Arc`, is never remapped, and starts page-aligned, so `offset` (a multiple of 128) keeps
+// the ring's 128-byte alignment.
+unsafe impl Region for RingSlice {
+    fn as_ptr(&self) -> *mut u8 {
+        // SAFETY: in bounds of the mapping, see the impl's comment.
+        unsafe { self.mem.as_ptr().add(self.offset) }
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Where the two rings sit in a connection's memory: client → server first, then server →
+/// client, each at a 4096-byte boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub c2s_capacity: usize,
+    pub s2c_capacity: usize,
+    pub c2s_offset: usize,
+    pub s2c_offset: usize,
+    pub total: usize,
+}
+
+const PAGE: usize = 4096;
+
+impl Layout {
+    /// The layout for the agreed limits, or why the ring sizes are unusable.
+    pub(crate) fn new(limits: &Limits) -> Result<Self, String> {
+        let c2s = limits.client_to_server_ring_bytes as usize;
+        let s2c = limits.server_to_client_ring_bytes as usize;
+        for (what, cap) in [
+            ("client_to_server_ring_bytes", c2s),
+            ("server_to_client_ring_bytes", s2c),
+        ] {
+            if !cap.is_power_of_two() || !(MIN_RING..=MAX_RING).contains(&cap) {
+                return Err(format!(
+                    "{what} = {cap}: ring sizes must be powers of two between {MIN_RING} and {MAX_RING}"
+                ));
+            }
+        }
+        let c2s_len = ferry_ring::region_size(c2s);
+        let s2c_offset = c2s_len.next_multiple_of(PAGE);
+        let s2c_len = ferry_ring::region_size(s2c);
+        Ok(Layout {
+            c2s_capacity: c2s,
+            s2c_capacity: s2c,
+            c2s_offset: 0,
+            s2c_offset,
+            total: (s2c_offset + s2c_len).next_multiple_of(PAGE),
+        })
+    }
+
+    /// Splits a mapping of `self.total` bytes into the two ring regions.
+    pub(crate) fn slices(&self, mem: &Arc<SharedMemory>) -> (RingSlice, RingSlice) {
+        assert!(mem.len() >= self.total, "mapping smaller than the layout");
+        let c2s = RingSlice {
+            mem: mem.clone(),
+            offset: self.c2s_offset,
+            len: ferry_ring::region_size(self.c2s_capacity),
+        };
+        let s2c = RingSlice {
+            mem: mem.clone(),
+            offset: self.s2c_offset,
+            len: ferry_ring::region_size(self.s2c_capacity),
+        };
+        (c2s, s2c)
+    }
+}
+
+/// Smallest ring accepted.
+pub const MIN_RING: usize = 4096;
+/// Largest ring accepted.
+pub const MAX_RING: usize = 1 << 30;
+
+/// Delivers a wake-up the ring asked for.
+#[inline]
+pub(crate) fn deliver(wake: Wake, word: &AtomicU32, peer_bell: &Doorbell) -> Result<(), Error> {
+    if !wake.is_needed() {
+        return Ok(());
+    }
+    let t = wake.token();
+    if t & TOKEN_FUTEX != 0 {
+        ferry_notify::word::wake_all(word)?;
+    }
+    if t & TOKEN_DOORBELL != 0 {
+        peer_bell.ring()?;
+    }
+    Ok(())
+}
+
+/// Whether the connection still stands; shared by everything that waits on it.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    closed: AtomicBool,
+    reason: Mutex<Option<&'static str>>,
+}
+
+impl Liveness {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+    pub(crate) fn close(&self, reason: &'static str) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.closed.store(true, Ordering::Release);
+    }
+    pub(crate) fn error(&self) -> Error {
+        let r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        Error::Closed(r.unwrap_or("the connection was closed"))
+    }
+}
+
+/// Accounting that keeps a sender within the receiver's reassembly limits: at most
+/// `max_partial_messages` fragmented messages at once, whose sizes add up to at most
+/// `max_buffered_bytes`.
+#[derive(Debug)]
+struct FragmentBudget {
+    state: Mutex<(usize, usize)>,
+    cv: Condvar,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+/// The sending half: the producer of the outgoing ring.
+#[derive(Debug)]
+pub(crate) struct Tx {
+    producer: Mutex<Producer<RingSlice>>,
+    peer_bell: Doorbell,
+    budget: FragmentBudget,
+    max_message: usize,
+    fragment: usize,
+    policy: WaitPolicy,
+}
+
+impl Tx {
+    pub(crate) fn new(
+        producer: Producer<RingSlice>,
+        peer_bell: Doorbell,
+        limits: &Limits,
+        policy: WaitPolicy,
+    ) -> Self {
+        let fragment = fragment_payload(producer.capacity(), producer.max_record_len());
+        Tx {
+            producer: Mutex::new(producer),
+            peer_bell,
+            budget: FragmentBudget {
+                state: Mutex::new((0, 0)),
+                cv: Condvar::new(),
+                max_messages: limits.max_partial_messages as usize,
+                max_bytes: limits.max_buffered_bytes as usize,
+            },
+            max_message: limits.max_message_size as usize,
+            fragment,
+            policy,
+        }
+    }
+
+    /// Largest payload that goes as one frame (the zero-copy path).
+    pub(crate) fn max_single(&self) -> usize {
+        self.fragment
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Producer<RingSlice>> {
+        self.producer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one message: one frame when it fits, fragments otherwise. Waits for ring space
+    /// (never drops, never buffers) until `deadline`.
+    pub(crate) fn send(
+        &self,
+        kind: Kind,
+        id: u64,
+        payload: &[u8],
+        deadline: Option<Instant>,
+        live: &Liveness,
+    ) -> Result<(), Error> {
+        if payload.len() > self.max_message {
+            return Err(Error::TooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
+        }
+        if payload.len() <= self.fragment {
+            return self.send_with(
+                kind,
+                Flags::NONE,
+                id,
+                payload.len(),
+                deadline,
+                live,
+                |buf| buf.copy_from_slice(payload),
+            );
+        }
+        self.acquire_budget(payload.len(), deadline, live)?;
+        let result = (|| {
+            let mut chunks = payload.chunks(self.fragment).peekable();
+            while let Some(chunk) = chunks.next() {
+                let flags = if chunks.peek().is_some() {
+                    Flags::MORE
+                } else {
+                    Flags::NONE
+                };
+                self.send_with(kind, flags, id, chunk.len(), deadline, live, |buf| {
+                    buf.copy_from_slice(chunk)
+                })?;
+            }
+            Ok(())
+        })();
+        if result.is_err() && !live.is_closed() {
+            // Tell the receiver to drop what it buffered of this message.
+            let _ = self.send_with(kind, Flags::ABORT, id, 0, None, live, |_| {});
+        }
+        self.release_budget(payload.len());
+        result
+    }
+
+    /// Sends a single-frame message if it fits now: `Ok(false)` when the ring is full.
+    pub(crate) fn try_send(
+        &self,
+        kind: Kind,
+        id: u64,
+        payload: &[u8],
+        live: &Liveness,
+    ) -> Result<bool, Error> {
+        if live.is_closed() {
+            return Err(live.error());
+        }
+        let mut p = self.lock();
+        match p.try_reserve(HEADER_LEN + payload.len()) {
+            Ok(mut grant) => {
+                let buf = grant.as_mut_slice();
+                buf[HEADER_LEN..].copy_from_slice(payload);
+                ferry_frame::encode_header_in_place(buf, kind, Flags::NONE, id, payload.len())
+                    .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
+                let wake = grant.commit();
+                deliver(wake, p.peer_sleep_word(), &self.peer_bell)?;
+                Ok(true)
+            }
+            Err(ReserveError::Full) => Ok(false),
+            Err(ReserveError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
+            Err(ReserveError::Corrupted) => {
+                live.close("the peer corrupted the outgoing ring");
+                Err(Error::Protocol(
+                    "the outgoing ring's cursors are corrupted".into(),
+                ))
+            }
+        }
+    }
+
+    /// Writes one frame of `len` payload bytes, filled in place by `fill`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_with(
+        &self,
+        kind: Kind,
+        flags: Flags,
+        id: u64,
+        len: usize,
+        deadline: Option<Instant>,
+        live: &Liveness,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), Error> {
+        let mut fill = Some(fill);
+        let token = NonZeroU32::new(TOKEN_FUTEX).expect("nonzero");
+        loop {
+            if live.is_closed() {
+                return Err(live.error());
+            }
+            let mut p = self.lock();
+            match p.try_reserve(HEADER_LEN + len) {
+                Ok(mut grant) => {
+                    let buf = grant.as_mut_slice();
+                    (fill.take().expect("filled once"))(&mut buf[HEADER_LEN..]);
+                    ferry_frame::encode_header_in_place(buf, kind, flags, id, len)
+                        .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
+                    let wake = grant.commit();
+                    let word = p.peer_sleep_word();
+                    return deliver(wake, word, &self.peer_bell);
+                }
+                Err(ReserveError::Full) => {}
+                Err(ReserveError::TooLarge { len, max }) => {
+                    return Err(Error::TooLarge { len, max });
+                }
+                Err(ReserveError::Corrupted) => {
+                    live.close("the peer corrupted the outgoing ring");
+                    return Err(Error::Protocol(
+                        "the outgoing ring's cursors are corrupted".into(),
+                    ));
+                }
+            }
+            // Full: spin/yield first, then sleep on the producer word until the consumer frees
+            // space (it wakes TOKEN_FUTEX sleepers with wake_all).
+            drop(p);
+            let need = HEADER_LEN + len;
+            let outcome = self.policy.wait_until(
+                || self.lock().can_reserve(need) || live.is_closed(),
+                || {
+                    let mut p = self.lock();
+                    matches!(p.prepare_sleep(need, token), Ok(SleepPrep::Sleep))
+                },
+                |timeout| {
+                    let slice = timeout.map_or(WAIT_SLICE, |t| t.min(WAIT_SLICE));
+                    let word = {
+                        let p = self.lock();
+                        p.producer_sleep_word() as *const AtomicU32
+                    };
+                    // SAFETY: the word lives in the mapping, which `self.producer` keeps alive
+                    // for as long as `self` lives; we only use it for the duration of this call.
+                    let word = unsafe { &*word };
+                    let r = ferry_notify::word::wait(word, TOKEN_FUTEX, Some(slice));
+                    self.lock().cancel_sleep();
+                    r
+                },
+                deadline,
+            )?;
+            if outcome == ferry_notify::WaitOutcome::TimedOut {
+                return Err(Error::Timeout(deadline.map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                })));
+            }
+        }
+    }
+
+    fn acquire_budget(
+        &self,
+        bytes: usize,
+        deadline: Option<Instant>,
+        live: &Liveness,
+    ) -> Result<(), Error> {
+        let b = &self.budget;
+        let bytes = bytes.min(b.max_bytes);
+        let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if st.0 < b.max_messages && st.1 + bytes <= b.max_bytes {
+                st.0 += 1;
+                st.1 += bytes;
+                return Ok(());
+            }
+            if live.is_closed() {
+                return Err(live.error());
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout(Duration::ZERO));
+                    }
+                    left.min(WAIT_SLICE)
+                }
+                None => WAIT_SLICE,
+            };
+            st =
+                b.cv.wait_timeout(st, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+        }
+    }
+
+    fn release_budget(&self, bytes: usize) {
+        let b = &self.budget;
+        let bytes = bytes.min(b.max_bytes);
+        let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.0 -= 1;
+        st.1 -= bytes;
+        drop(st);
+        b.cv.notify_all();
+    }
+
+    /// Wakes every thread blocked on ring space (used when the connection closes).
+    pub(crate) fn wake_waiters(&self) {
+        let p = self.lock();
+        p.cancel_sleep();
+        let _ = ferry_notify::word::wake_all(p.producer_sleep_word());
+        drop(p);
+        self.budget.cv.notify_all();
+    }
+}
+
+/// The receiving half: the consumer of the incoming ring and its reassembler.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    consumer: Consumer<RingSlice>,
+    reassembler: Reassembler,
+    limits: DecodeLimits,
+    peer_bell: Doorbell,
+}
+
+/// What [`Rx::poll`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// Handled this many messages.
+    Messages(usize),
+    /// Nothing to read.
+    Empty,
+}
+
+impl Rx {
+    pub(crate) fn new(consumer: Consumer<RingSlice>, peer_bell: Doorbell, limits: &Limits) -> Self {
+        let max_record = consumer.max_record_len();
+        Rx {
+            reassembler: Reassembler::new(ReassemblyLimits::from(*limits)),
+            limits: DecodeLimits::new((max_record.saturating_sub(HEADER_LEN)) as u32),
+            consumer,
+            peer_bell,
+        }
+    }
+
+    /// Reads up to `budget` complete messages, calling `on_message(kind, flags, id, payload)`
+    /// for each, then releases the space they used with one cursor store.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] when the peer corrupted the ring or sent a bad frame; the caller
+    /// must close the connection.
+    pub(crate) fn poll(
+        &mut self,
+        budget: usize,
+        mut on_message: impl FnMut(Kind, u64, &[u8]) -> bool,
+    ) -> Result<Polled, Error> {
+        let mut handled = 0;
+        let result = loop {
+            if handled >= budget {
+                break Ok(());
+            }
+            let grant = match self.consumer.try_peek() {
+                Ok(Some(g)) => g,
+                Ok(None) => break Ok(()),
+                Err(_) => {
+                    break Err(Error::Protocol(format!(
+                        "the incoming ring is corrupted ({})",
+                        self.consumer
+                            .corruption()
+                            .map_or("unknown".into(), |c| c.to_string())
+                    )));
+                }
+            };
+            let frame = match ferry_frame::decode(grant.as_slice(), &self.limits) {
+                Ok(f) => f,
+                Err(e) => {
+                    break Err(Error::Protocol(format!(
+                        "bad frame in the incoming ring: {e}"
+                    )));
+                }
+            };
+            match self.reassembler.push(frame) {
+                Ok(Event::Message(m)) => {
+                    let go_on = on_message(m.kind, m.correlation_id, &m.payload);
+                    handled += 1;
+                    if !go_on {
+                        grant.consume();
+                        break Ok(());
+                    }
+                }
+                Ok(Event::Pending | Event::Aborted { .. }) => {}
+                Err(e) => break Err(Error::Protocol(e.to_string())),
+            }
+            grant.consume();
+        };
+        let wake = self.consumer.release_consumed();
+        deliver(wake, self.consumer.peer_sleep_word(), &self.peer_bell)?;
+        result?;
+        Ok(if handled == 0 {
+            Polled::Empty
+        } else {
+            Polled::Messages(handled)
+        })
+    }
+
+    /// Announces that this side is going to sleep on `token`'s mechanism; `false` when data
+    /// arrived meanwhile (do not sleep).
+    pub(crate) fn prepare_sleep(&mut self, token: u32) -> Result<bool, Error> {
+        let token = NonZeroU32::new(token).expect("tokens are nonzero");
+        match self.consumer.prepare_sleep(token) {
+            Ok(SleepPrep::Sleep) => Ok(true),
+            Ok(SleepPrep::Ready) => Ok(false),
+            Err(_) => Err(Error::Protocol("the incoming ring is corrupted".into())),
+        }
+    }
+
+    /// Blocks (futex) while this ring's sleep word holds `token`, at most `timeout`.
+    pub(crate) fn wait_word(
+        &self,
+        token: u32,
+        timeout: Duration,
+    ) -> Result<ferry_notify::WaitOutcome, ferry_notify::NotifyError> {
+        ferry_notify::word::wait(self.consumer.consumer_sleep_word(), token, Some(timeout))
+    }
+
+    /// Retracts a prepared sleep.
+    pub(crate) fn cancel_sleep(&self) {
+        self.consumer.cancel_sleep();
+    }
+
+    /// Whether a record is waiting (cheap: cached cursor first).
+    pub(crate) fn has_data(&self) -> bool {
+        !self.consumer.is_empty()
+    }
+}

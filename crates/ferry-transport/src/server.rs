@@ -1,0 +1,1044 @@
+//! The blocking server: bind a service name, accept connections, run a handler per request.
+//!
+//! Threads: one acceptor (accepts on the control socket and runs each handshake with a
+//! timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
+//! which reads its ring, runs the handler inline for each message, and writes answers back.
+//! While any of its connections is busy the worker spins on their rings (bounded by the wait
+//! policy and the process-wide spin governor); when all are idle it arms every ring's sleep word
+//! with its doorbell token and sleeps in `epoll_wait` on the doorbells and control sockets, so an
+//! idle server costs no CPU, and a client's death (its control socket hangs up) is seen at once.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, ServerPolicy};
+use ferry_notify::{Doorbell, WaitPolicy};
+use ferry_ring::{Consumer, Producer};
+use rustix::event::epoll;
+
+use crate::error::Error;
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx};
+use crate::unix::control::{self, peer_cred};
+use crate::unix::listener::BoundSocket;
+use crate::unix::service_dir::{self, ServicePaths};
+use crate::unix::shm::SharedMemory;
+
+/// How a server serves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The most the server grants for each limit (ring sizes, message size). Clients may ask
+    /// for less.
+    pub limits: Limits,
+    /// How workers wait when their connections are idle.
+    pub policy: WaitPolicy,
+    /// Event-loop threads.
+    pub workers: usize,
+    /// Users allowed to connect (default: only the server's own effective uid).
+    pub allowed_uids: Vec<u32>,
+    /// Most connections served at once; more are refused with a clear error.
+    pub max_connections: usize,
+    /// How long a client may take to send its `Hello`.
+    pub handshake_timeout: Duration,
+    /// The directory holding the service's socket (default: see [`service_dir::runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits {
+                client_to_server_ring_bytes: 1 << 20,
+                server_to_client_ring_bytes: 1 << 20,
+                ..Limits::default()
+            },
+            policy: WaitPolicy::default(),
+            workers: 1,
+            allowed_uids: vec![rustix::process::geteuid().as_raw()],
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(1),
+            runtime_dir: None,
+        }
+    }
+}
+
+/// What the server does with what clients send.
+pub trait Handler: Send + Sync + 'static {
+    /// A request arrived. Answer it through `request` (now, or later from any thread via
+    /// [`Request::into_responder`] / [`Request::into_stream`]). A request dropped without an
+    /// answer is answered with an error, so the caller never waits forever.
+    fn on_request(&self, request: Request<'_>);
+    /// A notification arrived.
+    fn on_notification(&self, _connection: &Connection, _payload: &[u8]) {}
+    /// A client connected.
+    fn on_connect(&self, _connection: &Connection) {}
+    /// A client's connection ended.
+    fn on_disconnect(&self, _connection: &Connection) {}
+}
+
+impl<F: Fn(Request<'_>) + Send + Sync + 'static> Handler for F {
+    fn on_request(&self, request: Request<'_>) {
+        self(request)
+    }
+}
+
+/// Counters of one server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted (handshake completed).
+    pub connections_accepted: AtomicU64,
+    /// Connection attempts refused (wrong user, version, limits, capacity).
+    pub connections_refused: AtomicU64,
+    /// Connections that ended.
+    pub connections_closed: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicUsize,
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Notifications received.
+    pub notifications: AtomicU64,
+    /// Protocol violations (each closed its connection).
+    pub protocol_errors: AtomicU64,
+}
+
+/// A running server. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<ServerShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct ServerShared {
+    config: ServerConfig,
+    bound: BoundSocket,
+    handler: Box<dyn Handler>,
+    stop: AtomicBool,
+    stats: ServerStats,
+    workers: Vec<WorkerInbox>,
+    next_worker: AtomicUsize,
+    next_conn_id: AtomicU64,
+}
+
+impl std::fmt::Debug for ServerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerShared")
+            .field("paths", self.bound.paths())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+struct WorkerInbox {
+    new: Mutex<Vec<Arc<ConnState>>>,
+    bell: Doorbell,
+}
+
+/// One client connection, as the server sees it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    state: Arc<ConnState>,
+}
+
+/// Deferred requests (answered later, from any thread) tracked per connection for cancellation.
+const MAX_DEFERRED: usize = 256;
+
+#[derive(Debug)]
+struct Deferred {
+    id: AtomicU64,
+    in_use: AtomicBool,
+    cancelled: AtomicBool,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    id: u64,
+    tx: Tx,
+    rx: Mutex<Rx>,
+    live: Liveness,
+    control: UnixStream,
+    bell: Doorbell,
+    peer_pid: i32,
+    peer_uid: u32,
+    /// An inline answer that did not fit in the ring: (kind, id, payload, bytes sent so far).
+    /// While it is set the worker reads no more requests from this connection.
+    pending: Mutex<Option<Pending>>,
+    deferred: Box<[Deferred]>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: Kind,
+    id: u64,
+    payload: Vec<u8>,
+}
+
+impl ConnState {
+    fn lock_rx(&self) -> MutexGuard<'_, Rx> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn lock_pending(&self) -> MutexGuard<'_, Option<Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Answers from the worker thread without ever blocking it: straight into the ring when it
+    /// fits, else kept as this connection's one pending answer.
+    fn send_inline(&self, kind: Kind, id: u64, payload: &[u8]) {
+        let mut pending = self.lock_pending();
+        if pending.is_none() && payload.len() <= self.tx.max_single() {
+            match self.tx.try_send(kind, id, payload, &self.live) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => return, // connection failing; the worker closes it
+            }
+        }
+        debug_assert!(
+            pending.is_none(),
+            "the worker reads nothing while an answer is pending"
+        );
+        *pending = Some(Pending {
+            kind,
+            id,
+            payload: payload.to_vec(),
+        });
+    }
+
+    /// Tries to send the pending answer; true when nothing is pending any more.
+    fn flush_pending(&self) -> bool {
+        let mut pending = self.lock_pending();
+        let Some(p) = pending.as_ref() else {
+            return true;
+        };
+        // Large answers go through the blocking path bounded to a short deadline; they are rare
+        // and the deadline keeps the worker responsive.
+        let r = if p.payload.len() <= self.tx.max_single() {
+            self.tx.try_send(p.kind, p.id, &p.payload, &self.live)
+        } else {
+            match self.tx.send(
+                p.kind,
+                p.id,
+                &p.payload,
+                Some(Instant::now() + Duration::from_millis(1)),
+                &self.live,
+            ) {
+                Ok(()) => Ok(true),
+                Err(Error::Timeout(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        };
+        match r {
+            Ok(true) | Err(_) => {
+                *pending = None;
+                true
+            }
+            Ok(false) => false,
+        }
+    }
+
+    fn defer(&self, id: u64) -> Option<usize> {
+        for (i, d) in self.deferred.iter().enumerate() {
+            if d.in_use
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                d.cancelled.store(false, Ordering::Relaxed);
+                d.id.store(id, Ordering::Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn cancel(&self, id: u64) {
+        for d in self.deferred.iter() {
+            if d.in_use.load(Ordering::Acquire) && d.id.load(Ordering::Acquire) == id {
+                d.cancelled.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Server-unique number of this connection.
+    pub fn id(&self) -> u64 {
+        self.state.id
+    }
+    /// The client's process id (from `SO_PEERCRED` at connect time).
+    pub fn peer_pid(&self) -> i32 {
+        self.state.peer_pid
+    }
+    /// The client's user id.
+    pub fn peer_uid(&self) -> u32 {
+        self.state.peer_uid
+    }
+    /// Whether the connection is still open.
+    pub fn is_open(&self) -> bool {
+        !self.state.live.is_closed()
+    }
+    /// Pushes a notification to the client (waits for ring space, never drops).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone; [`Error::TooLarge`].
+    pub fn notify(&self, payload: &[u8]) -> Result<(), Error> {
+        self.state
+            .tx
+            .send(Kind::Notification, 0, payload, None, &self.state.live)
+    }
+}
+
+/// A request being handled. Answer it with one of the consuming methods.
+#[derive(Debug)]
+pub struct Request<'a> {
+    conn: &'a Arc<ConnState>,
+    id: u64,
+    payload: &'a [u8],
+    answered: bool,
+}
+
+impl<'a> Request<'a> {
+    /// The request's payload, borrowed from the ring (it stays there until the handler
+    /// returns, so it can be passed straight to [`respond`](Self::respond)); copy what you keep.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The connection it came on.
+    pub fn connection(&self) -> Connection {
+        Connection {
+            state: self.conn.clone(),
+        }
+    }
+    /// Answers with `payload`.
+    pub fn respond(mut self, payload: &[u8]) {
+        self.answered = true;
+        self.conn.send_inline(Kind::Response, self.id, payload);
+    }
+    /// Answers with an error `code` (see `ferry_frame::ErrorCode`; application codes from
+    /// `0x8000_0000`) and a message for the caller.
+    pub fn respond_error(mut self, code: u32, message: &str) {
+        self.answered = true;
+        send_error_inline(self.conn, self.id, code, message);
+    }
+    /// Takes the request out of the handler to answer it later, from any thread.
+    pub fn into_responder(mut self) -> Responder {
+        self.answered = true;
+        let slot = self.conn.defer(self.id);
+        Responder {
+            conn: self.conn.clone(),
+            id: self.id,
+            slot,
+            done: false,
+        }
+    }
+    /// Answers with a stream of items, sent later from any thread.
+    pub fn into_stream(self) -> StreamSender {
+        StreamSender {
+            inner: self.into_responder(),
+        }
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            send_error_inline(
+                self.conn,
+                self.id,
+                ErrorCode::HANDLER_FAILED.0,
+                "the handler returned without answering",
+            );
+        }
+    }
+}
+
+fn send_error_inline(conn: &ConnState, id: u64, code: u32, message: &str) {
+    let mut buf = [0u8; 1024];
+    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
+    let n = ErrorPayload::new(ErrorCode(code), message)
+        .encode(&mut buf)
+        .unwrap_or(0);
+    conn.send_inline(Kind::ErrorResponse, id, &buf[..n]);
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Answers one request later, from any thread. Dropping it unanswered answers with an error.
+#[derive(Debug)]
+pub struct Responder {
+    conn: Arc<ConnState>,
+    id: u64,
+    slot: Option<usize>,
+    done: bool,
+}
+
+impl Responder {
+    /// Whether the client cancelled the request (stop working on it early).
+    pub fn is_cancelled(&self) -> bool {
+        self.conn.live.is_closed()
+            || self
+                .slot
+                .is_some_and(|i| self.conn.deferred[i].cancelled.load(Ordering::Acquire))
+    }
+    /// Answers with `payload` (waits for ring space).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone.
+    pub fn respond(mut self, payload: &[u8]) -> Result<(), Error> {
+        self.done = true;
+        self.conn
+            .tx
+            .send(Kind::Response, self.id, payload, None, &self.conn.live)
+    }
+    /// Answers with an error.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone.
+    pub fn respond_error(mut self, code: u32, message: &str) -> Result<(), Error> {
+        self.done = true;
+        send_error(&self.conn, Kind::ErrorResponse, self.id, code, message)
+    }
+}
+
+fn send_error(
+    conn: &ConnState,
+    kind: Kind,
+    id: u64,
+    code: u32,
+    message: &str,
+) -> Result<(), Error> {
+    let mut buf = [0u8; 1024];
+    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
+    let n = ErrorPayload::new(ErrorCode(code), message)
+        .encode(&mut buf)
+        .unwrap_or(0);
+    conn.tx.send(kind, id, &buf[..n], None, &conn.live)
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if !self.done {
+            let (code, msg) = if self.is_cancelled() {
+                (ErrorCode::CANCELLED.0, "cancelled")
+            } else {
+                (
+                    ErrorCode::HANDLER_FAILED.0,
+                    "the handler dropped the request without answering",
+                )
+            };
+            let _ = send_error(&self.conn, Kind::ErrorResponse, self.id, code, msg);
+        }
+        if let Some(i) = self.slot {
+            self.conn.deferred[i].in_use.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Sends the items of a streamed answer, then its end. Items wait for ring space
+/// (backpressure: a client that reads slowly slows the sender down; nothing is buffered).
+#[derive(Debug)]
+pub struct StreamSender {
+    inner: Responder,
+}
+
+impl StreamSender {
+    /// Whether the client cancelled the stream.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+    /// Sends one item.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] once the client cancelled; [`Error::Closed`] when it is gone.
+    pub fn send(&self, item: &[u8]) -> Result<(), Error> {
+        if self.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        self.inner.conn.tx.send(
+            Kind::StreamItem,
+            self.inner.id,
+            item,
+            None,
+            &self.inner.conn.live,
+        )
+    }
+    /// Ends the stream.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone.
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.inner.done = true;
+        self.inner.conn.tx.send(
+            Kind::StreamEnd,
+            self.inner.id,
+            &[],
+            None,
+            &self.inner.conn.live,
+        )
+    }
+    /// Ends the stream with an error.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the client is gone.
+    pub fn fail(mut self, code: u32, message: &str) -> Result<(), Error> {
+        self.inner.done = true;
+        send_error(
+            &self.inner.conn,
+            Kind::ErrorResponse,
+            self.inner.id,
+            code,
+            message,
+        )
+    }
+}
+
+impl Server {
+    /// Binds service `name` and starts serving with `handler`.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyRunning`] when a live server holds the name; [`Error::UnsafeDirectory`]
+    /// when the runtime directory is not private; OS errors.
+    pub fn bind(name: &str, config: ServerConfig, handler: impl Handler) -> Result<Server, Error> {
+        let paths = match &config.runtime_dir {
+            Some(dir) => service_dir::resolve_in(dir, name)?,
+            None => service_dir::resolve(name)?,
+        };
+        raise_fd_limit();
+        let bound = BoundSocket::bind(paths)?;
+        let workers = (0..config.workers.max(1))
+            .map(|_| {
+                Ok(WorkerInbox {
+                    new: Mutex::new(Vec::new()),
+                    bell: Doorbell::new()?,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let shared = Arc::new(ServerShared {
+            config,
+            bound,
+            handler: Box::new(handler),
+            stop: AtomicBool::new(false),
+            stats: ServerStats::default(),
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+        });
+        let mut threads = Vec::new();
+        for i in 0..shared.workers.len() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ferry-worker-{i}"))
+                    .spawn(move || worker(s, i))
+                    .map_err(|e| Error::io("spawning a worker thread", e))?,
+            );
+        }
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ferry-acceptor".into())
+                .spawn(move || acceptor(s))
+                .map_err(|e| Error::io("spawning the acceptor thread", e))?,
+        );
+        Ok(Server { shared, threads })
+    }
+
+    /// The service's paths (socket, lock, directory).
+    pub fn paths(&self) -> &ServicePaths {
+        self.shared.bound.paths()
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.shared.stats
+    }
+
+    /// Stops accepting, says goodbye to every client, and waits for the threads.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = rustix::net::shutdown(self.shared.bound.listener(), rustix::net::Shutdown::Both);
+        for w in &self.shared.workers {
+            let _ = w.bell.ring();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (each connection holds 4 descriptors).
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+}
+
+fn acceptor(shared: Arc<ServerShared>) {
+    loop {
+        let accepted = shared.bound.listener().accept();
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let sock = match accepted {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // EMFILE/ENFILE: no descriptor for the new socket. Existing connections keep
+                // working; back off briefly so we do not spin on the pending connection.
+                if matches!(e.raw_os_error(), Some(libc_emfile) if libc_emfile == rustix::io::Errno::MFILE.raw_os_error() || libc_emfile == rustix::io::Errno::NFILE.raw_os_error())
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                continue;
+            }
+        };
+        match accept_one(&shared, sock) {
+            Ok(conn) => {
+                shared
+                    .stats
+                    .connections_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                shared
+                    .stats
+                    .connections_open
+                    .fetch_add(1, Ordering::Relaxed);
+                let w = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
+                let inbox = &shared.workers[w];
+                inbox
+                    .new
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(conn);
+                let _ = inbox.bell.ring();
+            }
+            Err(_) => {
+                shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn refuse(sock: &UnixStream, code: ErrorCode, message: &str) -> Error {
+    let mut buf = [0u8; 512];
+    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
+    let n = ErrorPayload::new(code, message)
+        .encode(&mut buf)
+        .unwrap_or(0);
+    let _ = control::send_frame(sock, Kind::Refuse, 0, &buf[..n], &[]);
+    Error::Refused {
+        code: code.0,
+        message: message.to_owned(),
+    }
+}
+
+fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>, Error> {
+    let cfg = &shared.config;
+    let cred = peer_cred(&sock)?;
+    if !cfg.allowed_uids.contains(&cred.uid) {
+        return Err(refuse(
+            &sock,
+            ErrorCode::REFUSED,
+            &format!("uid {} is not allowed to use this service", cred.uid),
+        ));
+    }
+    sock.set_read_timeout(Some(cfg.handshake_timeout))
+        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+    let Some(frame) = control::recv_frame(&sock)? else {
+        return Err(Error::Closed("the client hung up during the handshake"));
+    };
+    if frame.header.kind() != Kind::Hello {
+        return Err(refuse(
+            &sock,
+            ErrorCode::PROTOCOL_VIOLATION,
+            &format!("expected Hello, got {}", frame.header.kind()),
+        ));
+    }
+    let hello = match Hello::decode(&frame.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(refuse(
+                &sock,
+                ErrorCode::PROTOCOL_VIOLATION,
+                &format!("bad Hello: {e}"),
+            ));
+        }
+    };
+    let welcome = match ferry_frame::negotiate(&hello, &ServerPolicy::new(cfg.limits)) {
+        Ok(w) => w,
+        Err(code) => {
+            let why = if code == ErrorCode::VERSION_UNSUPPORTED {
+                format!(
+                    "protocol versions {}..={} are not supported (this server speaks {}..={}): upgrade the older side",
+                    hello.min_version,
+                    hello.max_version,
+                    ferry_frame::MIN_SUPPORTED_VERSION,
+                    ferry_frame::MAX_SUPPORTED_VERSION
+                )
+            } else {
+                "the requested limits are below what this server accepts".to_owned()
+            };
+            return Err(refuse(&sock, code, &why));
+        }
+    };
+    let layout = match Layout::new(&welcome.limits) {
+        Ok(l) => l,
+        Err(why) => return Err(refuse(&sock, ErrorCode::LIMITS_UNACCEPTABLE, &why)),
+    };
+    if shared.stats.connections_open.load(Ordering::Relaxed) >= cfg.max_connections {
+        return Err(refuse(
+            &sock,
+            ErrorCode::BUSY,
+            &format!(
+                "the server is serving its maximum of {} connections",
+                cfg.max_connections
+            ),
+        ));
+    }
+    let built = (|| -> Result<_, Error> {
+        let mem = Arc::new(SharedMemory::create(layout.total)?);
+        let (c2s, s2c) = layout.slices(&mem);
+        ferry_ring::init(&c2s, layout.c2s_capacity)
+            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        ferry_ring::init(&s2c, layout.s2c_capacity)
+            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let consumer = Consumer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let producer = Producer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let server_bell = Doorbell::new()?;
+        let client_bell = Doorbell::new()?;
+        Ok((mem, consumer, producer, server_bell, client_bell))
+    })();
+    let (mem, consumer, producer, server_bell, client_bell) = match built {
+        Ok(b) => b,
+        Err(e) => {
+            return Err(refuse(
+                &sock,
+                ErrorCode::BUSY,
+                &format!("the server could not set up the connection: {e}"),
+            ));
+        }
+    };
+    control::send_frame(
+        &sock,
+        Kind::Welcome,
+        0,
+        &welcome.to_bytes(),
+        &[mem.fd(), server_bell.as_fd(), client_bell.as_fd()],
+    )?;
+    drop(mem); // the rings keep the mapping; the memfd itself is no longer needed here
+    sock.set_read_timeout(None)
+        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| Error::io("O_NONBLOCK", e))?;
+    let deferred = (0..MAX_DEFERRED)
+        .map(|_| Deferred {
+            id: AtomicU64::new(0),
+            in_use: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
+        })
+        .collect();
+    Ok(Arc::new(ConnState {
+        id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
+        tx: Tx::new(
+            producer,
+            client_bell.try_clone()?,
+            &welcome.limits,
+            shared.config.policy,
+        ),
+        rx: Mutex::new(Rx::new(consumer, client_bell, &welcome.limits)),
+        live: Liveness::default(),
+        control: sock,
+        bell: server_bell,
+        peer_pid: cred.pid,
+        peer_uid: cred.uid,
+        pending: Mutex::new(None),
+        deferred,
+    }))
+}
+
+const WAKE_KEY: u64 = u64::MAX;
+
+/// One worker's event loop.
+fn worker(shared: Arc<ServerShared>, index: usize) {
+    let inbox = &shared.workers[index];
+    let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
+        return;
+    };
+    if epoll::add(
+        &ep,
+        &inbox.bell,
+        epoll::EventData::new_u64(WAKE_KEY),
+        epoll::EventFlags::IN,
+    )
+    .is_err()
+    {
+        return;
+    }
+    let mut conns: Vec<Option<Arc<ConnState>>> = Vec::new();
+    let mut free_keys: Vec<usize> = Vec::new();
+    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    let (spin, yields) = match shared.config.policy {
+        WaitPolicy::Spin => (u32::MAX, 0),
+        WaitPolicy::ParkOnly => (0, 0),
+        WaitPolicy::Adaptive { spin, yields } => (spin, yields),
+    };
+    let mut idle_rounds: u32 = 0;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        // Serve every connection once.
+        let mut progressed = false;
+        for key in 0..conns.len() {
+            let Some(conn) = conns[key].clone() else {
+                continue;
+            };
+            match serve_conn(&shared, &conn) {
+                Ok(p) => progressed |= p,
+                Err(_) => {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, key);
+                }
+            }
+        }
+        if progressed {
+            idle_rounds = 0;
+            continue;
+        }
+        idle_rounds = idle_rounds.saturating_add(1);
+        // The spin budget is per worker, not per connection: with many connections each round
+        // costs more, so fewer rounds are spun.
+        let spin = spin / (conns.len().max(1) as u32);
+        let spinning = idle_rounds <= spin;
+        let yielding = !spinning && idle_rounds - spin.min(idle_rounds) <= yields;
+        let mut timeout: Option<Duration> = Some(Duration::ZERO);
+        if spinning {
+            // Look at sockets (new connections, hang-ups) now and then while spinning.
+            if !idle_rounds.is_multiple_of(256) {
+                std::hint::spin_loop();
+                continue;
+            }
+        } else if yielding {
+            std::thread::yield_now();
+        } else {
+            // Going to sleep: arm every ring so clients ring our doorbell.
+            let mut data = false;
+            for conn in conns.iter().flatten() {
+                let mut rx = conn.lock_rx();
+                if !matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
+                    data = true;
+                }
+            }
+            if data {
+                for conn in conns.iter().flatten() {
+                    conn.lock_rx().cancel_sleep();
+                }
+                idle_rounds = 0;
+                continue;
+            }
+            let any_pending = conns.iter().flatten().any(|c| c.lock_pending().is_some());
+            timeout = if any_pending {
+                Some(Duration::from_millis(1))
+            } else {
+                None
+            };
+        }
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        events.clear();
+        match epoll::wait(
+            &ep,
+            rustix::buffer::spare_capacity(&mut events),
+            ts.as_ref(),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => break,
+        }
+        let slept = timeout != Some(Duration::ZERO);
+        if slept {
+            for conn in conns.iter().flatten() {
+                conn.lock_rx().cancel_sleep();
+            }
+            idle_rounds = 0;
+        }
+        for event in &events {
+            let key = event.data.u64();
+            if key == WAKE_KEY {
+                let _ = inbox.bell.drain();
+                continue;
+            }
+            let slot = (key >> 1) as usize;
+            let Some(conn) = conns.get(slot).and_then(Clone::clone) else {
+                continue;
+            };
+            if key & 1 == 0 {
+                // Control socket readable: a client sends nothing there after the handshake,
+                // so this is its hang-up (or garbage, which ends the connection as well).
+                let mut b = [0u8; 1];
+                match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
+                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                    _ => drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot),
+                }
+            } else {
+                let _ = conn.bell.drain();
+            }
+        }
+        // Adopt new connections.
+        let new: Vec<Arc<ConnState>> =
+            std::mem::take(&mut *inbox.new.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in new {
+            let slot = free_keys.pop().unwrap_or_else(|| {
+                conns.push(None);
+                conns.len() - 1
+            });
+            let k = (slot as u64) << 1;
+            let ok = epoll::add(
+                &ep,
+                &conn.control,
+                epoll::EventData::new_u64(k),
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            )
+            .is_ok()
+                && epoll::add(
+                    &ep,
+                    &conn.bell,
+                    epoll::EventData::new_u64(k | 1),
+                    epoll::EventFlags::IN,
+                )
+                .is_ok();
+            conns[slot] = Some(conn.clone());
+            if !ok {
+                drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                continue;
+            }
+            shared.handler.on_connect(&Connection { state: conn });
+        }
+    }
+    // Shutting down: say goodbye to everybody.
+    for key in 0..conns.len() {
+        if let Some(conn) = conns[key].clone() {
+            let mut buf = [0u8; 64];
+            let n = ErrorPayload::new(ErrorCode::SHUTTING_DOWN, "the server is shutting down")
+                .encode(&mut buf)
+                .unwrap_or(0);
+            let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
+            drop_conn(&shared, &ep, &mut conns, &mut free_keys, key);
+        }
+    }
+    let _ = index;
+}
+
+fn drop_conn(
+    shared: &ServerShared,
+    ep: &impl AsFd,
+    conns: &mut [Option<Arc<ConnState>>],
+    free_keys: &mut Vec<usize>,
+    slot: usize,
+) {
+    let Some(conn) = conns[slot].take() else {
+        return;
+    };
+    let _ = epoll::delete(ep, &conn.control);
+    let _ = epoll::delete(ep, &conn.bell);
+    conn.live.close("the connection was closed");
+    conn.tx.wake_waiters();
+    let _ = rustix::net::shutdown(&conn.control, rustix::net::Shutdown::Both);
+    free_keys.push(slot);
+    shared
+        .stats
+        .connections_closed
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    let _ = conn.control.as_raw_fd();
+    shared.handler.on_disconnect(&Connection { state: conn });
+}
+
+/// Serves one connection: flushes its pending answer, then handles what it sent.
+/// Returns whether anything happened; an error means "close it".
+fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Error> {
+    if conn.live.is_closed() {
+        return Err(conn.live.error());
+    }
+    if !conn.flush_pending() {
+        return Ok(false);
+    }
+    let mut rx = conn.lock_rx();
+    let mut goodbye = false;
+    let polled = rx.poll(32, |kind, id, payload| {
+        match kind {
+            Kind::Request => {
+                shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let request = Request {
+                    conn,
+                    id,
+                    payload,
+                    answered: false,
+                };
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    shared.handler.on_request(request)
+                }));
+                if r.is_err() {
+                    send_error_inline(
+                        conn,
+                        id,
+                        ErrorCode::HANDLER_FAILED.0,
+                        "the handler panicked",
+                    );
+                }
+            }
+            Kind::Notification => {
+                shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                let c = Connection {
+                    state: conn.clone(),
+                };
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    shared.handler.on_notification(&c, payload)
+                }));
+            }
+            Kind::Cancel => conn.cancel(id),
+            Kind::Ping => conn.send_inline(Kind::Pong, id, payload),
+            Kind::Goodbye => goodbye = true,
+            _ => {} // answers the server did not ask for: ignored
+        }
+        // An answer that did not fit is pending: read no more until it is out.
+        !goodbye && conn.lock_pending().is_none()
+    })?;
+    drop(rx);
+    if goodbye {
+        conn.live.close("the client said goodbye");
+        return Err(Error::Closed("the client said goodbye"));
+    }
+    Ok(matches!(polled, Polled::Messages(_)))
+}

@@ -1,0 +1,252 @@
+//! The client's table of calls in flight: a fixed array of slots, allocated once, so that a call
+//! costs no heap allocation in steady state.
+//!
+//! A correlation id is `generation << 32 | slot index`. The generation changes every time a
+//! slot is handed out, so a late answer to an abandoned call (timed out, cancelled, dropped)
+//! names a generation that no longer matches and is dropped instead of reaching the slot's
+//! next user.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ferry_frame::Kind;
+
+use crate::error::Error;
+
+/// Most bytes of stream items a stream may have waiting for its reader before the connection's
+/// reader stops reading (backpressure reaches the server through the full ring).
+pub(crate) const STREAM_QUEUE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Not handed out.
+    Free,
+    /// Waiting for the answer.
+    Waiting,
+    /// A response or error arrived (for calls), or the stream ended.
+    Done,
+    /// The connection failed before the answer.
+    Failed,
+}
+
+#[derive(Debug)]
+pub(crate) struct SlotInner {
+    pub state: State,
+    /// Whether a thread is blocked on this slot's condvar.
+    pub waiter: bool,
+    /// Set by a departing reader: "take over reading the ring".
+    pub lead: bool,
+    /// Kind of the final answer (`Response`, `Error`, `StreamEnd`).
+    pub kind: Kind,
+    /// Payload of the final answer.
+    pub buf: Vec<u8>,
+    /// Stream items: each is a u32 little-endian length then the bytes.
+    pub items: VecDeque<u8>,
+    /// Whether this slot receives a stream.
+    pub streaming: bool,
+    /// Why it failed.
+    pub failure: Option<&'static str>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub generation: AtomicU32,
+    pub inner: Mutex<SlotInner>,
+    pub cv: Condvar,
+}
+
+impl Slot {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Slots {
+    slots: Box<[Slot]>,
+    /// Free slot indices, and how many threads wait for one.
+    free: Mutex<(Vec<u32>, usize)>,
+    free_cv: Condvar,
+    /// Threads blocked on a slot's condvar (kept so that `hand_off`, on every call's way out,
+    /// scans nothing in the common case of no other waiter).
+    waiters: AtomicUsize,
+}
+
+pub(crate) fn id_of(index: u32, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+impl Slots {
+    pub(crate) fn new(n: usize) -> Self {
+        let slots = (0..n)
+            .map(|_| Slot {
+                generation: AtomicU32::new(0),
+                inner: Mutex::new(SlotInner {
+                    state: State::Free,
+                    waiter: false,
+                    lead: false,
+                    kind: Kind::Response,
+                    buf: Vec::new(),
+                    items: VecDeque::new(),
+                    streaming: false,
+                    failure: None,
+                }),
+                cv: Condvar::new(),
+            })
+            .collect();
+        Slots {
+            slots,
+            free: Mutex::new(((0..n as u32).rev().collect(), 0)),
+            free_cv: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, index: u32) -> &Slot {
+        &self.slots[index as usize]
+    }
+
+    /// Takes a free slot (waiting up to `deadline` when all are busy) and arms it.
+    /// Returns (index, correlation id).
+    pub(crate) fn acquire(
+        &self,
+        streaming: bool,
+        deadline: Option<Instant>,
+    ) -> Result<(u32, u64), Error> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let index = loop {
+            if let Some(i) = free.0.pop() {
+                break i;
+            }
+            free.1 += 1;
+            match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        free.1 -= 1;
+                        return Err(Error::TooManyInFlight(self.slots.len()));
+                    }
+                    free = self
+                        .free_cv
+                        .wait_timeout(free, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => free = self.free_cv.wait(free).unwrap_or_else(|e| e.into_inner()),
+            }
+            free.1 -= 1;
+        };
+        drop(free);
+        let slot = &self.slots[index as usize];
+        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
+        let mut inner = slot.lock();
+        slot.generation.store(generation, Ordering::Release);
+        inner.state = State::Waiting;
+        self.set_waiter(&mut inner, false);
+        inner.lead = false;
+        inner.buf.clear();
+        inner.items.clear();
+        inner.streaming = streaming;
+        inner.failure = None;
+        Ok((index, id_of(index, generation)))
+    }
+
+    /// Returns a slot to the free list; any late answer for its id is dropped.
+    pub(crate) fn release(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        {
+            let mut inner = slot.lock();
+            inner.state = State::Free;
+            // Bump the generation so nothing addressed to the old id lands here.
+            slot.generation.fetch_add(1, Ordering::AcqRel);
+            inner.items.clear();
+            if inner.items.capacity() > STREAM_QUEUE_BYTES * 2 {
+                inner.items.shrink_to(STREAM_QUEUE_BYTES);
+            }
+            if inner.buf.capacity() > 1 << 20 {
+                // A 16 MiB answer must not pin 16 MiB per slot forever.
+                inner.buf = Vec::new();
+            }
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        free.0.push(index);
+        let someone_waits = free.1 > 0;
+        drop(free);
+        if someone_waits {
+            self.free_cv.notify_one();
+        }
+    }
+
+    /// Looks up the slot an incoming id addresses, if it is still waiting for it.
+    pub(crate) fn lookup(&self, id: u64) -> Option<(u32, &Slot)> {
+        let index = (id & 0xffff_ffff) as u32;
+        let generation = (id >> 32) as u32;
+        let slot = self.slots.get(index as usize)?;
+        (slot.generation.load(Ordering::Acquire) == generation).then_some((index, slot))
+    }
+
+    /// Fails every armed slot (connection lost) and wakes its waiter.
+    pub(crate) fn fail_all(&self, reason: &'static str) {
+        for slot in self.slots.iter() {
+            let mut inner = slot.lock();
+            if inner.state == State::Waiting {
+                inner.state = State::Failed;
+                inner.failure = Some(reason);
+                drop(inner);
+                slot.cv.notify_all(); // rare: the connection is lost
+            }
+        }
+    }
+
+    /// Marks whether a thread blocks on this slot (keeps the waiter count exact).
+    pub(crate) fn set_waiter(&self, inner: &mut SlotInner, on: bool) {
+        if inner.waiter != on {
+            inner.waiter = on;
+            if on {
+                self.waiters.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Asks one blocked waiter to take over reading the ring. Returns whether one was found.
+    pub(crate) fn hand_off(&self, except: Option<u32>) -> bool {
+        if self.waiters.load(Ordering::SeqCst)
+            <= usize::from(except.is_some_and(|i| self.slots[i as usize].lock().waiter))
+        {
+            return false;
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            if Some(i as u32) == except {
+                continue;
+            }
+            let mut inner = slot.lock();
+            if inner.state == State::Waiting && inner.waiter {
+                inner.lead = true;
+                drop(inner);
+                slot.cv.notify_all();
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Waits on a slot's condvar for at most `slice`, clamped by `deadline`.
+pub(crate) fn wait_slot<'a>(
+    slot: &'a Slot,
+    guard: MutexGuard<'a, SlotInner>,
+    slice: Duration,
+    deadline: Option<Instant>,
+) -> MutexGuard<'a, SlotInner> {
+    let d = deadline.map_or(slice, |d| {
+        d.saturating_duration_since(Instant::now()).min(slice)
+    });
+    slot.cv
+        .wait_timeout(guard, d)
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+}

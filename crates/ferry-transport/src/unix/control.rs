@@ -1,0 +1,189 @@
+//! Frames over the Unix-domain control socket, with descriptors attached (`SCM_RIGHTS`), and the
+//! peer's credentials (`SO_PEERCRED`).
+//!
+//! The control socket carries the handshake (`Hello` → `Welcome` + descriptors, or `Refuse`) and
+//! then stays open for the connection's life: its hang-up is how each side learns, within
+//! microseconds and even after `SIGKILL`, that the other is gone.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use ferry_frame::{DecodeLimits, Flags, HEADER_LEN, Header, Kind};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::error::Error;
+
+/// Most descriptors one control frame may carry.
+pub const MAX_FDS: usize = 4;
+/// Largest payload accepted on the control socket.
+pub const MAX_CONTROL_PAYLOAD: usize = 1 << 20;
+
+/// Credentials of the process at the other end of a Unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id.
+    pub pid: i32,
+    /// Effective user id.
+    pub uid: u32,
+}
+
+/// Reads the credentials the kernel recorded for the peer of `sock` (`SO_PEERCRED`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_cred(sock: &UnixStream) -> Result<PeerCred, Error> {
+    let cred =
+        rustix::net::sockopt::socket_peercred(sock).map_err(|e| Error::io("SO_PEERCRED", e))?;
+    Ok(PeerCred {
+        pid: cred.pid.as_raw_nonzero().get(),
+        uid: cred.uid.as_raw(),
+    })
+}
+
+/// Sends one frame (header + payload) with `fds` attached.
+pub fn send_frame(
+    sock: &UnixStream,
+    kind: Kind,
+    correlation_id: u64,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), Error> {
+    let mut buf = vec![0u8; HEADER_LEN + payload.len()];
+    buf[HEADER_LEN..].copy_from_slice(payload);
+    ferry_frame::encode_header_in_place(&mut buf, kind, Flags::NONE, correlation_id, payload.len())
+        .map_err(|e| Error::Protocol(format!("cannot encode a {kind:?} frame: {e}")))?;
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        assert!(
+            fds.len() <= MAX_FDS,
+            "at most {MAX_FDS} descriptors per control frame"
+        );
+        let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
+        debug_assert!(pushed, "cmsg buffer sized for MAX_FDS");
+    }
+    let mut sent = 0;
+    while sent < buf.len() {
+        let iov = [IoSlice::new(&buf[sent..])];
+        let n = if sent == 0 {
+            rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL)
+        } else {
+            rustix::net::sendmsg(
+                sock,
+                &iov,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )
+        };
+        match n {
+            Ok(0) => return Err(Error::Closed("the peer closed the control socket")),
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => {
+                return Err(Error::Closed("the peer closed the control socket"));
+            }
+            Err(e) => return Err(Error::io("sending on the control socket", e)),
+        }
+    }
+    Ok(())
+}
+
+/// One frame received on the control socket.
+#[derive(Debug)]
+pub struct ControlFrame {
+    /// The validated header.
+    pub header: Header,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+    /// Descriptors that arrived with the frame.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one frame, validating it completely (magic, version, kind, CRC, length limit).
+///
+/// Returns `Ok(None)` on a clean end of stream before any byte of a frame.
+pub fn recv_frame(sock: &UnixStream) -> Result<Option<ControlFrame>, Error> {
+    let mut head = [0u8; HEADER_LEN];
+    let mut fds = Vec::new();
+    let mut got = 0;
+    while got < HEADER_LEN {
+        let n = recv_some(sock, &mut head[got..], &mut fds)?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(Error::Closed(
+                "the peer closed the control socket in the middle of a frame",
+            ));
+        }
+        got += n;
+    }
+    let limits = DecodeLimits::new(MAX_CONTROL_PAYLOAD as u32);
+    let header = ferry_frame::decode_header(&head, &limits)
+        .map_err(|e| Error::Protocol(format!("bad frame on the control socket: {e}")))?;
+    let len = header.payload_len() as usize;
+    let mut frame = vec![0u8; HEADER_LEN + len];
+    frame[..HEADER_LEN].copy_from_slice(&head);
+    let mut at = HEADER_LEN;
+    while at < frame.len() {
+        let n = recv_some(sock, &mut frame[at..], &mut fds)?;
+        if n == 0 {
+            return Err(Error::Closed(
+                "the peer closed the control socket in the middle of a frame",
+            ));
+        }
+        at += n;
+    }
+    let decoded = ferry_frame::decode(&frame, &limits)
+        .map_err(|e| Error::Protocol(format!("bad frame on the control socket: {e}")))?;
+    let header = decoded.header;
+    frame.drain(..HEADER_LEN);
+    Ok(Some(ControlFrame {
+        header,
+        payload: frame,
+        fds,
+    }))
+}
+
+fn recv_some(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, Error> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    loop {
+        let mut iov = [IoSliceMut::new(buf)];
+        match rustix::net::recvmsg(
+            sock.as_fd(),
+            &mut iov,
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        for fd in rights {
+                            if fds.len() < MAX_FDS {
+                                fds.push(fd);
+                            } // else: dropped (closed) here, never leaked.
+                        }
+                    }
+                }
+                if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+                    return Err(Error::Protocol(
+                        "the peer sent more descriptors than a control frame may carry".into(),
+                    ));
+                }
+                return Ok(msg.bytes);
+            }
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => {
+                return Err(Error::Timeout(
+                    sock.read_timeout().ok().flatten().unwrap_or_default(),
+                ));
+            }
+            Err(rustix::io::Errno::CONNRESET) => return Ok(0),
+            Err(e) => return Err(Error::io("receiving on the control socket", e)),
+        }
+    }
+}

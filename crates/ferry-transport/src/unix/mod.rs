@@ -1,0 +1,6 @@
+//! Unix (Linux) control plane: service directory, bound socket, control frames, shared memory.
+
+pub mod control;
+pub mod listener;
+pub mod service_dir;
+pub mod shm;

@@ -1,0 +1,162 @@
+//! Helpers for tests that run the server and clients in separate processes.
+//!
+//! A test re-executes its own test binary, running only the `child_entry` test with
+//! `FERRY_TEST_ROLE` set; `child_entry` dispatches on the role. The runtime directory is
+//! passed in `FERRY_RUNTIME_DIR`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_transport::{ClientConfig, Limits, ServerConfig};
+
+/// A private runtime directory for one test, removed on drop.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ferry-test-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TestDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn server_config(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        runtime_dir: Some(dir.to_owned()),
+        ..ServerConfig::default()
+    }
+}
+
+pub fn client_config(dir: &Path) -> ClientConfig {
+    ClientConfig {
+        runtime_dir: Some(dir.to_owned()),
+        ..ClientConfig::default()
+    }
+}
+
+/// Ring size the tests use (small, so that ring-size±1 and fragmentation are cheap to hit).
+pub const TEST_RING: u32 = 1 << 16;
+
+pub fn small_rings(limits: Limits) -> Limits {
+    Limits {
+        client_to_server_ring_bytes: TEST_RING,
+        server_to_client_ring_bytes: TEST_RING,
+        ..limits
+    }
+}
+
+/// Spawns this test binary as a child playing `role`.
+pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        "child_entry",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("FERRY_TEST_ROLE", role)
+    .env("FERRY_RUNTIME_DIR", dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child process")
+}
+
+/// Reads lines from a child's stdout until one contains `prefix`; returns what follows it.
+/// (libtest prints `test child_entry ... ` before the child's first line.)
+pub fn wait_line(child: &mut Child, prefix: &str, timeout: Duration) -> String {
+    use std::io::{BufRead, BufReader};
+    let out = child.stdout.take().expect("child stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_owned();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) => {
+                    if let Some(at) = line.find(wanted.as_str()) {
+                        let rest = &line.trim_end()[at + wanted.len()..];
+                        let _ = tx.send(Some(rest.trim().to_owned()));
+                        // Keep draining so the child never blocks on a full pipe.
+                        let mut sink = String::new();
+                        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                            sink.clear();
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Some(rest)) => rest,
+        Ok(None) => panic!("child exited before printing {prefix:?}"),
+        Err(_) => panic!("child did not print {prefix:?} within {timeout:?}"),
+    }
+}
+
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Open descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cond()
+}
+
+/// Deterministic test content: byte i of message `seed`.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

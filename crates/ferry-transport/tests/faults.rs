@@ -1,0 +1,186 @@
+//! Faults: clients killed mid-write, a hostile client scribbling over its shared memory, garbage
+//! and wrong versions on the control socket. The server runs in this process so that its
+//! counters and descriptor table can be checked; clients are separate processes.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Welcome};
+use ferry_transport::unix::{control, shm::SharedMemory};
+use ferry_transport::{Client, Request, Server};
+
+const SERVICE: &str = "faults";
+
+fn echo_server(dir: &TestDir) -> Server {
+    let mut cfg = server_config(dir.path());
+    cfg.limits = small_rings(cfg.limits);
+    Server::bind(SERVICE, cfg, |r: Request<'_>| {
+        let out: Vec<u8> = r.payload().iter().map(|b| b.wrapping_add(1)).collect();
+        r.respond(&out)
+    })
+    .expect("bind")
+}
+
+/// Does the handshake by hand and returns the socket, the agreed Welcome and the memory.
+/// What a hand-made handshake yields: the control socket, the server's answer, the mapped
+/// connection memory and the remaining descriptors (doorbells).
+type RawConnection = (UnixStream, Welcome, SharedMemory, Vec<OwnedFd>);
+
+fn raw_connect(dir: &std::path::Path, hello: Hello) -> Result<RawConnection, (u32, String)> {
+    let sock = UnixStream::connect(dir.join(format!("{SERVICE}.sock"))).expect("connect");
+    control::send_frame(&sock, Kind::Hello, 0, &hello.to_bytes(), &[]).expect("send Hello");
+    let frame = control::recv_frame(&sock).expect("recv").expect("a frame");
+    if frame.header.kind() == Kind::Refuse {
+        let p = ErrorPayload::decode(&frame.payload).expect("refusal payload");
+        return Err((p.code.0, p.message.to_owned()));
+    }
+    assert_eq!(frame.header.kind(), Kind::Welcome);
+    let welcome = Welcome::decode(&frame.payload).unwrap();
+    let mut fds = frame.fds;
+    let mem_fd = fds.remove(0);
+    let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
+    let mem = SharedMemory::open(mem_fd, len).expect("map");
+    Ok((sock, welcome, mem, fds))
+}
+
+#[test]
+#[ignore = "entry point of the child processes the other tests spawn"]
+fn child_entry() {
+    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
+    match role.as_str() {
+        // Connects by hand, then scribbles over both rings and rings the server's doorbell.
+        "hostile" => {
+            let (_sock, _welcome, mem, fds) = raw_connect(
+                &dir,
+                Hello::new(small_rings(ferry_frame::Limits::default())),
+            )
+            .expect("handshake");
+            let server_bell =
+                ferry_notify::Doorbell::from_owned_fd(fds.into_iter().next().unwrap()).unwrap();
+            println!("CONNECTED");
+            let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+            let end = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < end {
+                for _ in 0..4096 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let off = (x as usize) % mem.len();
+                    let byte = mem.as_ptr().wrapping_add(off);
+                    // SAFETY: `off < mem.len()` and the mapping is live, so `byte` is valid for
+                    // a write; we are the hostile peer and mean to corrupt the rings.
+                    unsafe { byte.write_volatile(x as u8) };
+                }
+                let _ = server_bell.ring();
+            }
+            println!("DONE");
+            std::thread::sleep(Duration::from_secs(30));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn a_hostile_client_only_loses_its_own_connection() {
+    let dir = TestDir::new("hostile");
+    let server = echo_server(&dir);
+    let honest = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let calls = {
+        let honest = honest.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let data = pattern(n, (n % 200) as usize);
+                let resp = honest.call(&data).expect("honest client's call");
+                let want: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+                assert_eq!(*resp, *want, "honest call {n}");
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut hostile = spawn("hostile", dir.path(), &[]);
+    wait_line(&mut hostile, "DONE", Duration::from_secs(30));
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .stats()
+            .protocol_errors
+            .load(Ordering::SeqCst)
+            >= 1),
+        "the server detected the corruption"
+    );
+    assert!(eventually(Duration::from_secs(5), || server
+        .stats()
+        .connections_open
+        .load(Ordering::SeqCst)
+        == 1));
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    let n = calls.join().expect("honest client never failed");
+    assert!(n > 0);
+    kill9(&mut hostile);
+}
+
+#[test]
+fn wrong_protocol_version_is_refused_with_a_clear_error() {
+    let dir = TestDir::new("version");
+    let _server = echo_server(&dir);
+    let mut hello = Hello::new(small_rings(ferry_frame::Limits::default()));
+    hello.min_version = 7;
+    hello.max_version = 9;
+    match raw_connect(dir.path(), hello) {
+        Err((code, message)) => {
+            assert_eq!(code, ErrorCode::VERSION_UNSUPPORTED.0);
+            assert!(
+                message.contains("7..=9") && message.contains("upgrade"),
+                "{message}"
+            );
+        }
+        Ok(_) => panic!("a version-9 client was accepted"),
+    }
+    // Ring sizes that are not powers of two are refused too, saying why.
+    let mut hello = Hello::new(ferry_frame::Limits::default());
+    hello.limits.client_to_server_ring_bytes = 5_000;
+    match raw_connect(dir.path(), hello) {
+        Err((code, message)) => {
+            assert_eq!(code, ErrorCode::LIMITS_UNACCEPTABLE.0);
+            assert!(message.contains("powers of two"), "{message}");
+        }
+        Ok(_) => panic!("a 5000-byte ring was accepted"),
+    }
+}
+
+#[test]
+fn garbage_on_the_control_socket_is_dropped_and_service_goes_on() {
+    let dir = TestDir::new("garbage");
+    let server = echo_server(&dir);
+    for len in [1usize, 23, 24, 100, 5000] {
+        let mut sock = UnixStream::connect(dir.path().join(format!("{SERVICE}.sock"))).unwrap();
+        use std::io::{Read, Write};
+        let _ = sock.write_all(&pattern(len as u64, len));
+        let _ = sock.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = sock.read_to_end(&mut rest); // the server answers Refuse or just closes
+    }
+    assert!(eventually(Duration::from_secs(5), || server
+        .stats()
+        .connections_refused
+        .load(Ordering::SeqCst)
+        == 5));
+    assert_eq!(server.stats().connections_open.load(Ordering::SeqCst), 0);
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert_eq!(&*client.call(b"a").unwrap(), b"b");
+}

@@ -1,0 +1,404 @@
+//! Server and clients in separate processes: every message kind, message sizes from 0 B to
+//! 16 MiB, many threads on one client, cancellation, and the server's handler contract.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ferry_transport::{Client, ClientConfig, Error, Request, Server};
+
+const SERVICE: &str = "svc";
+
+/// Cancellations the server observed (in the server process).
+static CANCELLED: AtomicU64 = AtomicU64::new(0);
+/// Notifications the server received (in the server process).
+static NOTIFIED: AtomicU64 = AtomicU64::new(0);
+
+fn transform(data: &[u8]) -> Vec<u8> {
+    data.iter().map(|b| b.wrapping_add(1)).collect()
+}
+
+/// The test server's handler: the first payload byte selects what to do.
+fn handle(req: Request<'_>) {
+    let payload = req.payload();
+    let (op, rest) = payload.split_first().map_or((0, &[][..]), |(o, r)| (*o, r));
+    match op {
+        b'E' => {
+            let out = transform(rest);
+            req.respond(&out);
+        }
+        b'X' => {
+            let msg = String::from_utf8_lossy(rest).into_owned();
+            req.respond_error(0x8000_0001, &msg);
+        }
+        b'S' => {
+            let count = u32::from_le_bytes(rest[..4].try_into().unwrap());
+            let size = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
+            let stream = req.into_stream();
+            std::thread::spawn(move || {
+                for i in 0..count {
+                    if stream.send(&pattern(u64::from(i), size)).is_err() {
+                        return;
+                    }
+                }
+                let _ = stream.finish();
+            });
+        }
+        b'N' => {
+            let conn = req.connection();
+            conn.notify(rest).unwrap();
+            req.respond(b"ok");
+        }
+        b'C' => req.respond(&NOTIFIED.load(Ordering::SeqCst).to_le_bytes()),
+        b'W' => {
+            let responder = req.into_responder();
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(10);
+                while !responder.is_cancelled() && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if responder.is_cancelled() {
+                    CANCELLED.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        b'Q' => req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes()),
+        b'P' => panic!("handler asked to panic"),
+        b'D' => drop(req),
+        _ => req.respond_error(0x8000_0002, "unknown op"),
+    }
+}
+
+struct Notify;
+impl ferry_transport::Handler for Notify {
+    fn on_request(&self, request: Request<'_>) {
+        handle(request)
+    }
+    fn on_notification(&self, _c: &ferry_transport::Connection, payload: &[u8]) {
+        if payload == b"count me" {
+            NOTIFIED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+#[ignore = "entry point of the child processes the other tests spawn"]
+fn child_entry() {
+    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
+    match role.as_str() {
+        "server" => {
+            let mut cfg = server_config(&dir);
+            cfg.limits = small_rings(cfg.limits);
+            let _server = Server::bind(SERVICE, cfg, Notify).expect("bind");
+            println!("READY");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn start_server(dir: &TestDir) -> std::process::Child {
+    let mut child = spawn("server", dir.path(), &[]);
+    wait_line(&mut child, "READY", Duration::from_secs(20));
+    child
+}
+
+fn connect(dir: &TestDir) -> Client {
+    let mut cfg = client_config(dir.path());
+    cfg.limits = small_rings(cfg.limits);
+    Client::connect_with(SERVICE, cfg).expect("connect")
+}
+
+fn echo(client: &Client, data: &[u8]) -> Vec<u8> {
+    let mut req = Vec::with_capacity(data.len() + 1);
+    req.push(b'E');
+    req.extend_from_slice(data);
+    client.call(&req).expect("echo call").to_vec()
+}
+
+#[test]
+fn message_sizes_from_empty_to_16_mib() {
+    let dir = TestDir::new("sizes");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    let ring = TEST_RING as usize;
+    // The request carries one opcode byte, so these are the payload sizes the ring sees.
+    for size in [
+        0,
+        1,
+        ring - 1,
+        ring,
+        ring + 1,
+        3 * ring + 7,
+        16 * 1024 * 1024 - 1,
+    ] {
+        let data = pattern(size as u64, size);
+        let got = echo(&client, &data);
+        assert_eq!(got.len(), size, "response length for a {size}-byte message");
+        assert!(
+            got == transform(&data),
+            "response content for a {size}-byte message"
+        );
+    }
+    // Over the agreed maximum: refused locally with a clear error, nothing sent.
+    let too_big = vec![b'E'; 16 * 1024 * 1024 + 1];
+    match client.call(&too_big) {
+        Err(Error::TooLarge { len, max }) => assert!(len > max),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // And the connection still works.
+    assert_eq!(echo(&client, b"still alive"), transform(b"still alive"));
+    kill9(&mut server);
+}
+
+#[test]
+fn every_message_kind() {
+    let dir = TestDir::new("kinds");
+    let mut server = start_server(&dir);
+    let received = Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
+    let r = received.clone();
+    let mut cfg = client_config(dir.path());
+    cfg.limits = small_rings(cfg.limits);
+    cfg.on_notification = Some(Arc::new(move |p: &[u8]| r.lock().unwrap().push(p.to_vec())));
+    let client = Client::connect_with(SERVICE, cfg).unwrap();
+
+    // Request → Response.
+    assert_eq!(&*client.call(b"Eabc").unwrap(), b"bcd");
+    // Request → ErrorResponse, with the handler's code and message.
+    match client.call(b"Xno such method") {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, 0x8000_0001);
+            assert_eq!(message, "no such method");
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    // A handler that panics or drops the request: the caller gets an error, never a hang.
+    assert!(matches!(
+        client.call(b"P"),
+        Err(Error::Remote { code: 1, .. })
+    ));
+    assert!(matches!(
+        client.call(b"D"),
+        Err(Error::Remote { code: 1, .. })
+    ));
+    // Notification client → server (counted by the server).
+    for _ in 0..3 {
+        client.notify(b"count me").unwrap();
+    }
+    let count = u64::from_le_bytes(client.call(b"C").unwrap()[..8].try_into().unwrap());
+    assert_eq!(
+        count, 3,
+        "the server saw every notification, in order before the call"
+    );
+    // Notification server → client (pushed before the response).
+    assert_eq!(&*client.call(b"Npushed").unwrap(), b"ok");
+    assert!(eventually(Duration::from_secs(5), || received
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p == b"pushed")));
+    // Stream: items in order, then the end.
+    let mut req = vec![b'S'];
+    req.extend(100u32.to_le_bytes());
+    req.extend(1000u32.to_le_bytes());
+    let mut stream = client.stream(&req).unwrap();
+    let mut n = 0u64;
+    while let Some(item) = stream.next_item().unwrap() {
+        assert_eq!(item, pattern(n, 1000), "stream item {n}");
+        n += 1;
+    }
+    assert_eq!(n, 100);
+    // Cancellation reaches the handler.
+    let before = u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap());
+    match client.call_timeout(b"W", Duration::from_millis(50)) {
+        Err(Error::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(eventually(Duration::from_secs(5), || {
+        u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap()) == before + 1
+    }));
+    // Cancelling a stream half way.
+    let mut req = vec![b'S'];
+    req.extend(1_000_000u32.to_le_bytes());
+    req.extend(64u32.to_le_bytes());
+    let mut stream = client.stream(&req).unwrap();
+    for i in 0..10 {
+        assert_eq!(stream.next_item().unwrap().unwrap(), pattern(i, 64));
+    }
+    stream.cancel();
+    // The connection is still healthy afterwards.
+    assert_eq!(&*client.call(b"Exyz").unwrap(), b"yz{");
+    kill9(&mut server);
+}
+
+#[test]
+fn many_threads_share_one_client() {
+    let dir = TestDir::new("threads");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000u64 {
+                    let data = pattern(t * 1_000_000 + i, (i % 300) as usize);
+                    let mut req = vec![b'E'];
+                    req.extend_from_slice(&data);
+                    let resp = client.call(&req).expect("call");
+                    assert!(
+                        *resp == *transform(&data),
+                        "thread {t} call {i} got someone else's answer"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 16_000);
+    kill9(&mut server);
+}
+
+#[test]
+fn server_death_fails_calls_and_clients_reconnect() {
+    let dir = TestDir::new("restart");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    assert_eq!(echo(&client, b"a"), b"b");
+    // A call in flight when the server dies fails with a clear error, never hangs.
+    let c = client.clone();
+    let waiting = std::thread::spawn(move || c.call(b"W"));
+    std::thread::sleep(Duration::from_millis(50));
+    let killed = Instant::now();
+    kill9(&mut server);
+    let r = waiting.join().unwrap();
+    let detected = killed.elapsed();
+    assert!(
+        matches!(r, Err(Error::Closed(_))),
+        "in-flight call after server death: {r:?}"
+    );
+    println!("in-flight call failed {detected:?} after SIGKILL");
+    assert!(eventually(Duration::from_secs(2), || !client.is_connected()));
+    // No server: a call fails (after trying to reconnect until its deadline).
+    assert!(
+        client
+            .call_timeout(b"Ex", Duration::from_millis(30))
+            .is_err()
+    );
+    // Restart: the next call reconnects.
+    let mut server = spawn("server", dir.path(), &[]);
+    wait_line(&mut server, "READY", Duration::from_secs(20));
+    let bound = Instant::now();
+    let resp = client
+        .call_timeout(b"Eok", Duration::from_secs(5))
+        .expect("call after restart");
+    println!(
+        "reconnected and answered {:?} after the new server's bind",
+        bound.elapsed()
+    );
+    assert_eq!(&*resp, b"pl");
+    assert!(client.stats().connects.load(Ordering::Relaxed) >= 2);
+    kill9(&mut server);
+}
+
+#[test]
+fn only_one_server_per_name_and_stale_sockets_are_replaced() {
+    let dir = TestDir::new("bind");
+    let mut server = start_server(&dir);
+    match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
+        r.respond(b"")
+    }) {
+        Err(Error::AlreadyRunning { .. }) => {}
+        other => panic!("second bind: expected AlreadyRunning, got {other:?}"),
+    }
+    // SIGKILL leaves the socket file behind; the next bind replaces it.
+    kill9(&mut server);
+    assert!(
+        dir.path().join("svc.sock").exists(),
+        "a killed server leaves its socket file"
+    );
+    let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
+        r.respond(b"fresh")
+    })
+    .expect("bind over a stale socket");
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert_eq!(&*client.call(b"").unwrap(), b"fresh");
+    drop(client);
+    s.shutdown();
+    assert!(
+        !dir.path().join("svc.sock").exists(),
+        "a clean shutdown removes the socket"
+    );
+    assert!(
+        !dir.path().join("svc.lock").exists(),
+        "a clean shutdown removes the lock file"
+    );
+}
+
+#[test]
+fn connecting_without_a_server_says_so() {
+    let dir = TestDir::new("nobody");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let cfg = ClientConfig {
+        connect_timeout: Duration::from_millis(20),
+        ..client_config(dir.path())
+    };
+    match Client::connect_with(SERVICE, cfg) {
+        Err(e @ Error::NotRunning { .. }) => {
+            assert!(e.to_string().contains("no Ferry server is running"))
+        }
+        other => panic!("expected NotRunning, got {other:?}"),
+    }
+}
+
+#[test]
+fn refuses_directories_other_users_can_write() {
+    let dir = TestDir::new("perm");
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
+        r.respond(b"")
+    }) {
+        Err(e @ Error::UnsafeDirectory { .. }) => {
+            assert!(e.to_string().contains("group or others can write"))
+        }
+        other => panic!("expected UnsafeDirectory, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_uid_not_on_the_allow_list_is_refused() {
+    let dir = TestDir::new("uid");
+    let mut cfg = server_config(dir.path());
+    // Allow only some other user: the server's SO_PEERCRED check must refuse us.
+    let me = rustix::process::geteuid().as_raw();
+    cfg.allowed_uids = vec![me.wrapping_add(4242)];
+    let _server = Server::bind(SERVICE, cfg, |r: Request<'_>| r.respond(b"")).unwrap();
+    match Client::connect_with(SERVICE, client_config(dir.path())) {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ferry_frame::ErrorCode::REFUSED.0);
+            assert!(message.contains(&format!("uid {me}")), "{message}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
