@@ -526,7 +526,10 @@ fn peer_sleep_words_and_can_reserve_agree_with_the_handshake() {
     assert!(core::ptr::eq(p.peer_sleep_word(), c.consumer_sleep_word()));
     assert!(core::ptr::eq(c.peer_sleep_word(), p.producer_sleep_word()));
     // A consumer that declared sleep is seen through the producer's peer word.
-    assert_eq!(c.prepare_sleep(NonZeroU32::new(5).unwrap()), Ok(ferry_ring::SleepPrep::Sleep));
+    assert_eq!(
+        c.prepare_sleep(NonZeroU32::new(5).unwrap()),
+        Ok(ferry_ring::SleepPrep::Sleep)
+    );
     assert_eq!(p.peer_sleep_word().load(Ordering::SeqCst), 5);
     let wake = p.try_push(b"x").unwrap();
     assert_eq!(wake.token(), 5);
@@ -538,7 +541,10 @@ fn peer_sleep_words_and_can_reserve_agree_with_the_handshake() {
     while p.can_reserve(40) {
         let _ = p.try_push(&[1; 40]).unwrap();
     }
-    assert!(p.try_reserve(40).is_err(), "can_reserve said no, try_reserve agrees");
+    assert!(
+        p.try_reserve(40).is_err(),
+        "can_reserve said no, try_reserve agrees"
+    );
     let (_, _wake) = c.try_pop_into(&mut [0u8; 64]).unwrap().unwrap();
     let (_, _wake) = c.try_pop_into(&mut [0u8; 64]).unwrap().unwrap();
     assert!(p.can_reserve(40), "space freed by the consumer is seen");
