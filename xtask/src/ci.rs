@@ -323,7 +323,8 @@ fn clippy(ctx: &Ctx) -> Result<Outcome, Failure> {
             }
             // Build scripts compile C for the target (criterion's `alloca`); clippy links
             // nothing, so a host compiler stands in for the Apple toolchain we do not have.
-            let stand_in = ctx.ws.show(&ctx.ws.root.join(CHECK_CC));
+            // Absolute: build scripts run in their own directories.
+            let stand_in = ctx.ws.root.join(CHECK_CC).to_string_lossy().into_owned();
             cmd = cmd.env(&format!("CC_{}", target.replace('-', "_")), stand_in);
         }
         cmd.args(base)
