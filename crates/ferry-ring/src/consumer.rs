@@ -82,7 +82,7 @@ impl<R: Region> Consumer<R> {
     /// The word the consumer sleeps on (`consumer_sleep`), for the notifier.
     #[must_use]
     pub fn consumer_sleep_word(&self) -> &AtomicU32 {
-        &self.raw.header().cons.consumer_sleep
+        &self.raw.header().prod.consumer_sleep
     }
 
     /// Bytes between the local head and a fresh read of the producer's tail
@@ -253,7 +253,7 @@ impl<R: Region> Consumer<R> {
         h.cons.head.store(self.head, Ordering::Release);
         self.published = self.head;
         fence(Ordering::SeqCst);
-        take_sleeper(&h.prod.producer_sleep)
+        take_sleeper(&h.cons.producer_sleep)
     }
 
     /// Bytes consumed (or skipped as padding) but not yet released.
@@ -282,7 +282,7 @@ impl<R: Region> Consumer<R> {
         if self.head != self.cached_tail {
             return Ok(SleepPrep::Ready);
         }
-        let word = &self.raw.header().cons.consumer_sleep;
+        let word = &self.raw.header().prod.consumer_sleep;
         word.store(token.get(), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if let Err(e) = self.refresh_tail() {
@@ -300,14 +300,14 @@ impl<R: Region> Consumer<R> {
     /// The producer's sleep word: the word a [`Wake`] returned by this consumer refers to.
     #[must_use]
     pub fn peer_sleep_word(&self) -> &AtomicU32 {
-        &self.raw.header().prod.producer_sleep
+        &self.raw.header().cons.producer_sleep
     }
 
     /// Clears `consumer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
         self.raw
             .header()
-            .cons
+            .prod
             .consumer_sleep
             .store(0, Ordering::Relaxed);
     }

@@ -12,7 +12,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"FERRYRNG");
 
 /// Version of the layout described in the crate docs. Bumped on any change
 /// of the header, the record encoding or the handshake.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Smallest data-area capacity accepted by [`init`](crate::init) and attach.
 pub const MIN_CAPACITY: usize = 64;
@@ -88,30 +88,32 @@ pub struct IdentityLine {
     pub(crate) reserved: Reserved,
 }
 
-/// Line 1: written by the producer (its sleep word is also cleared by the
-/// consumer when waking it).
+/// Line 1: the producer's cursor, and the *consumer's* sleep word. The sleep
+/// word sits in the line of the side that reads it on every publish, so the
+/// hot path stays within the producer's own cache line; the consumer writes it
+/// only when it goes to sleep.
 #[repr(C, align(128))]
 #[derive(Debug)]
 pub struct ProducerLine {
     /// Byte cursor one past the last published record. Monotonic, 8-aligned.
     pub tail: AtomicU64,
-    /// Nonzero token while the producer is (about to be) asleep waiting for space.
-    pub producer_sleep: AtomicU32,
+    /// Nonzero token while the consumer is (about to be) asleep waiting for data.
+    pub consumer_sleep: AtomicU32,
     /// 1 while a `Producer` handle is attached (an in-process guard against
     /// attaching two producers; not a defence against a hostile peer).
     pub producer_attached: AtomicU32,
     pub(crate) reserved: Reserved,
 }
 
-/// Line 2: written by the consumer (its sleep word is also cleared by the
-/// producer when waking it).
+/// Line 2: the consumer's cursor, and the *producer's* sleep word (read by the
+/// consumer on every release; written by the producer only to sleep).
 #[repr(C, align(128))]
 #[derive(Debug)]
 pub struct ConsumerLine {
     /// Byte cursor one past the last released record. Monotonic, 8-aligned.
     pub head: AtomicU64,
-    /// Nonzero token while the consumer is (about to be) asleep waiting for data.
-    pub consumer_sleep: AtomicU32,
+    /// Nonzero token while the producer is (about to be) asleep waiting for space.
+    pub producer_sleep: AtomicU32,
     /// 1 while a `Consumer` handle is attached (see `producer_attached`).
     pub consumer_attached: AtomicU32,
     pub(crate) reserved: Reserved,
@@ -146,13 +148,13 @@ impl RingHeader {
             },
             prod: ProducerLine {
                 tail: AtomicU64::new(0),
-                producer_sleep: AtomicU32::new(0),
+                consumer_sleep: AtomicU32::new(0),
                 producer_attached: AtomicU32::new(0),
                 reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 14],
             },
             cons: ConsumerLine {
                 head: AtomicU64::new(0),
-                consumer_sleep: AtomicU32::new(0),
+                producer_sleep: AtomicU32::new(0),
                 consumer_attached: AtomicU32::new(0),
                 reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 14],
             },
@@ -175,10 +177,10 @@ const _: () = {
     assert!(offset_of!(IdentityLine, layout_version) == 8);
     assert!(offset_of!(IdentityLine, capacity) == 12);
     assert!(offset_of!(ProducerLine, tail) == 0);
-    assert!(offset_of!(ProducerLine, producer_sleep) == 8);
+    assert!(offset_of!(ProducerLine, consumer_sleep) == 8);
     assert!(offset_of!(ProducerLine, producer_attached) == 12);
     assert!(offset_of!(ConsumerLine, head) == 0);
-    assert!(offset_of!(ConsumerLine, consumer_sleep) == 8);
+    assert!(offset_of!(ConsumerLine, producer_sleep) == 8);
     assert!(offset_of!(ConsumerLine, consumer_attached) == 12);
     assert!(size_of::<IdentityLine>() == 128);
     assert!(size_of::<ProducerLine>() == 128);

@@ -49,17 +49,22 @@
 //! | 12 | 4 | `capacity`: data bytes, power of two, 64 B ..= 1 GiB | [`init`] |
 //! | 16 | 112 | reserved, zero | [`init`] |
 //! | 128 | 8 | `tail`: byte cursor past the last published record | producer |
-//! | 136 | 4 | `producer_sleep`: token while the producer sleeps, else 0 | producer (consumer clears) |
+//! | 136 | 4 | `consumer_sleep`: token while the consumer sleeps, else 0 | consumer (producer clears) |
 //! | 140 | 4 | `producer_attached`: 1 while a producer handle exists | producer |
 //! | 144 | 112 | reserved, zero | [`init`] |
 //! | 256 | 8 | `head`: byte cursor past the last released record | consumer |
-//! | 264 | 4 | `consumer_sleep`: token while the consumer sleeps, else 0 | consumer (producer clears) |
+//! | 264 | 4 | `producer_sleep`: token while the producer sleeps, else 0 | producer (consumer clears) |
 //! | 268 | 4 | `consumer_attached`: 1 while a consumer handle exists | consumer |
 //! | 272 | 112 | reserved, zero | [`init`] |
 //! | 384 = [`HEADER_SIZE`] | `capacity` | data area | producer |
 //!
 //! The three header lines are 128 bytes apart so that adjacent-line
-//! prefetching does not make the producer and consumer lines share.
+//! prefetching does not make the producer and consumer lines share. Each
+//! sleep word lives in the line of the side that *checks* it on every
+//! publish or release (the waker), not of the side that sets it: the hot path
+//! then touches only the caller's own line, and the sleeper writes the
+//! peer's line only when it goes to sleep. (Layout version 1 had each sleep
+//! word in its owner's line and paid a cache miss per publish.)
 //!
 //! Cursors are `u64` byte counts that only grow (they would take centuries
 //! to wrap); a cursor's position in the data area is `cursor % capacity`.
@@ -89,8 +94,8 @@
 //!
 //! # Sleep/wake handshake (the contract with `ferry-notify`)
 //!
-//! Each side has a sleep word in its own line: `consumer_sleep` (waiting for
-//! data) and `producer_sleep` (waiting for space). 0 means awake; a nonzero
+//! Each side has a sleep word (kept in the peer's line, see above):
+//! `consumer_sleep` (waiting for data) and `producer_sleep` (waiting for space). 0 means awake; a nonzero
 //! *token* chosen by the sleeper means "asleep, wake me through mechanism
 //! `token`".
 //!

@@ -102,7 +102,7 @@ impl<R: Region> Producer<R> {
     /// The word the producer sleeps on (`producer_sleep`), for the notifier.
     #[must_use]
     pub fn producer_sleep_word(&self) -> &AtomicU32 {
-        &self.raw.header().prod.producer_sleep
+        &self.raw.header().cons.producer_sleep
     }
 
     fn poison(&mut self, c: Corruption) -> Corrupted {
@@ -215,7 +215,7 @@ impl<R: Region> Producer<R> {
         h.prod.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
         fence(Ordering::SeqCst);
-        take_sleeper(&h.cons.consumer_sleep)
+        take_sleeper(&h.prod.consumer_sleep)
     }
 
     /// Bytes staged but not yet published.
@@ -255,7 +255,7 @@ impl<R: Region> Producer<R> {
         if self.fits(need) {
             return Ok(SleepPrep::Ready);
         }
-        let word = &self.raw.header().prod.producer_sleep;
+        let word = &self.raw.header().cons.producer_sleep;
         word.store(token.get(), Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if let Err(e) = self.refresh_head() {
@@ -274,7 +274,7 @@ impl<R: Region> Producer<R> {
     /// (block on it or wake it with futex semantics when the token says so).
     #[must_use]
     pub fn peer_sleep_word(&self) -> &AtomicU32 {
-        &self.raw.header().cons.consumer_sleep
+        &self.raw.header().prod.consumer_sleep
     }
 
     /// Whether a record of `len` payload bytes could be reserved now (re-reads the consumer's
@@ -296,7 +296,7 @@ impl<R: Region> Producer<R> {
     pub fn cancel_sleep(&self) {
         self.raw
             .header()
-            .prod
+            .cons
             .producer_sleep
             .store(0, Ordering::Relaxed);
     }

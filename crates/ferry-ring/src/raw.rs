@@ -100,10 +100,10 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
             w.store(0, Ordering::Relaxed);
         }
         h.prod.tail.store(0, Ordering::Relaxed);
-        h.prod.producer_sleep.store(0, Ordering::Relaxed);
+        h.cons.producer_sleep.store(0, Ordering::Relaxed);
         h.prod.producer_attached.store(0, Ordering::Relaxed);
         h.cons.head.store(0, Ordering::Relaxed);
-        h.cons.consumer_sleep.store(0, Ordering::Relaxed);
+        h.prod.consumer_sleep.store(0, Ordering::Relaxed);
         h.cons.consumer_attached.store(0, Ordering::Relaxed);
         h.id.capacity.store(capacity as u32, Ordering::Relaxed);
         h.id.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
