@@ -30,7 +30,10 @@ enum Op {
     ProducerSleep(u16, u32),
     CancelSleeps,
     /// A hostile write of `bytes` at `offset` (modulo the region size).
-    Scribble { offset: u32, bytes: Vec<u8> },
+    Scribble {
+        offset: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -40,7 +43,9 @@ struct Input {
 }
 
 fn payload(seq: u32, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as usize).wrapping_mul(13).wrapping_add(i) as u8).collect()
+    (0..len)
+        .map(|i| (seq as usize).wrapping_mul(13).wrapping_add(i) as u8)
+        .collect()
 }
 
 fuzz_target!(|input: Input| {
