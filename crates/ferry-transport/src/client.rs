@@ -379,13 +379,7 @@ impl Client {
             data,
         };
         if kind == Kind::ErrorResponse {
-            let (code, message) = match ErrorPayload::decode(&response) {
-                Ok(p) => (p.code.0, p.message.to_owned()),
-                Err(e) => (
-                    ErrorCode::PROTOCOL_VIOLATION.0,
-                    format!("undecodable error payload: {e}"),
-                ),
-            };
+            let (code, message) = decode_error(&response);
             if code == ErrorCode::CANCELLED.0 {
                 return Err(Error::Cancelled);
             }
@@ -784,13 +778,7 @@ impl Stream {
                     State::Done => {
                         self.finished = true;
                         if inner.kind == Kind::ErrorResponse {
-                            let (code, message) = match ErrorPayload::decode(&inner.buf) {
-                                Ok(p) => (p.code.0, p.message.to_owned()),
-                                Err(e) => (
-                                    ErrorCode::PROTOCOL_VIOLATION.0,
-                                    format!("undecodable error payload: {e}"),
-                                ),
-                            };
+                            let (code, message) = decode_error(&inner.buf);
                             return Err(Error::Remote { code, message });
                         }
                         return Ok(false);
@@ -848,6 +836,18 @@ impl Drop for Shared {
     }
 }
 
+/// The code and message of an error payload (`ErrorResponse`, `Refuse`); a payload that does
+/// not decode becomes a protocol-violation error saying so.
+fn decode_error(payload: &[u8]) -> (u32, String) {
+    match ErrorPayload::decode(payload) {
+        Ok(p) => (p.code.0, p.message.to_owned()),
+        Err(e) => (
+            ErrorCode::PROTOCOL_VIOLATION.0,
+            format!("undecodable error payload: {e}"),
+        ),
+    }
+}
+
 /// Connects and performs the handshake.
 fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error> {
     service_dir::check_private_dir(&paths.dir).map_err(|e| match e {
@@ -884,13 +884,7 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
     match frame.header.kind() {
         Kind::Welcome => {}
         Kind::Refuse => {
-            let (code, message) = match ErrorPayload::decode(&frame.payload) {
-                Ok(p) => (p.code.0, p.message.to_owned()),
-                Err(e) => (
-                    ErrorCode::PROTOCOL_VIOLATION.0,
-                    format!("(undecodable refusal: {e})"),
-                ),
-            };
+            let (code, message) = decode_error(&frame.payload);
             return Err(Error::Refused { code, message });
         }
         other => return Err(Error::Protocol(format!("expected Welcome, got {other}"))),

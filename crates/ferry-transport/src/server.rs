@@ -354,13 +354,20 @@ impl Drop for Request<'_> {
     }
 }
 
+/// Encodes an error payload into `buf`, cutting the message (at a character boundary) to fit.
+fn error_payload<'b>(buf: &'b mut [u8], code: ErrorCode, message: &str) -> &'b [u8] {
+    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
+    let n = ErrorPayload::new(code, message).encode(buf).unwrap_or(0);
+    &buf[..n]
+}
+
 fn send_error_inline(conn: &ConnState, id: u64, code: u32, message: &str) {
     let mut buf = [0u8; 1024];
-    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
-    let n = ErrorPayload::new(ErrorCode(code), message)
-        .encode(&mut buf)
-        .unwrap_or(0);
-    conn.send_inline(Kind::ErrorResponse, id, &buf[..n]);
+    conn.send_inline(
+        Kind::ErrorResponse,
+        id,
+        error_payload(&mut buf, ErrorCode(code), message),
+    );
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -419,11 +426,8 @@ fn send_error(
     message: &str,
 ) -> Result<(), Error> {
     let mut buf = [0u8; 1024];
-    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
-    let n = ErrorPayload::new(ErrorCode(code), message)
-        .encode(&mut buf)
-        .unwrap_or(0);
-    conn.tx.send(kind, id, &buf[..n], None, &conn.live)
+    let payload = error_payload(&mut buf, ErrorCode(code), message);
+    conn.tx.send(kind, id, payload, None, &conn.live)
 }
 
 impl Drop for Responder {
@@ -648,11 +652,8 @@ fn acceptor(shared: Arc<ServerShared>) {
 
 fn refuse(sock: &UnixStream, code: ErrorCode, message: &str) -> Error {
     let mut buf = [0u8; 512];
-    let message = truncate_utf8(message, buf.len() - ErrorPayload::CODE_LEN);
-    let n = ErrorPayload::new(code, message)
-        .encode(&mut buf)
-        .unwrap_or(0);
-    let _ = control::send_frame(sock, Kind::Refuse, 0, &buf[..n], &[]);
+    let payload = error_payload(&mut buf, code, message);
+    let _ = control::send_frame(sock, Kind::Refuse, 0, payload, &[]);
     Error::Refused {
         code: code.0,
         message: message.to_owned(),
