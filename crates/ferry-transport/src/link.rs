@@ -174,6 +174,15 @@ struct FragmentBudget {
     max_bytes: usize,
 }
 
+/// How far a message sent with [`Tx::try_send_from`] has got.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Payload bytes already in the ring.
+    pub sent: usize,
+    /// Whether the message holds fragment budget (between its first and last fragment).
+    pub budget: bool,
+}
+
 /// The sending half: the producer of the outgoing ring.
 #[derive(Debug)]
 pub(crate) struct Tx {
@@ -275,6 +284,66 @@ impl Tx {
         payload: &[u8],
         live: &Liveness,
     ) -> Result<bool, Error> {
+        self.try_send_frame(kind, Flags::NONE, id, payload, live)
+    }
+
+    /// Sends as much of a message as fits now, continuing from `progress`, without ever
+    /// waiting: `Ok(true)` once the whole message is out. A fragmented message takes its share
+    /// of the receiver's reassembly budget when its first fragment goes, and gives it back with
+    /// the last one.
+    pub(crate) fn try_send_from(
+        &self,
+        kind: Kind,
+        id: u64,
+        payload: &[u8],
+        progress: &mut Progress,
+        live: &Liveness,
+    ) -> Result<bool, Error> {
+        if payload.len() <= self.fragment {
+            return self.try_send(kind, id, payload, live);
+        }
+        if payload.len() > self.max_message {
+            return Err(Error::TooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
+        }
+        if !progress.budget {
+            if !self.try_acquire_budget(payload.len()) {
+                return Ok(false);
+            }
+            progress.budget = true;
+        }
+        while progress.sent < payload.len() {
+            let end = (progress.sent + self.fragment).min(payload.len());
+            let flags = if end < payload.len() {
+                Flags::MORE
+            } else {
+                Flags::NONE
+            };
+            match self.try_send_frame(kind, flags, id, &payload[progress.sent..end], live) {
+                Ok(true) => progress.sent = end,
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    self.release_budget(payload.len());
+                    progress.budget = false;
+                    return Err(e);
+                }
+            }
+        }
+        self.release_budget(payload.len());
+        progress.budget = false;
+        Ok(true)
+    }
+
+    fn try_send_frame(
+        &self,
+        kind: Kind,
+        flags: Flags,
+        id: u64,
+        payload: &[u8],
+        live: &Liveness,
+    ) -> Result<bool, Error> {
         if live.is_closed() {
             return Err(live.error());
         }
@@ -283,7 +352,7 @@ impl Tx {
             Ok(mut grant) => {
                 let buf = grant.as_mut_slice();
                 buf[HEADER_LEN..].copy_from_slice(payload);
-                ferry_frame::encode_header_in_place(buf, kind, Flags::NONE, id, payload.len())
+                ferry_frame::encode_header_in_place(buf, kind, flags, id, payload.len())
                     .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
                 let wake = grant.commit();
                 deliver(wake, p.peer_sleep_word(), &self.peer_bell)?;
@@ -405,6 +474,20 @@ impl Tx {
                 b.cv.wait_timeout(st, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+        }
+    }
+
+    /// Takes fragment budget for a message of `bytes` if it is free now.
+    fn try_acquire_budget(&self, bytes: usize) -> bool {
+        let b = &self.budget;
+        let bytes = bytes.min(b.max_bytes);
+        let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0 < b.max_messages && st.1 + bytes <= b.max_bytes {
+            st.0 += 1;
+            st.1 += bytes;
+            true
+        } else {
+            false
         }
     }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, ServerPolicy};
 use ferry_notify::{Doorbell, WaitPolicy};
@@ -175,6 +175,8 @@ struct Pending {
     kind: Kind,
     id: u64,
     payload: Vec<u8>,
+    /// Progress of a fragmented answer: bytes sent, and whether it holds fragment budget.
+    progress: crate::link::Progress,
 }
 
 impl ConnState {
@@ -204,32 +206,21 @@ impl ConnState {
             kind,
             id,
             payload: payload.to_vec(),
+            progress: crate::link::Progress::default(),
         });
     }
 
     /// Tries to send the pending answer; true when nothing is pending any more.
     fn flush_pending(&self) -> bool {
         let mut pending = self.lock_pending();
-        let Some(p) = pending.as_ref() else {
+        let Some(p) = pending.as_mut() else {
             return true;
         };
-        // Large answers go through the blocking path bounded to a short deadline; they are rare
-        // and the deadline keeps the worker responsive.
-        let r = if p.payload.len() <= self.tx.max_single() {
-            self.tx.try_send(p.kind, p.id, &p.payload, &self.live)
-        } else {
-            match self.tx.send(
-                p.kind,
-                p.id,
-                &p.payload,
-                Some(Instant::now() + Duration::from_millis(1)),
-                &self.live,
-            ) {
-                Ok(()) => Ok(true),
-                Err(Error::Timeout(_)) => Ok(false),
-                Err(e) => Err(e),
-            }
-        };
+        // Never waits: sends what fits now and remembers how far it got, so a large answer
+        // goes out fragment by fragment as the client drains the ring.
+        let r = self
+            .tx
+            .try_send_from(p.kind, p.id, &p.payload, &mut p.progress, &self.live);
         match r {
             Ok(true) | Err(_) => {
                 *pending = None;

@@ -15,18 +15,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Welcome};
 use ferry_transport::unix::{control, shm::SharedMemory};
-use ferry_transport::{Client, Request, Server};
+use ferry_transport::{Client, Server};
 
 const SERVICE: &str = "faults";
 
 fn echo_server(dir: &TestDir) -> Server {
-    let mut cfg = server_config(dir.path());
-    cfg.limits = small_rings(cfg.limits);
-    Server::bind(SERVICE, cfg, |r: Request<'_>| {
-        let out: Vec<u8> = r.payload().iter().map(|b| b.wrapping_add(1)).collect();
-        r.respond(&out)
-    })
-    .expect("bind")
+    echo_plus_one_server(dir, SERVICE)
 }
 
 /// Does the handshake by hand and returns the socket, the agreed Welcome and the memory.
@@ -54,10 +48,9 @@ fn raw_connect(dir: &std::path::Path, hello: Hello) -> Result<RawConnection, (u3
 #[test]
 #[ignore = "entry point of the child processes the other tests spawn"]
 fn child_entry() {
-    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+    let Some((role, dir)) = child_role() else {
         return;
     };
-    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
     match role.as_str() {
         // Connects by hand, then scribbles over both rings and rings the server's doorbell.
         "hostile" => {

@@ -10,17 +10,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use ferry_transport::{Client, Request, Server};
+use ferry_transport::{Client, Server};
 
 const SERVICE: &str = "kills";
 
 #[test]
 #[ignore = "entry point of the child processes the other tests spawn"]
 fn child_entry() {
-    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+    let Some((role, dir)) = child_role() else {
         return;
     };
-    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
     assert_eq!(role, "writer");
     // Connects and writes large fragmented messages until killed.
     let mut cfg = client_config(&dir);
@@ -34,13 +33,7 @@ fn child_entry() {
 }
 
 fn echo_server(dir: &TestDir) -> Server {
-    let mut cfg = server_config(dir.path());
-    cfg.limits = small_rings(cfg.limits);
-    Server::bind(SERVICE, cfg, |r: Request<'_>| {
-        let out: Vec<u8> = r.payload().iter().map(|b| b.wrapping_add(1)).collect();
-        r.respond(&out)
-    })
-    .expect("bind")
+    echo_plus_one_server(dir, SERVICE)
 }
 
 #[test]

@@ -89,10 +89,9 @@ impl ferry_transport::Handler for Notify {
 #[test]
 #[ignore = "entry point of the child processes the other tests spawn"]
 fn child_entry() {
-    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+    let Some((role, dir)) = child_role() else {
         return;
     };
-    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
     match role.as_str() {
         "server" => {
             let mut cfg = server_config(&dir);

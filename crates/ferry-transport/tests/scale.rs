@@ -27,11 +27,10 @@ fn limits() -> Limits {
 #[test]
 #[ignore = "entry point of the child processes the other tests spawn"]
 fn child_entry() {
-    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+    let Some((role, dir)) = child_role() else {
         return;
     };
     assert_eq!(role, "clients");
-    let dir = std::path::PathBuf::from(std::env::var("FERRY_RUNTIME_DIR").unwrap());
     let me: u64 = std::env::var("FERRY_TEST_INDEX").unwrap().parse().unwrap();
     let mut cfg = client_config(&dir);
     cfg.limits = limits();

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ferry_transport::{ClientConfig, Limits, ServerConfig};
+use ferry_transport::{ClientConfig, Limits, Request, Server, ServerConfig};
 
 /// A private runtime directory for one test, removed on drop.
 pub struct TestDir(pub PathBuf);
@@ -159,4 +159,25 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// In a spawned child: the role it plays and the runtime directory; `None` in the test process
+/// itself (then `child_entry` has nothing to do).
+pub fn child_role() -> Option<(String, PathBuf)> {
+    let role = std::env::var("FERRY_TEST_ROLE").ok()?;
+    let dir = PathBuf::from(
+        std::env::var("FERRY_RUNTIME_DIR").expect("FERRY_RUNTIME_DIR is set for children"),
+    );
+    Some((role, dir))
+}
+
+/// A server on `name` with small rings that answers each request with its bytes plus one.
+pub fn echo_plus_one_server(dir: &TestDir, name: &str) -> Server {
+    let mut cfg = server_config(dir.path());
+    cfg.limits = small_rings(cfg.limits);
+    Server::bind(name, cfg, |r: Request<'_>| {
+        let out: Vec<u8> = r.payload().iter().map(|b| b.wrapping_add(1)).collect();
+        r.respond(&out)
+    })
+    .expect("bind")
 }
