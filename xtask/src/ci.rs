@@ -485,11 +485,7 @@ fn loom(ctx: &Ctx) -> Result<Outcome, Failure> {
 }
 
 fn miri(ctx: &Ctx) -> Result<Outcome, Failure> {
-    let crates: Vec<&str> = MIRI_CRATES
-        .iter()
-        .copied()
-        .filter(|c| ctx.ws.has_crate(c))
-        .collect();
+    let crates = ctx.ws.present(MIRI_CRATES);
     if crates.is_empty() {
         return Ok(Outcome::Skipped(format!(
             "none of {MIRI_CRATES:?} is in the workspace"

@@ -19,11 +19,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
             "not a Linux host: the Windows tests run natively there".into(),
         ));
     }
-    let crates: Vec<&str> = WINE_CRATES
-        .iter()
-        .copied()
-        .filter(|c| ctx.ws.has_crate(c))
-        .collect();
+    let crates = ctx.ws.present(WINE_CRATES);
     if crates.is_empty() {
         return Ok(Outcome::Skipped(format!(
             "none of {WINE_CRATES:?} is in the workspace"

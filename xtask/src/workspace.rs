@@ -86,6 +86,15 @@ impl Workspace {
         self.crates.iter().any(|c| c.name == name)
     }
 
+    /// The crates of `wanted` that exist in this workspace, in `wanted`'s order.
+    pub fn present<'a>(&self, wanted: &[&'a str]) -> Vec<&'a str> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|c| self.has_crate(c))
+            .collect()
+    }
+
     /// A path for command lines: relative to the root when it is inside it.
     pub fn show(&self, path: &Path) -> String {
         let shown = path.strip_prefix(&self.root).unwrap_or(path);
