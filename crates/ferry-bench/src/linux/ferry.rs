@@ -1,0 +1,320 @@
+//! Ferry's side of the benchmark: the echo server and the measuring clients.
+
+use std::io::BufRead as _;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_transport::{
+    Client, ClientConfig, Connection, Handler, Request, Server, ServerConfig, WaitPolicy,
+};
+
+use super::Opts;
+use super::measure::{self, AllocWindow, Outcome, Scenario};
+
+fn policy(name: &str) -> Result<WaitPolicy, String> {
+    match name {
+        "adaptive" => Ok(WaitPolicy::default()),
+        "park" => Ok(WaitPolicy::ParkOnly),
+        "spin" => Ok(WaitPolicy::Spin),
+        other => Err(format!(
+            "unknown wait policy `{other}` (adaptive, park or spin)"
+        )),
+    }
+}
+
+struct Echo {
+    notifications: AtomicU64,
+}
+
+impl Handler for Echo {
+    fn on_request(&self, request: Request<'_>) {
+        let payload = request.payload();
+        request.respond(payload);
+    }
+    fn on_notification(&self, _connection: &Connection, _payload: &[u8]) {
+        self.notifications.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `serve ferry --name N --dir D [--policy P]`.
+pub fn serve(opts: &Opts) -> Result<(), String> {
+    let name = opts.str("name")?;
+    let config = ServerConfig {
+        policy: policy(opts.str_or("policy", "adaptive"))?,
+        runtime_dir: Some(opts.path("dir")?),
+        ..ServerConfig::default()
+    };
+    // Taken before `bind`, so a reconnect time measured from it includes the bind itself.
+    let t = measure::monotonic_ns();
+    let echo = Echo {
+        notifications: AtomicU64::new(0),
+    };
+    let server = Server::bind(name, config, echo).map_err(|e| format!("bind: {e}"))?;
+    println!("ready t_ns={t}");
+    measure::serve_stdin(|| {
+        let s = server.stats();
+        format!(
+            "conns={} accepted={} requests={} notifications={}",
+            s.connections_open.load(Ordering::Relaxed),
+            s.connections_accepted.load(Ordering::Relaxed),
+            s.requests.load(Ordering::Relaxed),
+            s.notifications.load(Ordering::Relaxed),
+        )
+    })
+}
+
+fn connect(opts: &Opts, policy_name: &str) -> Result<Client, String> {
+    let name = opts.str("name")?;
+    let config = ClientConfig {
+        policy: policy(policy_name)?,
+        runtime_dir: Some(opts.path("dir")?),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(name, config).map_err(|e| format!("connect: {e}"))
+}
+
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+fn round_trip(client: &Client, payload: &[u8]) -> Result<(), String> {
+    let response = client.call(payload).map_err(|e| format!("call: {e}"))?;
+    if *response != *payload {
+        return Err(format!(
+            "the echo of a {}-byte request came back as {} different bytes",
+            payload.len(),
+            response.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `client ferry|ferry-park|ferry-spin <scenario>`.
+pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outcome, String> {
+    let policy_name = match transport {
+        "ferry-park" => "park",
+        "ferry-spin" => "spin",
+        _ => "adaptive",
+    };
+    let client = connect(opts, policy_name)?;
+    let payload = pattern(scenario.size());
+    let mut hist = measure::histogram();
+    match *scenario {
+        Scenario::Rtt {
+            samples, warmup, ..
+        } => {
+            for _ in 0..warmup {
+                round_trip(&client, &payload)?;
+            }
+            measure::pause(opts, "warm")?;
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let mut t0 = start;
+            for _ in 0..samples {
+                round_trip(&client, &payload)?;
+                let t1 = Instant::now();
+                hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+                t0 = t1;
+            }
+            Ok(Outcome {
+                hist,
+                msgs: samples,
+                bytes: samples * payload.len() as u64,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            })
+        }
+        Scenario::OneWay { duration, .. } => {
+            round_trip(&client, &payload)?;
+            measure::pause(opts, "warm")?;
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let mut msgs = 0u64;
+            while start.elapsed() < duration {
+                for _ in 0..64 {
+                    client
+                        .notify(&payload)
+                        .map_err(|e| format!("notify: {e}"))?;
+                }
+                msgs += 64;
+            }
+            // The server handles a connection's messages in order: this answer comes after
+            // every notification above was taken out of the ring and handed to the handler.
+            round_trip(&client, &payload)?;
+            Ok(Outcome {
+                hist,
+                msgs,
+                bytes: msgs * payload.len() as u64,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            })
+        }
+        Scenario::Pipelined {
+            duration, window, ..
+        } => {
+            // The blocking API has one call in flight per thread: `window` threads share one
+            // client (one connection), each calling in a loop.
+            round_trip(&client, &payload)?;
+            let stop = AtomicBool::new(false);
+            let done = AtomicU64::new(0);
+            let barrier = Barrier::new(usize::try_from(window).unwrap_or(1) + 1);
+            measure::pause(opts, "warm")?;
+            let (errors, elapsed, allocs) = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..window)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            let mut n = 0u64;
+                            while !stop.load(Ordering::Relaxed) {
+                                for _ in 0..16 {
+                                    round_trip(&client, &payload)?;
+                                }
+                                n += 16;
+                            }
+                            done.fetch_add(n, Ordering::Relaxed);
+                            Ok::<(), String>(())
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                let allocs = AllocWindow::start();
+                let start = Instant::now();
+                std::thread::sleep(duration);
+                stop.store(true, Ordering::Relaxed);
+                let errors: Vec<String> = handles
+                    .into_iter()
+                    .filter_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err("a caller panicked".into()))
+                            .err()
+                    })
+                    .collect();
+                (errors, start.elapsed(), allocs.end())
+            });
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
+            let msgs = done.load(Ordering::Relaxed);
+            Ok(Outcome {
+                hist,
+                msgs,
+                bytes: msgs * payload.len() as u64,
+                elapsed,
+                allocs,
+            })
+        }
+    }
+}
+
+/// `scale --conns N --threads T --duration-ms D`: open `N` connections, report `connected`,
+/// wait for `go` on stdin, then let `T` threads call round robin over all of them.
+pub fn scale(opts: &Opts) -> Result<(), String> {
+    let conns = usize::try_from(opts.num("conns", 100)?).map_err(|e| e.to_string())?;
+    let threads = usize::try_from(opts.num("threads", 2)?.max(1)).map_err(|e| e.to_string())?;
+    let duration = opts.duration(2000)?;
+    let size = usize::try_from(opts.num("size", 64)?).map_err(|e| e.to_string())?;
+    let clients = (0..conns)
+        .map(|_| connect(opts, opts.str_or("policy", "adaptive")))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!("connected n={conns}");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if line.trim() != "go" {
+        return Err(format!("expected `go` on stdin, got {line:?}"));
+    }
+    let payload = pattern(size);
+    let stop = AtomicBool::new(false);
+    // Which connections completed at least one call.
+    let served: Vec<AtomicBool> = (0..conns).map(|_| AtomicBool::new(false)).collect();
+    let start = Instant::now();
+    let results: Vec<Result<(hdrhistogram::Histogram<u64>, u64), String>> =
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (clients, payload, stop, served) = (&clients, &payload, &stop, &served);
+                    s.spawn(move || {
+                        let mut hist = measure::histogram();
+                        let mut n = 0u64;
+                        let mut i = t;
+                        let mut t0 = Instant::now();
+                        while !stop.load(Ordering::Relaxed) {
+                            let k = i % clients.len();
+                            round_trip(&clients[k], payload)?;
+                            served[k].store(true, Ordering::Relaxed);
+                            let t1 = Instant::now();
+                            hist.saturating_record(
+                                u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX),
+                            );
+                            t0 = t1;
+                            n += 1;
+                            i += threads;
+                        }
+                        Ok((hist, n))
+                    })
+                })
+                .collect();
+            std::thread::sleep(duration);
+            stop.store(true, Ordering::Relaxed);
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
+                .collect()
+        });
+    let elapsed = start.elapsed();
+    let mut hist = measure::histogram();
+    let mut msgs = 0;
+    for r in results {
+        let (h, n) = r?;
+        hist.add(&h).map_err(|e| e.to_string())?;
+        msgs += n;
+    }
+    let open = clients.iter().filter(|c| c.is_connected()).count();
+    let served = served.iter().filter(|s| s.load(Ordering::Relaxed)).count();
+    println!(
+        "result transport=ferry scenario=scale size={size} msgs={msgs} bytes={} elapsed_ns={} cpu={} open={open} served={served}",
+        msgs * size as u64,
+        elapsed.as_nanos(),
+        measure::current_cpu()
+    );
+    println!("hist {}", measure::dump(&hist));
+    Ok(())
+}
+
+/// `reconnect`: call steadily; when the harness kills the server and starts a new one, report
+/// the time of the first answer that came over a new connection (and, if a call failed in
+/// between, when and how).
+pub fn reconnect(opts: &Opts) -> Result<(), String> {
+    let client = connect(opts, "adaptive")?;
+    let payload = pattern(64);
+    round_trip(&client, &payload)?;
+    let connects = || client.stats().connects.load(Ordering::Relaxed);
+    let first = connects();
+    println!("connected");
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let mut lost = false;
+    while Instant::now() < give_up {
+        match client.call_timeout(&payload, Duration::from_secs(1)) {
+            Ok(response) if connects() > first => {
+                if *response != *payload {
+                    return Err(
+                        "the first answer after reconnecting differs from the request".into(),
+                    );
+                }
+                println!("reconnected t_ns={}", measure::monotonic_ns());
+                return Ok(());
+            }
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+            Err(e) => {
+                if !lost {
+                    lost = true;
+                    println!("lost t_ns={} error={e}", measure::monotonic_ns());
+                }
+            }
+        }
+    }
+    Err("no answer over a new connection within 30 s after the server went away".into())
+}

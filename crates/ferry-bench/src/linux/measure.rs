@@ -1,0 +1,202 @@
+//! What every client measures and how it reports it; what every server reports on `stats`.
+
+use std::fmt::Write as _;
+use std::io::BufRead as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use super::{Opts, alloc};
+
+/// What a client measures.
+#[derive(Debug, Clone)]
+pub enum Scenario {
+    /// Sequential request → response round trips: `samples` timed after `warmup` untimed.
+    Rtt {
+        size: usize,
+        samples: u64,
+        warmup: u64,
+    },
+    /// One-way messages for `duration`, then one round trip that proves all of them arrived.
+    OneWay { size: usize, duration: Duration },
+    /// Requests with up to `window` in flight from one client, for `duration`.
+    Pipelined {
+        size: usize,
+        duration: Duration,
+        window: u64,
+    },
+}
+
+impl Scenario {
+    pub fn parse(name: &str, opts: &Opts) -> Result<Scenario, String> {
+        let size = usize::try_from(opts.num("size", 64)?).map_err(|e| e.to_string())?;
+        Ok(match name {
+            "rtt" => Scenario::Rtt {
+                size,
+                samples: opts.num("samples", 200_000)?,
+                warmup: opts.num("warmup", 20_000)?,
+            },
+            "oneway" | "bandwidth" => Scenario::OneWay {
+                size,
+                duration: opts.duration(1000)?,
+            },
+            "pipelined" => Scenario::Pipelined {
+                size,
+                duration: opts.duration(1000)?,
+                window: opts.num("window", 64)?.max(1),
+            },
+            other => return Err(format!("unknown scenario `{other}`")),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scenario::Rtt { .. } => "rtt",
+            Scenario::OneWay { .. } => "oneway",
+            Scenario::Pipelined { .. } => "pipelined",
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match *self {
+            Scenario::Rtt { size, .. }
+            | Scenario::OneWay { size, .. }
+            | Scenario::Pipelined { size, .. } => size,
+        }
+    }
+}
+
+/// A latency histogram in nanoseconds, 3 significant digits, up to a minute.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// What one client run measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Round-trip latencies (empty for throughput scenarios).
+    pub hist: Histogram<u64>,
+    /// Messages (one-way) or requests (round trips) completed in the measured window.
+    pub msgs: u64,
+    /// Payload bytes those messages carried, one way.
+    pub bytes: u64,
+    /// Length of the measured window.
+    pub elapsed: Duration,
+    /// Heap allocations this process made during the measured window.
+    pub allocs: u64,
+}
+
+impl Outcome {
+    /// Prints the `result` and `hist` lines the harness parses.
+    pub fn print(&self, transport: &str, scenario: &Scenario) {
+        println!(
+            "result transport={transport} scenario={} size={} msgs={} bytes={} elapsed_ns={} allocs={} cpu={}",
+            scenario.name(),
+            scenario.size(),
+            self.msgs,
+            self.bytes,
+            self.elapsed.as_nanos(),
+            self.allocs,
+            current_cpu(),
+        );
+        println!("hist {}", dump(&self.hist));
+    }
+}
+
+/// `value:count` pairs, comma-separated (`-` when empty), each value the highest latency its
+/// bucket stands for, so that merged histograms never report a latency lower than measured.
+pub fn dump(hist: &Histogram<u64>) -> String {
+    let mut out = String::new();
+    for v in hist.iter_recorded() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{}:{}", v.value_iterated_to(), v.count_at_value());
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// With `--sync 1` (the harness), a client stops at two points and waits for a line on stdin:
+/// after its warm-up (`warm`), so the harness can read the server's counters just before the
+/// measured window, and after its result (`done`), so it can read them again before the
+/// client disconnects.
+pub fn pause(opts: &Opts, label: &str) -> Result<(), String> {
+    if opts.num("sync", 0)? == 0 {
+        return Ok(());
+    }
+    println!("{label}");
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the harness's go-ahead: {e}"))?;
+    Ok(())
+}
+
+/// Counts allocations across a measured window.
+pub struct AllocWindow(u64);
+
+impl AllocWindow {
+    pub fn start() -> AllocWindow {
+        AllocWindow(alloc::count())
+    }
+    pub fn end(self) -> u64 {
+        alloc::count() - self.0
+    }
+}
+
+/// The CPU this thread runs on now (the harness records placement with it).
+pub fn current_cpu() -> usize {
+    rustix::thread::sched_getcpu()
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so the harness can
+/// subtract one process's timestamp from another's.
+pub fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u128::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// `key=value` pairs of this process's memory, from `/proc/self/status` (kB).
+pub fn memory() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    format!(
+        "rss_anon_kb={} vm_rss_kb={} rss_shmem_kb={} vm_hwm_kb={}",
+        field("RssAnon"),
+        field("VmRSS"),
+        field("RssShmem"),
+        field("VmHWM")
+    )
+}
+
+/// A server's stdin loop: `stats` prints a `stats ...` line with `extra()` appended; end of
+/// input (the harness went away) or `quit` ends the process.
+pub fn serve_stdin(extra: impl Fn() -> String) -> ! {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        match line.trim() {
+            "stats" => println!(
+                "stats allocs={} cpu={} {} {}",
+                alloc::count(),
+                current_cpu(),
+                memory(),
+                extra()
+            ),
+            "quit" => break,
+            "" => {}
+            other => eprintln!("ferry-bench serve: unknown command `{other}` on stdin"),
+        }
+    }
+    std::process::exit(0)
+}

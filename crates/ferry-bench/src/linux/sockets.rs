@@ -1,0 +1,291 @@
+//! The peers: a Unix-domain socket stream, TCP loopback with `TCP_NODELAY`, and a pipe pair,
+//! all with the same framing and the same echo server loop. (The Node.js peer is
+//! `benches/peers/node_echo.js`, which speaks this framing on a Unix socket.)
+//!
+//! Framing: a 4-byte little-endian word (bits 0–30 the payload length, bit 31 set when no reply
+//! is wanted) followed by the payload. The server echoes the whole frame back unless bit 31 is
+//! set. Reads go through a 64 KiB `BufReader` (a header and a small payload cost one `read`);
+//! each frame is written with one `write_all`.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsFd as _;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use super::Opts;
+use super::measure::{self, AllocWindow, Outcome, Scenario};
+
+const NO_REPLY: u32 = 1 << 31;
+/// Largest payload the peers accept (the same 16 MiB Ferry allows by default).
+const MAX_PAYLOAD: usize = 16 << 20;
+
+/// Echoes frames from `r` to `w` until the peer closes.
+fn echo(r: impl Read, mut w: impl Write) -> io::Result<()> {
+    let mut r = BufReader::with_capacity(64 << 10, r);
+    let mut buf = vec![0u8; 4 + 64];
+    loop {
+        let mut hdr = [0u8; 4];
+        match r.read_exact(&mut hdr) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            other => other?,
+        }
+        let word = u32::from_le_bytes(hdr);
+        let len = (word & !NO_REPLY) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("frame of {len} bytes announced; the peers allow at most {MAX_PAYLOAD}"),
+            ));
+        }
+        if buf.len() < 4 + len {
+            buf.resize(4 + len, 0);
+        }
+        buf[..4].copy_from_slice(&hdr);
+        r.read_exact(&mut buf[4..4 + len])?;
+        if word & NO_REPLY == 0 {
+            w.write_all(&buf[..4 + len])?;
+        }
+    }
+}
+
+/// `serve uds --path P` or `serve tcp`: accept connections, one echo thread each.
+pub fn serve(kind: &str, opts: &Opts) -> Result<(), String> {
+    match kind {
+        "uds" => {
+            let path = opts.path("path")?;
+            let _ = std::fs::remove_file(&path);
+            let listener = UnixListener::bind(&path)
+                .map_err(|e| format!("binding the Unix socket {}: {e}", path.display()))?;
+            println!(
+                "ready t_ns={} path={}",
+                measure::monotonic_ns(),
+                path.display()
+            );
+            std::thread::spawn(|| measure::serve_stdin(String::new));
+            for stream in listener.incoming() {
+                let stream = stream.map_err(|e| format!("accepting: {e}"))?;
+                let w = stream.try_clone().map_err(|e| e.to_string())?;
+                std::thread::spawn(move || echo(stream, w));
+            }
+        }
+        "tcp" => {
+            let listener =
+                TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding TCP: {e}"))?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            println!("ready t_ns={} port={port}", measure::monotonic_ns());
+            std::thread::spawn(|| measure::serve_stdin(String::new));
+            for stream in listener.incoming() {
+                let stream = stream.map_err(|e| format!("accepting: {e}"))?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                let w = stream.try_clone().map_err(|e| e.to_string())?;
+                std::thread::spawn(move || echo(stream, w));
+            }
+        }
+        other => return Err(format!("no socket server of kind `{other}`")),
+    }
+    Ok(())
+}
+
+/// The child end of the pipe pair: echo stdin to stdout (unbuffered) until stdin closes.
+pub fn pipe_echo() -> Result<(), String> {
+    let stdin = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    let stdout = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| e.to_string())?;
+    echo(File::from(stdin), File::from(stdout)).map_err(|e| format!("pipe echo: {e}"))
+}
+
+/// A framed connection to one of the socket-like peers.
+struct Wire {
+    r: BufReader<Box<dyn Read>>,
+    w: Box<dyn Write>,
+    out: Vec<u8>,
+    inb: Vec<u8>,
+    child: Option<Child>,
+}
+
+impl Wire {
+    fn connect(transport: &str, size: usize, opts: &Opts) -> Result<Wire, String> {
+        let (r, w, child): (Box<dyn Read>, Box<dyn Write>, Option<Child>) = match transport {
+            "uds" | "node" => {
+                let path = opts.path("path")?;
+                let s = UnixStream::connect(&path)
+                    .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+                let w = s.try_clone().map_err(|e| e.to_string())?;
+                (Box::new(s), Box::new(w), None)
+            }
+            "tcp" => {
+                let port = opts.num("port", 0)?;
+                let s = TcpStream::connect((
+                    "127.0.0.1",
+                    u16::try_from(port).map_err(|e| e.to_string())?,
+                ))
+                .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                let w = s.try_clone().map_err(|e| e.to_string())?;
+                (Box::new(s), Box::new(w), None)
+            }
+            "pipe" => {
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                let mut child = Command::new(exe)
+                    .arg("pipe-echo")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("starting the pipe echo child: {e}"))?;
+                let w = child.stdin.take().ok_or("pipe child without stdin")?;
+                let r = child.stdout.take().ok_or("pipe child without stdout")?;
+                (Box::new(r), Box::new(w), Some(child))
+            }
+            other => return Err(format!("`{other}` is not a socket-like peer")),
+        };
+        let mut out = vec![0u8; 4 + size];
+        for (i, b) in out[4..].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        Ok(Wire {
+            r: BufReader::with_capacity(64 << 10, r),
+            w,
+            out,
+            inb: vec![0u8; 4 + size],
+            child,
+        })
+    }
+
+    fn send(&mut self, reply: bool) -> io::Result<()> {
+        let len = (self.out.len() - 4) as u32;
+        let word = if reply { len } else { len | NO_REPLY };
+        self.out[..4].copy_from_slice(&word.to_le_bytes());
+        self.w.write_all(&self.out)
+    }
+
+    fn recv(&mut self) -> io::Result<()> {
+        let mut hdr = [0u8; 4];
+        self.r.read_exact(&mut hdr)?;
+        let len = u32::from_le_bytes(hdr) as usize;
+        if len + 4 != self.out.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "echo of {len} bytes for a request of {}",
+                    self.out.len() - 4
+                ),
+            ));
+        }
+        self.r.read_exact(&mut self.inb[4..])?;
+        if self.inb[4..] != self.out[4..] {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "echo differs from the request",
+            ));
+        }
+        Ok(())
+    }
+
+    fn round_trip(&mut self) -> io::Result<()> {
+        self.send(true)?;
+        self.recv()
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Closing our end of its stdin ends the echo loop.
+            self.w = Box::new(io::sink());
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outcome, String> {
+    let mut wire = Wire::connect(transport, scenario.size(), opts)?;
+    let io = |e: io::Error| format!("{transport}: {e}");
+    let mut hist = measure::histogram();
+    match *scenario {
+        Scenario::Rtt {
+            samples, warmup, ..
+        } => {
+            for _ in 0..warmup {
+                wire.round_trip().map_err(io)?;
+            }
+            measure::pause(opts, "warm")?;
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let mut t0 = start;
+            for _ in 0..samples {
+                wire.round_trip().map_err(io)?;
+                let t1 = Instant::now();
+                hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+                t0 = t1;
+            }
+            Ok(Outcome {
+                hist,
+                msgs: samples,
+                bytes: samples * scenario.size() as u64,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            })
+        }
+        Scenario::OneWay { duration, size } => {
+            wire.round_trip().map_err(io)?;
+            measure::pause(opts, "warm")?;
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let mut msgs = 0u64;
+            while start.elapsed() < duration {
+                for _ in 0..64 {
+                    wire.send(false).map_err(io)?;
+                }
+                msgs += 64;
+            }
+            // The echo of this one comes after every message above was read.
+            wire.round_trip().map_err(io)?;
+            Ok(Outcome {
+                hist,
+                msgs,
+                bytes: msgs * size as u64,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            })
+        }
+        Scenario::Pipelined {
+            duration,
+            window,
+            size,
+        } => {
+            wire.round_trip().map_err(io)?;
+            measure::pause(opts, "warm")?;
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            for _ in 0..window {
+                wire.send(true).map_err(io)?;
+            }
+            let (mut done, mut in_flight, mut stopping) = (0u64, window, false);
+            while in_flight > 0 {
+                wire.recv().map_err(io)?;
+                done += 1;
+                in_flight -= 1;
+                stopping = stopping || (done % 64 == 0 && start.elapsed() >= duration);
+                if !stopping {
+                    wire.send(true).map_err(io)?;
+                    in_flight += 1;
+                }
+            }
+            Ok(Outcome {
+                hist,
+                msgs: done,
+                bytes: done * size as u64,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            })
+        }
+    }
+}
