@@ -12,6 +12,7 @@
 //! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
 //! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
 //! | `wine`   | the [`crate::wine::WINE_CRATES`] tests for `x86_64-pc-windows-gnu` under Wine (Linux hosts) |
+//! | `bench`  | `cargo xtask bench-gate --quick`: real processes, the report written, the gates that do not depend on timing enforced (Linux hosts) |
 //!
 //! The run ends with a table of steps and, when the tests ran, a last line `N passed, M failed`
 //! for the host test run (CI reads it).
@@ -56,10 +57,11 @@ pub enum Step {
     Miri,
     Fuzz,
     Wine,
+    Bench,
 }
 
 impl Step {
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -68,6 +70,7 @@ impl Step {
         Step::Miri,
         Step::Fuzz,
         Step::Wine,
+        Step::Bench,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +83,7 @@ impl Step {
             Step::Miri => "miri",
             Step::Fuzz => "fuzz",
             Step::Wine => "wine",
+            Step::Bench => "bench",
         }
     }
 
@@ -207,6 +211,7 @@ pub fn run(options: &Options) -> ExitCode {
             Step::Miri => miri(&ctx),
             Step::Fuzz => fuzz(&ctx),
             Step::Wine => wine::run(&mut ctx),
+            Step::Bench => bench(),
         };
         let seconds = t0.elapsed().as_secs_f64();
         let (status, note) = match result {
@@ -438,6 +443,31 @@ fn doc() -> Result<Outcome, Failure> {
         .args(["doc", "--workspace", "--no-deps"])
         .run()?;
     Ok(Outcome::Done(String::new()))
+}
+
+/// The short bench-gate run: real processes and the report, with the gates that do not depend
+/// on timing enforced (a shared 2-core CI machine cannot hold timing gates honestly).
+#[cfg(target_os = "linux")]
+fn bench() -> Result<Outcome, Failure> {
+    let options = crate::bench_gate::parse(&["--quick".to_owned()]).map_err(Failure::new)?;
+    match crate::bench_gate::gate(&options) {
+        Ok(missed) if missed.is_empty() => Ok(Outcome::Done(
+            "quick run: report written, allocation/connection/memory gates pass".into(),
+        )),
+        Ok(missed) => Err(Failure::new(format!(
+            "bench-gate --quick missed: {}",
+            missed.join("; ")
+        ))
+        .hint("run `cargo xtask bench-gate --quick` and read target/bench-gate/report.md")),
+        Err(e) => Err(Failure::new(format!(
+            "bench-gate --quick did not complete: {e}"
+        ))),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bench() -> Result<Outcome, Failure> {
+    Ok(Outcome::Skipped("bench-gate runs on Linux only".into()))
 }
 
 fn loom(ctx: &Ctx) -> Result<Outcome, Failure> {

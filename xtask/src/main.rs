@@ -2,11 +2,13 @@
 //!
 //! - `cargo xtask ci`: the whole CI gate (fmt, clippy on four targets, tests with coverage floors,
 //!   docs, loom, miri, a fuzz smoke run, Windows tests under Wine). See [`ci`].
-//! - `cargo xtask bench-gate`: not written yet (issue 6).
+//! - `cargo xtask bench-gate`: Ferry against the alternatives with real processes, gates from
+//!   `benches/gates.toml`. See [`bench_gate`].
 //!
 //! Shaped like rust-analyzer's xtask: this file only parses flags and hands each command to its
 //! own module. It has no dependencies so that it builds in seconds on a fresh CI machine.
 
+#[cfg(target_os = "linux")]
 mod bench_gate;
 mod ci;
 mod cmd;
@@ -24,7 +26,7 @@ cargo xtask <COMMAND>
 
 Commands:
   ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine
-  bench-gate    compare benchmarks against the recorded baseline (not written yet: issue 6)
+  bench-gate    Ferry vs Unix socket, TCP, pipe, Node.js: real processes, gates (Linux)
   help          print this message
 
 Options of `ci`:
@@ -33,15 +35,35 @@ Options of `ci`:
   --only <STEP>         run only the named step(s) (repeatable)
   --fuzz-seconds <N>    seconds of fuzzing per fuzz target (default 20)
 
-Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine.
+Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine, bench.
 The last line of a run that reached the tests is `N passed, M failed` (host test run).
+
+Options of `bench-gate`:
+  --quick              CI mode: 1 run, 20k samples, Ferry + Unix socket; timing gates not enforced
+  --runs <N>           runs of every scenario (default 3; gates use the median)
+  --samples <N>        timed round trips per latency run (default 200000)
+  --pin <S>,<C>        pin the server to CPU S and the client to CPU C
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse(&args) {
         Ok(Command::Ci(options)) => ci::run(&options),
-        Ok(Command::BenchGate) => bench_gate::run(),
+        #[cfg(target_os = "linux")]
+        Ok(Command::BenchGate(args)) => match bench_gate::parse(&args) {
+            Ok(options) => bench_gate::run(&options),
+            Err(message) => {
+                eprintln!("xtask: {message}\n\n{HELP}");
+                ExitCode::from(2)
+            }
+        },
+        #[cfg(not(target_os = "linux"))]
+        Ok(Command::BenchGate(_)) => {
+            eprintln!(
+                "xtask bench-gate: runs on Linux only (Ferry's transport is Linux-only until issue 8)"
+            );
+            ExitCode::from(2)
+        }
         Ok(Command::Help) => {
             print!("{HELP}");
             ExitCode::SUCCESS
@@ -56,7 +78,8 @@ fn main() -> ExitCode {
 #[derive(Debug, PartialEq)]
 enum Command {
     Ci(Options),
-    BenchGate,
+    /// The raw arguments; `bench_gate::parse` reads them.
+    BenchGate(Vec<String>),
     Help,
 }
 
@@ -66,12 +89,7 @@ fn parse(args: &[String]) -> Result<Command, String> {
     };
     match command.as_str() {
         "ci" => parse_ci(rest).map(Command::Ci),
-        "bench-gate" => match rest.first() {
-            None => Ok(Command::BenchGate),
-            Some(extra) => Err(format!(
-                "`bench-gate` takes no arguments yet, got `{extra}`"
-            )),
-        },
+        "bench-gate" => Ok(Command::BenchGate(rest.to_vec())),
         "help" | "--help" | "-h" => Ok(Command::Help),
         other => Err(format!("unknown command `{other}`")),
     }
@@ -162,8 +180,10 @@ mod tests {
         assert!(parse(&args("ci --fuzz-seconds")).is_err());
         assert!(parse(&args("ci --frobnicate")).is_err());
         assert!(parse(&args("deploy")).is_err());
-        assert!(parse(&args("bench-gate --now")).is_err());
-        assert_eq!(parse(&args("bench-gate")).unwrap(), Command::BenchGate);
+        assert_eq!(
+            parse(&args("bench-gate --quick")).unwrap(),
+            Command::BenchGate(args("--quick"))
+        );
         assert_eq!(parse(&[]).unwrap(), Command::Help);
     }
 }

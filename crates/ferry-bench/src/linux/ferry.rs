@@ -241,7 +241,10 @@ pub fn scale(opts: &Opts) -> Result<(), String> {
                         let mut n = 0u64;
                         let mut i = t;
                         let mut t0 = Instant::now();
-                        while !stop.load(Ordering::Relaxed) {
+                        // Run for the duration, and at least once round every connection this
+                        // thread owns (so "served" means every connection answered a call).
+                        let round = clients.len().div_ceil(threads) as u64;
+                        while n < round || !stop.load(Ordering::Relaxed) {
                             let k = i % clients.len();
                             round_trip(&clients[k], payload)?;
                             served[k].store(true, Ordering::Relaxed);

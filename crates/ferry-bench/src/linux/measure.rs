@@ -181,18 +181,31 @@ pub fn memory() -> String {
 
 /// A server's stdin loop: `stats` prints a `stats ...` line with `extra()` appended; end of
 /// input (the harness went away) or `quit` ends the process.
+///
+/// `allocs` is the allocation count when the command arrived and `allocs_end` the count after
+/// the line was built, so the harness can leave out what answering `stats` itself allocates:
+/// the server's own allocations between two `stats` are `allocs(second) - allocs_end(first)`.
+/// The line buffer is reused, so reading a command allocates nothing after the first one.
 pub fn serve_stdin(extra: impl Fn() -> String) -> ! {
     let stdin = std::io::stdin();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { break };
+    let mut line = String::with_capacity(256);
+    loop {
+        line.clear();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let allocs = alloc::count();
         match line.trim() {
-            "stats" => println!(
-                "stats allocs={} cpu={} {} {}",
-                alloc::count(),
-                current_cpu(),
-                memory(),
-                extra()
-            ),
+            "stats" => {
+                let text = format!(
+                    "stats allocs={allocs} cpu={} {} {}",
+                    current_cpu(),
+                    memory(),
+                    extra()
+                );
+                println!("{text} allocs_end={}", alloc::count());
+            }
             "quit" => break,
             "" => {}
             other => eprintln!("ferry-bench serve: unknown command `{other}` on stdin"),

@@ -1,0 +1,959 @@
+//! `cargo xtask bench-gate`: Ferry against the alternatives, real processes, one run.
+//!
+//! It builds `ferry-bench` (release), starts the servers (Ferry with the default and the
+//! park-only wait policy, a Unix-domain socket, TCP loopback, Node.js on a Unix socket when
+//! `node` is installed; the pipe peer is a child of its client), runs every scenario `--runs`
+//! times interleaved (so noise hits every transport alike), and reports medians over runs:
+//! a table on stdout, `target/bench-gate/{report.md, report.json, latency.svg}`. It exits
+//! non-zero naming each gate of `benches/gates.toml` that was missed.
+//!
+//! The child processes speak line-oriented text (see `crates/ferry-bench`):
+//! servers print `ready t_ns=<CLOCK_MONOTONIC ns> [port=P]` and answer `stats` on stdin with
+//! `stats allocs=N cpu=C rss_anon_kb=… vm_rss_kb=… rss_shmem_kb=… [conns=N …]`; clients run
+//! with `--sync 1`, print `warm`, wait for a line, measure, print
+//! `result transport=… scenario=… size=… msgs=… bytes=… elapsed_ns=… allocs=… cpu=…` and
+//! `hist <value_ns>:<count>,…`, print `done` and wait for a line before disconnecting. The
+//! pauses let the harness read the server's allocation counter exactly around the measured
+//! window.
+//!
+//! `--quick` (what CI runs): one run, fewer samples, Ferry and the Unix socket only; it
+//! enforces the gates that do not depend on timing (allocations, connections served, memory at
+//! rest) and checks that the report is produced.
+
+mod gates;
+mod model;
+mod procs;
+mod report;
+mod svg;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::cmd::{Cmd, on_path};
+use crate::workspace::Workspace;
+use model::{Hist, Key, Run, Summary};
+use procs::{Fields, Proc, busiest_thread_cpu};
+use report::Report;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub quick: bool,
+    pub runs: usize,
+    pub samples: u64,
+    /// `(server CPU, client CPU)`.
+    pub pin: Option<(u32, u32)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            quick: false,
+            runs: 3,
+            samples: 200_000,
+            pin: None,
+        }
+    }
+}
+
+pub fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut runs_given = false;
+    let mut samples_given = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("`{name}` needs a value"))
+        };
+        let whole = |name: &str, raw: String| {
+            raw.parse::<u64>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("`{name}` wants a whole number > 0, got `{raw}`"))
+        };
+        match flag {
+            "--quick" => o.quick = true,
+            "--runs" => {
+                o.runs = whole("--runs", value("--runs")?)? as usize;
+                runs_given = true;
+            }
+            "--samples" => {
+                o.samples = whole("--samples", value("--samples")?)?;
+                samples_given = true;
+            }
+            "--pin" => {
+                let raw = value("--pin")?;
+                let pair = raw
+                    .split_once(',')
+                    .and_then(|(s, c)| Some((s.trim().parse().ok()?, c.trim().parse().ok()?)));
+                o.pin = Some(pair.ok_or_else(|| {
+                    format!(
+                        "`--pin` wants `<server CPU>,<client CPU>`, e.g. `--pin 0,1`; got `{raw}`"
+                    )
+                })?);
+            }
+            other => return Err(format!("unknown option `{other}` for `bench-gate`")),
+        }
+    }
+    if o.quick {
+        if !runs_given {
+            o.runs = 1;
+        }
+        if !samples_given {
+            o.samples = 20_000;
+        }
+    }
+    Ok(o)
+}
+
+/// One client measurement of the plan.
+#[derive(Debug, Clone)]
+struct Item {
+    transport: &'static str,
+    scenario: &'static str,
+    size: usize,
+}
+
+fn plan(o: &Options, node: bool) -> Vec<Item> {
+    let item = |transport, scenario, size| Item {
+        transport,
+        scenario,
+        size,
+    };
+    let mut items = Vec::new();
+    if o.quick {
+        items.push(item("ferry", "rtt", 64));
+        items.push(item("uds", "rtt", 64));
+        items.push(item("ferry", "oneway", 64));
+        items.push(item("uds", "oneway", 64));
+        items.push(item("ferry", "oneway", 64 << 10));
+        items.push(item("ferry", "pipelined", 64));
+        return items;
+    }
+    let mut latency = vec!["ferry", "ferry-park", "uds", "tcp", "pipe"];
+    if node {
+        latency.push("node");
+    }
+    for size in [64, 1024] {
+        for &t in &latency {
+            items.push(item(t, "rtt", size));
+        }
+    }
+    for size in [64, 64 << 10, 1 << 20] {
+        for t in ["ferry", "uds", "tcp", "pipe"] {
+            items.push(item(t, "oneway", size));
+        }
+    }
+    for t in ["ferry", "uds", "tcp", "pipe"] {
+        items.push(item(t, "pipelined", 64));
+    }
+    items
+}
+
+/// The servers of a run, by transport.
+struct Servers {
+    ferry: Proc,
+    ferry_park: Option<Proc>,
+    uds: Proc,
+    tcp: Option<(Proc, u16)>,
+    node: Option<Proc>,
+}
+
+struct Harness {
+    bin: PathBuf,
+    root: PathBuf,
+    dir: PathBuf,
+    opts: Options,
+}
+
+impl Harness {
+    fn command(&self, args: &[&str], cpu: Option<u32>) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.args(args).current_dir(&self.root);
+        if let Some(cpu) = cpu {
+            c.arg("--cpu").arg(cpu.to_string());
+        }
+        c
+    }
+
+    fn dir(&self) -> &str {
+        self.dir.to_str().unwrap_or(".")
+    }
+
+    fn server_cpu(&self) -> Option<u32> {
+        self.opts.pin.map(|(s, _)| s)
+    }
+
+    fn client_cpu(&self) -> Option<u32> {
+        self.opts.pin.map(|(_, c)| c)
+    }
+
+    fn ferry_server(&self, name: &str, policy: &str) -> Result<Proc, String> {
+        let mut p = Proc::spawn(
+            format!("the Ferry server `{name}`"),
+            self.command(
+                &[
+                    "serve",
+                    "ferry",
+                    "--name",
+                    name,
+                    "--dir",
+                    self.dir(),
+                    "--policy",
+                    policy,
+                ],
+                self.server_cpu(),
+            ),
+        )?;
+        p.expect("ready", Duration::from_secs(20))?;
+        Ok(p)
+    }
+
+    fn start_servers(&self, node: bool) -> Result<Servers, String> {
+        let ferry = self.ferry_server("bench-a", "adaptive")?;
+        let ferry_park = if self.opts.quick {
+            None
+        } else {
+            Some(self.ferry_server("bench-p", "park")?)
+        };
+        let uds_path = self.dir.join("uds.sock");
+        let mut uds = Proc::spawn(
+            "the Unix-socket server",
+            self.command(
+                &["serve", "uds", "--path", uds_path.to_str().unwrap_or("")],
+                self.server_cpu(),
+            ),
+        )?;
+        uds.expect("ready", Duration::from_secs(20))?;
+        let tcp = if self.opts.quick {
+            None
+        } else {
+            let mut p = Proc::spawn(
+                "the TCP server",
+                self.command(&["serve", "tcp"], self.server_cpu()),
+            )?;
+            let ready = Fields::parse(&p.expect("ready", Duration::from_secs(20))?);
+            let port = u16::try_from(ready.need("port")?).map_err(|e| e.to_string())?;
+            Some((p, port))
+        };
+        let node = if node {
+            let script = self.root.join("benches/peers/node_echo.js");
+            let mut c = Command::new("node");
+            c.arg(script).arg(self.dir.join("node.sock"));
+            let mut p = Proc::spawn("the Node.js server", c)?;
+            p.expect("ready", Duration::from_secs(20))?;
+            Some(p)
+        } else {
+            None
+        };
+        Ok(Servers {
+            ferry,
+            ferry_park,
+            uds,
+            tcp,
+            node,
+        })
+    }
+
+    /// One client run of `item` against its server.
+    fn measure(&self, item: &Item, servers: &mut Servers) -> Result<Run, String> {
+        let size = item.size.to_string();
+        let samples = self.opts.samples.to_string();
+        let warmup = (self.opts.samples / 10).max(1000).to_string();
+        let duration = if self.opts.quick { "200" } else { "1000" };
+        let mut args: Vec<String> = [
+            "client",
+            item.transport,
+            item.scenario,
+            "--size",
+            &size,
+            "--sync",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut push = |k: &str, v: &str| {
+            args.push(k.to_owned());
+            args.push(v.to_owned());
+        };
+        match item.scenario {
+            "rtt" => {
+                push("--samples", &samples);
+                push("--warmup", &warmup);
+            }
+            _ => push("--duration-ms", duration),
+        }
+        if item.scenario == "pipelined" {
+            // Sockets: 64 requests in flight on one connection. Ferry's blocking API has one
+            // call in flight per thread: 4 threads share one client.
+            push(
+                "--window",
+                if item.transport.starts_with("ferry") {
+                    "4"
+                } else {
+                    "64"
+                },
+            );
+        }
+        let dir = self.dir().to_owned();
+        let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
+            "ferry" => (
+                Some(&mut servers.ferry),
+                vec![("--name", "bench-a".into()), ("--dir", dir)],
+            ),
+            "ferry-park" => (
+                servers.ferry_park.as_mut(),
+                vec![("--name", "bench-p".into()), ("--dir", dir)],
+            ),
+            "uds" => (
+                Some(&mut servers.uds),
+                vec![("--path", self.dir.join("uds.sock").display().to_string())],
+            ),
+            "node" => (
+                servers.node.as_mut(),
+                vec![("--path", self.dir.join("node.sock").display().to_string())],
+            ),
+            "tcp" => {
+                let (p, port) = servers.tcp.as_mut().ok_or("no TCP server")?;
+                (Some(p), vec![("--port", port.to_string())])
+            }
+            _ => (None, vec![]),
+        };
+        for (k, v) in &extra {
+            push(k, v);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut client = Proc::spawn(
+            format!("the {} {} client", item.transport, item.scenario),
+            self.command(&args, self.client_cpu()),
+        )?;
+        let long = Duration::from_secs(600);
+        client.expect("warm", long)?;
+        let is_ferry = item.transport.starts_with("ferry");
+        let mut server = server;
+        let before = match (&mut server, is_ferry) {
+            (Some(s), true) => Some(s.stats()?.need("allocs_end")?),
+            _ => None,
+        };
+        client.send("")?;
+        let result = Fields::parse(&client.expect("result", long)?);
+        let hist_line = client.expect("hist", Duration::from_secs(10))?;
+        let client_cpu = busiest_thread_cpu(client.pid());
+        let server_cpu = server.as_ref().and_then(|s| busiest_thread_cpu(s.pid()));
+        client.expect("done", Duration::from_secs(10))?;
+        let after = match (&mut server, is_ferry) {
+            (Some(s), true) => Some(s.stats()?.need("allocs")?),
+            _ => None,
+        };
+        client.send("")?;
+        client.finish(Duration::from_secs(10))?;
+        Ok(Run {
+            hist: Hist::parse(hist_line.strip_prefix("hist").unwrap_or(""))?,
+            msgs: result.need("msgs")?,
+            bytes: result.need("bytes")?,
+            elapsed_ns: result.need("elapsed_ns")?,
+            client_allocs: result.need("allocs")?,
+            server_allocs: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+            client_cpu,
+            server_cpu,
+        })
+    }
+
+    /// 1000 connections from 10 processes against a fresh server.
+    fn scale(&self, run: usize, figures: &mut Figures) -> Result<Run, String> {
+        const PROCESSES: usize = 10;
+        const PER_PROCESS: usize = 100;
+        let name = format!("bench-s{run}");
+        let mut server = self.ferry_server(&name, "adaptive")?;
+        let rest = server.stats()?;
+        let duration = if self.opts.quick { "300" } else { "2000" };
+        let mut clients = Vec::new();
+        for i in 0..PROCESSES {
+            clients.push(Proc::spawn(
+                format!("scale client {i}"),
+                self.command(
+                    &[
+                        "scale",
+                        "--name",
+                        &name,
+                        "--dir",
+                        self.dir(),
+                        "--conns",
+                        &PER_PROCESS.to_string(),
+                        "--threads",
+                        "1",
+                        "--duration-ms",
+                        duration,
+                    ],
+                    None,
+                ),
+            )?);
+        }
+        for c in &mut clients {
+            c.expect("connected", Duration::from_secs(120))?;
+        }
+        let loaded = server.stats()?;
+        for c in &mut clients {
+            c.send("go")?;
+        }
+        let mut merged = Run::default();
+        let (mut served, mut open) = (0, 0);
+        for mut c in clients {
+            let r = Fields::parse(&c.expect("result", Duration::from_secs(120))?);
+            let h = Hist::parse(
+                c.expect("hist", Duration::from_secs(10))?
+                    .strip_prefix("hist")
+                    .unwrap_or(""),
+            )?;
+            merged.hist.merge(&h);
+            merged.msgs += r.need("msgs")?;
+            merged.bytes += r.need("bytes")?;
+            merged.elapsed_ns = merged.elapsed_ns.max(r.need("elapsed_ns")?);
+            served += r.need("served")?;
+            open += r.need("open")?;
+            c.finish(Duration::from_secs(30))?;
+        }
+        server.send("quit")?;
+        server.finish(Duration::from_secs(10))?;
+        let kib = |f: &Fields, k: &str| f.num(k).map_or(f64::NAN, |v| v as f64);
+        figures.add(
+            "scale: connections open at the server while all were connected",
+            loaded.num("conns").map_or(f64::NAN, |v| v as f64),
+            "",
+        );
+        figures.add(
+            "scale: connections that completed calls (all processes)",
+            served as f64,
+            "",
+        );
+        figures.add(
+            "scale: connections still open at the end (clients' view)",
+            open as f64,
+            "",
+        );
+        figures.add(
+            "scale server RssAnon, no connections",
+            kib(&rest, "rss_anon_kb"),
+            "KiB",
+        );
+        figures.add(
+            "scale server RssAnon with 1000 connections",
+            kib(&loaded, "rss_anon_kb"),
+            "KiB",
+        );
+        figures.add(
+            "scale server VmRSS with 1000 connections",
+            kib(&loaded, "vm_rss_kb"),
+            "KiB",
+        );
+        figures.add(
+            "scale server RssShmem (rings) with 1000 connections",
+            kib(&loaded, "rss_shmem_kb"),
+            "KiB",
+        );
+        figures.add(
+            "private memory per connection (RssAnon growth / 1000)",
+            (kib(&loaded, "rss_anon_kb") - kib(&rest, "rss_anon_kb")) * 1024.0
+                / (PROCESSES * PER_PROCESS) as f64,
+            "bytes",
+        );
+        Ok(merged)
+    }
+
+    /// Kill a server under a connected client, start a new one, time the client's return.
+    fn reconnect(&self, run: usize) -> Result<f64, String> {
+        let name = format!("bench-r{run}");
+        let server = self.ferry_server(&name, "adaptive")?;
+        let mut client = Proc::spawn(
+            "the reconnecting client",
+            self.command(&["reconnect", "--name", &name, "--dir", self.dir()], None),
+        )?;
+        client.expect("connected", Duration::from_secs(20))?;
+        std::thread::sleep(Duration::from_millis(20));
+        server.kill();
+        // Let the client see the hang-up and start its backoff, as after a real crash.
+        std::thread::sleep(Duration::from_millis(20));
+        let mut server = Proc::spawn(
+            format!("the restarted Ferry server `{name}`"),
+            self.command(
+                &["serve", "ferry", "--name", &name, "--dir", self.dir()],
+                self.server_cpu(),
+            ),
+        )?;
+        let ready =
+            Fields::parse(&server.expect("ready", Duration::from_secs(20))?).need("t_ns")?;
+        let back =
+            Fields::parse(&client.expect("reconnected", Duration::from_secs(20))?).need("t_ns")?;
+        client.finish(Duration::from_secs(10))?;
+        server.send("quit")?;
+        server.finish(Duration::from_secs(10))?;
+        Ok(back.saturating_sub(ready) as f64 / 1e6)
+    }
+}
+
+/// Named single figures, each with the values of every run (reported as their median).
+#[derive(Default)]
+struct Figures(Vec<(String, Vec<f64>, &'static str)>);
+
+impl Figures {
+    fn add(&mut self, name: &str, value: f64, unit: &'static str) {
+        match self.0.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, values, _)) => values.push(value),
+            None => self.0.push((name.to_owned(), vec![value], unit)),
+        }
+    }
+    fn median(&self, name: &str) -> Option<f64> {
+        let (_, values, _) = self.0.iter().find(|(n, _, _)| n == name)?;
+        model::median(values.clone())
+    }
+    fn min(&self, name: &str) -> Option<f64> {
+        let (_, values, _) = self.0.iter().find(|(n, _, _)| n == name)?;
+        values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::min)
+    }
+}
+
+fn progress(step: usize, total: usize, text: &str) {
+    print!("[{step:>3}/{total}] {text} … ");
+    let _ = std::io::stdout().flush();
+}
+
+fn describe(run: &Run) -> String {
+    match run.hist.percentile(50.0) {
+        Some(p50) => format!(
+            "p50 {:.2} µs, p99 {:.2} µs",
+            p50 as f64 / 1e3,
+            run.hist.percentile(99.0).unwrap_or(0) as f64 / 1e3
+        ),
+        None => format!(
+            "{:.2} M msgs/s, {:.2} GB/s",
+            run.msgs_per_sec() / 1e6,
+            run.gbps()
+        ),
+    }
+}
+
+pub fn run(opts: &Options) -> ExitCode {
+    match gate(opts) {
+        Ok(missed) if missed.is_empty() => ExitCode::SUCCESS,
+        Ok(missed) => {
+            eprintln!("\nbench-gate: {} gate(s) missed:", missed.len());
+            for m in &missed {
+                eprintln!("  - {m}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("\nbench-gate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn loadavg() -> String {
+    read_trim("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm), for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// Runs the benchmark; returns the enforced gates that were missed (empty: all passed).
+pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
+    let started = Instant::now();
+    let ws = Workspace::discover()?;
+    let bounds = gates::parse(
+        &fs::read_to_string(ws.root.join(gates::GATES_FILE))
+            .map_err(|e| format!("reading {}: {e}", gates::GATES_FILE))?,
+    )?;
+    println!("bench-gate: building ferry-bench (release)");
+    Cmd::cargo()
+        .args(["build", "--release", "-p", "ferry-bench"])
+        .run()
+        .map_err(|f| f.what)?;
+    let out_dir = ws.target_dir.join("bench-gate");
+    let dir = out_dir.join(format!("run-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let h = Harness {
+        bin: ws.target_dir.join("release/ferry-bench"),
+        root: ws.root.clone(),
+        dir: dir.clone(),
+        opts: opts.clone(),
+    };
+    let result = measure_all(&h, opts, &bounds, &out_dir);
+    let _ = fs::remove_dir_all(&dir);
+    let missed = result?;
+    println!(
+        "bench-gate: finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(missed)
+}
+
+fn measure_all(
+    h: &Harness,
+    opts: &Options,
+    bounds: &BTreeMap<&'static str, gates::Bound>,
+    out_dir: &Path,
+) -> Result<Vec<String>, String> {
+    let mut report = Report {
+        date_utc: utc_now(),
+        commit: Cmd::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .read()
+            .map_or_else(|| "unknown".to_owned(), |s| s.trim().to_owned()),
+        mode: if opts.quick { "quick" } else { "full" }.to_owned(),
+        runs: opts.runs,
+        pin: opts
+            .pin
+            .map(|(s, c)| format!("server CPU {s}, client CPU {c}")),
+        cpu_model: read_trim("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_owned()),
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        load_start: loadavg(),
+        ..Report::default()
+    };
+    let node = !opts.quick && on_path("node");
+    if !opts.quick && !node {
+        report
+            .notes
+            .push("Node.js peer skipped: `node` is not on PATH.".into());
+    }
+    if node && opts.pin.is_some() {
+        report.notes.push(
+            "The Node.js server is not pinned (`--pin` applies to ferry-bench processes).".into(),
+        );
+    }
+    report.notes.push(
+        "iceoryx2 is not measured yet (issue 6 asks for it behind a flag; not built).".into(),
+    );
+    report.notes.push(
+        "Ferry `pipelined`: the blocking API has one call in flight per thread, so 4 threads share one \
+         client; the socket peers keep 64 requests in flight on one connection."
+            .into(),
+    );
+    report.notes.push(format!(
+        "This machine has {} CPUs: a spinning Ferry client and server own them while they run.",
+        report.cpus
+    ));
+    let items = plan(opts, node);
+    let total = items.len() * opts.runs + 2 * opts.runs;
+    let mut step = 0;
+    let mut figures = Figures::default();
+    let mut servers = h.start_servers(node)?;
+    let fresh = servers.ferry.stats()?;
+    let mut runs: BTreeMap<Key, Vec<Run>> = BTreeMap::new();
+    for run in 1..=opts.runs {
+        for item in &items {
+            step += 1;
+            progress(
+                step,
+                total,
+                &format!(
+                    "run {run}/{} {:<9} {:>7} {:<10}",
+                    opts.runs,
+                    item.scenario,
+                    report::size(item.size),
+                    item.transport
+                ),
+            );
+            let t = Instant::now();
+            let r = h.measure(item, &mut servers)?;
+            println!("{} ({:.1} s)", describe(&r), t.elapsed().as_secs_f64());
+            runs.entry(Key {
+                transport: item.transport.to_owned(),
+                scenario: item.scenario.to_owned(),
+                size: item.size,
+            })
+            .or_default()
+            .push(r);
+        }
+        step += 1;
+        progress(
+            step,
+            total,
+            &format!(
+                "run {run}/{} scale: 1000 connections from 10 processes",
+                opts.runs
+            ),
+        );
+        let t = Instant::now();
+        let r = h.scale(run, &mut figures)?;
+        println!(
+            "{}, {:.0} requests/s ({:.1} s)",
+            describe(&r),
+            r.msgs_per_sec(),
+            t.elapsed().as_secs_f64()
+        );
+        runs.entry(Key {
+            transport: "ferry".into(),
+            scenario: "scale-1000".into(),
+            size: 64,
+        })
+        .or_default()
+        .push(r);
+        step += 1;
+        progress(
+            step,
+            total,
+            &format!("run {run}/{} reconnect after a server restart", opts.runs),
+        );
+        let ms = h.reconnect(run)?;
+        println!("{ms:.2} ms");
+        figures.add(
+            "reconnect: restarted server's bind → first answer",
+            ms,
+            "ms",
+        );
+    }
+    // At rest after the traffic: every client has gone; wait for the server to notice.
+    let mut after = servers.ferry.stats()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while after.num("conns").unwrap_or(0) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = servers.ferry.stats()?;
+    }
+    let kib = |f: &Fields, k: &str| f.num(k).map_or(f64::NAN, |v| v as f64);
+    figures.add(
+        "server RssAnon at rest, fresh",
+        kib(&fresh, "rss_anon_kb"),
+        "KiB",
+    );
+    figures.add(
+        "server VmRSS at rest, fresh",
+        kib(&fresh, "vm_rss_kb"),
+        "KiB",
+    );
+    figures.add(
+        "server RssAnon at rest, after all the traffic above",
+        kib(&after, "rss_anon_kb"),
+        "KiB",
+    );
+    figures.add(
+        "server VmRSS at rest, after all the traffic above",
+        kib(&after, "vm_rss_kb"),
+        "KiB",
+    );
+    report.load_end = loadavg();
+
+    report.summaries = runs
+        .iter()
+        .map(|(k, v)| model::summarize(k.clone(), v))
+        .collect();
+    report.summaries.sort_by_key(|s| {
+        let order = ["rtt", "oneway", "pipelined", "scale-1000"];
+        let t = ["ferry", "ferry-park", "uds", "tcp", "pipe", "node"];
+        (
+            order.iter().position(|o| *o == s.key.scenario).unwrap_or(9),
+            s.key.size,
+            t.iter().position(|o| *o == s.key.transport).unwrap_or(9),
+        )
+    });
+    report.figures = figures
+        .0
+        .iter()
+        .map(|(n, v, u)| (n.clone(), model::median(v.clone()).unwrap_or(f64::NAN), *u))
+        .collect();
+
+    let find = |t: &str, s: &str, size: usize| -> Option<&Summary> {
+        report
+            .summaries
+            .iter()
+            .find(|x| x.key.transport == t && x.key.scenario == s && x.key.size == size)
+    };
+    let mut measured: BTreeMap<&'static str, f64> = BTreeMap::new();
+    if let Some(f) = find("ferry", "rtt", 64) {
+        if let Some(p99) = f.p99_ns {
+            measured.insert("rtt_64b_p99_us", p99 / 1e3);
+        }
+        if let (Some(a), Some(b)) = (f.p50_ns, find("uds", "rtt", 64).and_then(|u| u.p50_ns)) {
+            measured.insert("rtt_64b_p50_ratio_to_uds", a / b);
+        }
+        if let Some(server) = f.server_allocs_per_msg {
+            measured.insert("allocs_per_msg", f.client_allocs_per_msg.max(server));
+        }
+    }
+    if let Some(f) = find("ferry", "pipelined", 64) {
+        measured.insert("pipelined_64b_requests_per_sec", f.msgs_per_sec);
+    }
+    if let Some(f) = find("ferry", "oneway", 64) {
+        measured.insert("oneway_64b_msgs_per_sec", f.msgs_per_sec);
+    }
+    let rest = kib(&fresh, "rss_anon_kb").max(kib(&after, "rss_anon_kb"));
+    if rest.is_finite() {
+        measured.insert("rss_anon_at_rest_kib", rest);
+    }
+    if let Some(served) = figures.min("scale: connections that completed calls (all processes)") {
+        measured.insert("connections_served", served);
+    }
+    if let Some(ms) = figures.median("reconnect: restarted server's bind → first answer") {
+        measured.insert("reconnect_ms", ms);
+    }
+    report.gates = gates::judge(bounds, &measured, opts.quick);
+
+    // Stop the servers before writing (their exit is part of a clean run).
+    let Servers {
+        ferry,
+        ferry_park,
+        uds,
+        tcp,
+        node,
+    } = servers;
+    let mut procs = vec![ferry, uds];
+    procs.extend(ferry_park);
+    procs.extend(tcp.map(|(p, _)| p));
+    procs.extend(node);
+    for mut p in procs {
+        p.send("quit")?;
+        p.finish(Duration::from_secs(10))?;
+    }
+
+    let latency: Vec<&Summary> = report
+        .summaries
+        .iter()
+        .filter(|s| s.key.scenario == "rtt" && s.key.size == 64)
+        .collect();
+    let title = format!(
+        "64 B round trip, two processes — {} ({} CPUs), {} UTC, median of {} run(s)",
+        report.cpu_model, report.cpus, report.date_utc, report.runs
+    );
+    let outputs = [
+        ("report.json", report::json(&report)),
+        ("report.md", report::markdown(&report)),
+        ("latency.svg", svg::plot(&title, &latency)),
+    ];
+    for (name, text) in &outputs {
+        let path = out_dir.join(name);
+        fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let written = fs::metadata(&path).map_or(0, |m| m.len());
+        if written == 0 {
+            return Err(format!("{} was not written", path.display()));
+        }
+    }
+    println!("\n{}", report::table(&report));
+    println!(
+        "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg",
+        out_dir.display()
+    );
+    Ok(report
+        .gates
+        .iter()
+        .filter(|g| g.enforced && !g.pass)
+        .map(|g| {
+            format!(
+                "{} ({}): measured {}, must be {}",
+                g.name,
+                g.what,
+                g.measured.map_or_else(|| "nothing".to_owned(), report::num),
+                g.threshold_text()
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_parse_and_quick_lowers_the_defaults() {
+        assert_eq!(parse(&[]).unwrap(), Options::default());
+        let q = parse(&args("--quick")).unwrap();
+        assert_eq!((q.runs, q.samples), (1, 20_000));
+        let q = parse(&args("--quick --runs 2 --samples=5000 --pin 0,1")).unwrap();
+        assert_eq!((q.runs, q.samples, q.pin), (2, 5000, Some((0, 1))));
+        assert!(parse(&args("--pin 0")).unwrap_err().contains("--pin"));
+        assert!(parse(&args("--runs 0")).is_err());
+        assert!(parse(&args("--fast")).is_err());
+    }
+
+    #[test]
+    fn the_full_plan_has_every_peer_and_the_quick_one_is_small() {
+        let full = plan(&Options::default(), true);
+        for t in ["ferry", "ferry-park", "uds", "tcp", "pipe", "node"] {
+            assert!(
+                full.iter()
+                    .any(|i| i.transport == t && i.scenario == "rtt" && i.size == 64),
+                "{t}"
+            );
+        }
+        assert!(
+            full.iter()
+                .any(|i| i.scenario == "oneway" && i.size == 1 << 20)
+        );
+        let quick = plan(&parse(&args("--quick")).unwrap(), false);
+        assert!(quick.len() < full.len());
+        assert!(
+            quick
+                .iter()
+                .all(|i| i.transport == "ferry" || i.transport == "uds")
+        );
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let d = utc_now();
+        assert_eq!(d.len(), 16, "{d}");
+        assert!(d.starts_with("20"), "{d}");
+    }
+}

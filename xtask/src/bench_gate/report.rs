@@ -1,0 +1,405 @@
+//! The outputs: the table on stdout, `report.md`, `report.json` (schema in
+//! `docs/bench-gate.md`).
+
+use std::fmt::Write as _;
+
+use super::gates::{Bound, Verdict};
+use super::model::Summary;
+
+/// Everything one bench-gate run found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub date_utc: String,
+    pub commit: String,
+    pub mode: String,
+    pub runs: usize,
+    pub pin: Option<String>,
+    pub cpu_model: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub load_start: String,
+    pub load_end: String,
+    pub summaries: Vec<Summary>,
+    /// Named single figures (memory, reconnect, scale), with their unit.
+    pub figures: Vec<(String, f64, &'static str)>,
+    pub gates: Vec<Verdict>,
+    pub notes: Vec<String>,
+}
+
+/// A number without useless decimals: `10`, `0.1`, `1000000`.
+pub fn num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn us(ns: Option<f64>) -> String {
+    ns.map_or_else(|| "-".to_owned(), |ns| format!("{:.2}", ns / 1000.0))
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else if v > 0.0 {
+        format!("{v:.0}")
+    } else {
+        "-".to_owned()
+    }
+}
+
+pub fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// How many times better Ferry (default policy) is than `s`: latency rows compare p50,
+/// throughput rows messages per second.
+fn ferry_ratio(s: &Summary, all: &[Summary]) -> String {
+    let ferry = all.iter().find(|f| {
+        f.key.transport == "ferry" && f.key.scenario == s.key.scenario && f.key.size == s.key.size
+    });
+    let Some(ferry) = ferry else {
+        return "-".to_owned();
+    };
+    let ratio = match (s.p50_ns, ferry.p50_ns) {
+        (Some(them), Some(us)) if us > 0.0 => them / us,
+        _ if ferry.msgs_per_sec > 0.0 && s.msgs_per_sec > 0.0 => {
+            ferry.msgs_per_sec / s.msgs_per_sec
+        }
+        _ => return "-".to_owned(),
+    };
+    format!("{ratio:.1}x")
+}
+
+const COLUMNS: [&str; 12] = [
+    "transport",
+    "scenario",
+    "size",
+    "p50 µs",
+    "p99 µs",
+    "p99.9 µs",
+    "max µs",
+    "msgs/s",
+    "GB/s",
+    "Ferry is",
+    "allocs/msg c/s",
+    "CPUs c/s",
+];
+
+fn rows(report: &Report) -> Vec<[String; 12]> {
+    report
+        .summaries
+        .iter()
+        .map(|s| {
+            let allocs = format!(
+                "{}/{}",
+                num(s.client_allocs_per_msg),
+                s.server_allocs_per_msg.map_or_else(|| "-".to_owned(), num)
+            );
+            [
+                s.key.transport.clone(),
+                s.key.scenario.clone(),
+                size(s.key.size),
+                us(s.p50_ns),
+                us(s.p99_ns),
+                us(s.p999_ns),
+                us(s.max_ns),
+                rate(s.msgs_per_sec),
+                if s.key.scenario == "rtt" {
+                    "-".to_owned()
+                } else {
+                    format!("{:.2}", s.gbps)
+                },
+                ferry_ratio(s, &report.summaries),
+                allocs,
+                s.placement.join(" "),
+            ]
+        })
+        .collect()
+}
+
+fn gate_measured(g: &Verdict) -> String {
+    g.measured.map_or_else(
+        || "not measured".to_owned(),
+        |v| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.3}")
+            }
+        },
+    )
+}
+
+fn gate_verdict(g: &Verdict) -> &'static str {
+    match (g.pass, g.enforced) {
+        (true, _) => "pass",
+        (false, true) => "FAIL",
+        (false, false) => "missed (not enforced in --quick)",
+    }
+}
+
+/// The plain-text table printed at the end of a run.
+pub fn table(report: &Report) -> String {
+    let rows = rows(report);
+    let mut widths = COLUMNS.map(|c| c.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[String]| {
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            let pad = w - cell.chars().count();
+            if i < 3 || i == 11 {
+                let _ = write!(out, "{cell}{} ", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "{}{cell} ", " ".repeat(pad));
+            }
+        }
+        out.push('\n');
+    };
+    line(&mut out, &COLUMNS.map(str::to_owned));
+    for row in &rows {
+        line(&mut out, row);
+    }
+    out.push('\n');
+    for (name, value, unit) in &report.figures {
+        let _ = writeln!(
+            out,
+            "{name:<52} {} {unit}",
+            num((value * 100.0).round() / 100.0)
+        );
+    }
+    out.push('\n');
+    for g in &report.gates {
+        let _ = writeln!(
+            out,
+            "gate {:<34} {:>14} {:>16}  {}",
+            g.name,
+            g.threshold_text(),
+            gate_measured(g),
+            gate_verdict(g)
+        );
+    }
+    out
+}
+
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Ferry bench-gate report\n");
+    let _ = writeln!(
+        out,
+        "{} UTC, commit `{}`, mode `{}`, {} run(s) per scenario (figures are medians over runs), pin: {}.\n",
+        report.date_utc,
+        report.commit,
+        report.mode,
+        report.runs,
+        report
+            .pin
+            .as_deref()
+            .unwrap_or("none (the scheduler placed the processes)")
+    );
+    let _ = writeln!(
+        out,
+        "Machine: {} × {}, Linux {}; load average at start `{}`, at end `{}`.\n",
+        report.cpus, report.cpu_model, report.kernel, report.load_start, report.load_end
+    );
+    let _ = writeln!(out, "| {} |", COLUMNS.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(COLUMNS.len()));
+    for row in rows(report) {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+    let _ = writeln!(
+        out,
+        "\n\"Ferry is\": the row's p50 over Ferry's (latency rows) or Ferry's messages/s over the \
+         row's (throughput rows), same scenario and size. \"CPUs c/s\": the CPU the client's and \
+         the server's busiest thread last ran on, per run.\n"
+    );
+    let _ = writeln!(out, "| figure | value |\n|---|---|");
+    for (name, value, unit) in &report.figures {
+        let _ = writeln!(
+            out,
+            "| {name} | {} {unit} |",
+            num((value * 100.0).round() / 100.0)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| gate | what | threshold | measured | verdict |\n|---|---|---|---|---|"
+    );
+    for g in &report.gates {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            g.name,
+            g.what,
+            g.threshold_text(),
+            gate_measured(g),
+            gate_verdict(g)
+        );
+    }
+    if !report.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:\n");
+        for n in &report.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n![64 B round-trip latency by percentile](latency.svg)"
+    );
+    out
+}
+
+fn js(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn jn(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => num(v),
+        _ => "null".to_owned(),
+    }
+}
+
+pub fn json(report: &Report) -> String {
+    let mut out = String::from("{\n");
+    let _ = writeln!(out, "  \"schema\": \"ferry-bench-gate/1\",");
+    let _ = writeln!(
+        out,
+        "  \"run\": {{\"date_utc\": {}, \"commit\": {}, \"mode\": {}, \"runs_per_scenario\": {}, \"pin\": {}}},",
+        js(&report.date_utc),
+        js(&report.commit),
+        js(&report.mode),
+        report.runs,
+        report.pin.as_deref().map_or_else(|| "null".to_owned(), js)
+    );
+    let _ = writeln!(
+        out,
+        "  \"machine\": {{\"cpu_model\": {}, \"cpus\": {}, \"kernel\": {}, \"loadavg_start\": {}, \"loadavg_end\": {}}},",
+        js(&report.cpu_model),
+        report.cpus,
+        js(&report.kernel),
+        js(&report.load_start),
+        js(&report.load_end)
+    );
+    out.push_str("  \"results\": [\n");
+    for (i, s) in report.summaries.iter().enumerate() {
+        let curve: Vec<String> = s
+            .curve
+            .iter()
+            .map(|(p, v)| format!("[{}, {}]", num(*p), num(*v)))
+            .collect();
+        let placement: Vec<String> = s.placement.iter().map(|p| js(p)).collect();
+        let _ = write!(
+            out,
+            "    {{\"transport\": {}, \"scenario\": {}, \"msg_size\": {}, \"runs\": {}, \"samples\": {}, \
+             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"msgs_per_sec\": {}, \
+             \"gbps\": {}, \"client_allocs_per_msg\": {}, \"server_allocs_per_msg\": {}, \
+             \"cpus_client_server\": [{}], \"percentiles_ns\": [{}]}}",
+            js(&s.key.transport),
+            js(&s.key.scenario),
+            s.key.size,
+            s.runs,
+            s.samples,
+            jn(s.p50_ns),
+            jn(s.p99_ns),
+            jn(s.p999_ns),
+            jn(s.max_ns),
+            jn(Some(s.msgs_per_sec.round())),
+            jn(Some((s.gbps * 1000.0).round() / 1000.0)),
+            jn(Some(s.client_allocs_per_msg)),
+            jn(s.server_allocs_per_msg),
+            placement.join(", "),
+            curve.join(", ")
+        );
+        out.push_str(if i + 1 < report.summaries.len() {
+            ",\n"
+        } else {
+            "\n"
+        });
+    }
+    out.push_str("  ],\n  \"figures\": [\n");
+    for (i, (name, value, unit)) in report.figures.iter().enumerate() {
+        let _ = write!(
+            out,
+            "    {{\"name\": {}, \"value\": {}, \"unit\": {}}}",
+            js(name),
+            jn(Some(*value)),
+            js(unit)
+        );
+        out.push_str(if i + 1 < report.figures.len() {
+            ",\n"
+        } else {
+            "\n"
+        });
+    }
+    out.push_str("  ],\n  \"gates\": [\n");
+    for (i, g) in report.gates.iter().enumerate() {
+        let (kind, threshold) = match g.bound {
+            Bound::Max(v) => ("max", v),
+            Bound::Min(v) => ("min", v),
+        };
+        let _ = write!(
+            out,
+            "    {{\"name\": {}, \"what\": {}, \"bound\": {}, \"threshold\": {}, \"measured\": {}, \"pass\": {}, \"enforced\": {}}}",
+            js(g.name),
+            js(g.what),
+            js(kind),
+            num(threshold),
+            jn(g.measured),
+            g.pass,
+            g.enforced
+        );
+        out.push_str(if i + 1 < report.gates.len() {
+            ",\n"
+        } else {
+            "\n"
+        });
+    }
+    let notes: Vec<String> = report.notes.iter().map(|n| js(n)).collect();
+    let _ = writeln!(out, "  ],\n  \"notes\": [{}]\n}}", notes.join(", "));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_sizes_read_well() {
+        assert_eq!(num(10.0), "10");
+        assert_eq!(num(0.1), "0.1");
+        assert_eq!(num(0.00012), "0.0001");
+        assert_eq!(size(64), "64 B");
+        assert_eq!(size(1024), "1 KiB");
+        assert_eq!(size(1 << 20), "1 MiB");
+        assert_eq!(rate(17_400_000.0), "17.40 M");
+        assert_eq!(js("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
+    }
+}
