@@ -91,7 +91,11 @@ fn round_trip(client: &Client, payload: &[u8]) -> Result<(), String> {
 }
 
 /// `client ferry|ferry-park|ferry-spin <scenario>`.
-pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outcome, String> {
+pub fn client(
+    transport: &str,
+    scenario: &Scenario,
+    opts: &Opts,
+) -> Result<(Outcome, Client), String> {
     let policy_name = match transport {
         "ferry-park" => "park",
         "ferry-spin" => "spin",
@@ -117,13 +121,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
                 hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
                 t0 = t1;
             }
-            Ok(Outcome {
-                hist,
-                msgs: samples,
-                bytes: samples * payload.len() as u64,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs: samples,
+                    bytes: samples * payload.len() as u64,
+                    elapsed: start.elapsed(),
+                    allocs: allocs.end(),
+                },
+                client,
+            ))
         }
         Scenario::OneWay { duration, .. } => {
             round_trip(&client, &payload)?;
@@ -142,13 +149,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
             // The server handles a connection's messages in order: this answer comes after
             // every notification above was taken out of the ring and handed to the handler.
             round_trip(&client, &payload)?;
-            Ok(Outcome {
-                hist,
-                msgs,
-                bytes: msgs * payload.len() as u64,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs,
+                    bytes: msgs * payload.len() as u64,
+                    elapsed: start.elapsed(),
+                    allocs: allocs.end(),
+                },
+                client,
+            ))
         }
         Scenario::Pipelined {
             duration, window, ..
@@ -196,13 +206,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
                 return Err(e);
             }
             let msgs = done.load(Ordering::Relaxed);
-            Ok(Outcome {
-                hist,
-                msgs,
-                bytes: msgs * payload.len() as u64,
-                elapsed,
-                allocs,
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs,
+                    bytes: msgs * payload.len() as u64,
+                    elapsed,
+                    allocs,
+                },
+                client,
+            ))
         }
     }
 }

@@ -113,9 +113,17 @@ pub fn main() -> ExitCode {
 
 fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String> {
     let scenario = measure::Scenario::parse(scenario, opts)?;
-    let outcome = match transport {
-        "ferry" | "ferry-park" | "ferry-spin" => ferry::client(transport, &scenario, opts)?,
-        "uds" | "tcp" | "pipe" | "node" => sockets::client(transport, &scenario, opts)?,
+    // The connection stays open until the harness has read the server's counters after the
+    // measured window (`done`), so they do not include the disconnect.
+    let (outcome, _connection): (_, Box<dyn std::any::Any>) = match transport {
+        "ferry" | "ferry-park" | "ferry-spin" => {
+            let (o, c) = ferry::client(transport, &scenario, opts)?;
+            (o, Box::new(c))
+        }
+        "uds" | "tcp" | "pipe" | "node" => {
+            let (o, c) = sockets::client(transport, &scenario, opts)?;
+            (o, Box::new(c))
+        }
         other => return Err(format!("unknown transport `{other}`")),
     };
     outcome.print(transport, &scenario);

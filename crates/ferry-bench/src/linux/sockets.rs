@@ -103,7 +103,7 @@ pub fn pipe_echo() -> Result<(), String> {
 }
 
 /// A framed connection to one of the socket-like peers.
-struct Wire {
+pub struct Wire {
     r: BufReader<Box<dyn Read>>,
     w: Box<dyn Write>,
     out: Vec<u8>,
@@ -205,7 +205,11 @@ impl Drop for Wire {
     }
 }
 
-pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outcome, String> {
+pub fn client(
+    transport: &str,
+    scenario: &Scenario,
+    opts: &Opts,
+) -> Result<(Outcome, Wire), String> {
     let mut wire = Wire::connect(transport, scenario.size(), opts)?;
     let io = |e: io::Error| format!("{transport}: {e}");
     let mut hist = measure::histogram();
@@ -226,13 +230,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
                 hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
                 t0 = t1;
             }
-            Ok(Outcome {
-                hist,
-                msgs: samples,
-                bytes: samples * scenario.size() as u64,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs: samples,
+                    bytes: samples * scenario.size() as u64,
+                    elapsed: start.elapsed(),
+                    allocs: allocs.end(),
+                },
+                wire,
+            ))
         }
         Scenario::OneWay { duration, size } => {
             wire.round_trip().map_err(io)?;
@@ -248,13 +255,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
             }
             // The echo of this one comes after every message above was read.
             wire.round_trip().map_err(io)?;
-            Ok(Outcome {
-                hist,
-                msgs,
-                bytes: msgs * size as u64,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs,
+                    bytes: msgs * size as u64,
+                    elapsed: start.elapsed(),
+                    allocs: allocs.end(),
+                },
+                wire,
+            ))
         }
         Scenario::Pipelined {
             duration,
@@ -279,13 +289,16 @@ pub fn client(transport: &str, scenario: &Scenario, opts: &Opts) -> Result<Outco
                     in_flight += 1;
                 }
             }
-            Ok(Outcome {
-                hist,
-                msgs: done,
-                bytes: done * size as u64,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            })
+            Ok((
+                Outcome {
+                    hist,
+                    msgs: done,
+                    bytes: done * size as u64,
+                    elapsed: start.elapsed(),
+                    allocs: allocs.end(),
+                },
+                wire,
+            ))
         }
     }
 }
