@@ -106,33 +106,33 @@ pub struct ClientStats {
 /// A connection to a Ferry server. Cheap to clone; `Send + Sync`.
 #[derive(Clone, Debug)]
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     paths: ServicePaths,
-    config: ClientConfig,
-    slots: Slots,
+    pub(crate) config: ClientConfig,
+    pub(crate) slots: Slots,
     conn: Mutex<Option<Arc<Conn>>>,
     connecting: Mutex<()>,
-    stats: ClientStats,
+    pub(crate) stats: ClientStats,
     closing: AtomicBool,
 }
 
 #[derive(Debug)]
-struct Conn {
-    tx: Tx,
+pub(crate) struct Conn {
+    pub(crate) tx: Tx,
     rx: Mutex<Rx>,
-    live: Liveness,
+    pub(crate) live: Liveness,
     control: UnixStream,
-    bell: Doorbell,
+    pub(crate) bell: Doorbell,
     limits: Limits,
     monitor: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Conn {
-    fn try_lock_rx(&self) -> Option<MutexGuard<'_, Rx>> {
+    pub(crate) fn try_lock_rx(&self) -> Option<MutexGuard<'_, Rx>> {
         match self.rx.try_lock() {
             Ok(g) => Some(g),
             Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
@@ -229,7 +229,7 @@ impl Client {
         self.current().is_some_and(|c| !c.live.is_closed())
     }
 
-    fn current(&self) -> Option<Arc<Conn>> {
+    pub(crate) fn current(&self) -> Option<Arc<Conn>> {
         self.shared
             .conn
             .lock()
@@ -238,7 +238,7 @@ impl Client {
     }
 
     /// The live connection, reconnecting (with backoff, until `deadline`) when it is gone.
-    fn connection(
+    pub(crate) fn connection(
         &self,
         deadline: Option<Instant>,
         reconnecting: bool,
@@ -319,8 +319,35 @@ impl Client {
         self.call_inner(request, Some(Instant::now() + timeout))
     }
 
+    /// Sends a request of `len` bytes that `fill` writes in place, straight into the ring
+    /// record (no copy of the payload on this side), and waits for the response.
+    ///
+    /// A request larger than one ring record (about a quarter of the client → server ring) is
+    /// sent in fragments: then `fill` writes into a staging buffer that is copied into the
+    /// fragments, as [`call`](Self::call) would. `fill` gets exactly `len` bytes; what it does
+    /// not write is sent as whatever the record held before, so it should write them all.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub fn call_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<Response, Error> {
+        self.count(self.call_once(
+            |conn, id, deadline| send_with(conn, Kind::Request, id, len, fill, deadline),
+            None,
+        ))
+    }
+
     fn call_inner(&self, request: &[u8], deadline: Option<Instant>) -> Result<Response, Error> {
-        let result = self.call_once(request, deadline);
+        self.count(self.call_once(
+            |conn, id, deadline| {
+                conn.tx
+                    .send(Kind::Request, id, request, deadline, &conn.live)
+            },
+            deadline,
+        ))
+    }
+
+    /// Counts the outcome of a call in the stats.
+    pub(crate) fn count<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
         let counter = if result.is_ok() {
             &self.shared.stats.calls_ok
         } else {
@@ -330,7 +357,11 @@ impl Client {
         result
     }
 
-    fn call_once(&self, request: &[u8], deadline: Option<Instant>) -> Result<Response, Error> {
+    fn call_once(
+        &self,
+        send: impl FnOnce(&Conn, u64, Option<Instant>) -> Result<(), Error>,
+        deadline: Option<Instant>,
+    ) -> Result<Response, Error> {
         let conn = self.connection(deadline, true)?;
         let (index, id) = self.shared.slots.acquire(false, deadline)?;
         let guard = SlotGuard {
@@ -345,10 +376,7 @@ impl Client {
         if let Some(rx) = conn.try_lock_rx() {
             rx.cancel_sleep();
         }
-        if let Err(e) = conn
-            .tx
-            .send(Kind::Request, id, request, deadline, &conn.live)
-        {
+        if let Err(e) = send(&conn, id, deadline) {
             arm_idle_reader(&self.shared, &conn);
             return Err(e);
         }
@@ -368,24 +396,7 @@ impl Client {
             }
         }
         std::mem::forget(guard);
-        let slot = self.shared.slots.get(index);
-        let mut inner = slot.lock();
-        let data = std::mem::take(&mut inner.buf);
-        let kind = inner.kind;
-        drop(inner);
-        let response = Response {
-            shared: self.shared.clone(),
-            index,
-            data,
-        };
-        if kind == Kind::ErrorResponse {
-            let (code, message) = decode_error(&response);
-            if code == ErrorCode::CANCELLED.0 {
-                return Err(Error::Cancelled);
-            }
-            return Err(Error::Remote { code, message });
-        }
-        Ok(response)
+        take_response(&self.shared, index)
     }
 
     /// Sends a one-way notification.
@@ -559,6 +570,56 @@ impl Client {
     }
 }
 
+/// Turns the answered slot `index` into a [`Response`] (which releases the slot on drop) or the
+/// error the server answered with.
+pub(crate) fn take_response(shared: &Arc<Shared>, index: u32) -> Result<Response, Error> {
+    let slot = shared.slots.get(index);
+    let mut inner = slot.lock();
+    let data = std::mem::take(&mut inner.buf);
+    let kind = inner.kind;
+    drop(inner);
+    let response = Response {
+        shared: shared.clone(),
+        index,
+        data,
+    };
+    if kind == Kind::ErrorResponse {
+        let (code, message) = decode_error(&response);
+        if code == ErrorCode::CANCELLED.0 {
+            return Err(Error::Cancelled);
+        }
+        return Err(Error::Remote { code, message });
+    }
+    Ok(response)
+}
+
+/// Sends a message of `len` bytes written in place by `fill`: straight into one ring record when
+/// it fits in one frame, through a staging buffer when it must be fragmented.
+pub(crate) fn send_with(
+    conn: &Conn,
+    kind: Kind,
+    id: u64,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    if len <= conn.tx.max_single() {
+        conn.tx.send_with(
+            kind,
+            ferry_frame::Flags::NONE,
+            id,
+            len,
+            deadline,
+            &conn.live,
+            fill,
+        )
+    } else {
+        let mut staging = vec![0u8; len];
+        fill(&mut staging);
+        conn.tx.send(kind, id, &staging, deadline, &conn.live)
+    }
+}
+
 /// Releases a slot if the call fails before handing it to a [`Response`].
 struct SlotGuard<'a> {
     shared: &'a Shared,
@@ -574,7 +635,7 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
-fn ready(inner: &crate::slots::SlotInner) -> Option<Result<(), Error>> {
+pub(crate) fn ready(inner: &crate::slots::SlotInner) -> Option<Result<(), Error>> {
     match inner.state {
         State::Done => Some(Ok(())),
         State::Failed => Some(Err(Error::Closed(
@@ -585,34 +646,56 @@ fn ready(inner: &crate::slots::SlotInner) -> Option<Result<(), Error>> {
     }
 }
 
-/// Reads everything available on `rx`, handing each message to its slot.
+/// Reads everything available on `rx`, handing each message to its slot. May block while a
+/// stream's reader lags (backpressure): only for threads that may block.
 fn pump(shared: &Shared, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
     rx.poll(64, |kind, id, payload| {
-        dispatch(shared, conn, kind, id, payload);
-        true
+        dispatch(shared, conn, kind, id, payload, true)
     })
 }
 
-fn dispatch(shared: &Shared, conn: &Conn, kind: Kind, id: u64, payload: &[u8]) {
+/// Like [`pump`], but never blocks: for async callers reading the ring inside a `poll`. A
+/// stream item for a full queue is queued anyway (the queue overshoots by that one message)
+/// and reading stops there; while [`Slots::backlogged`] says so, the ring is left to readers
+/// that may block (the monitor thread, blocking callers).
+#[cfg(feature = "tokio")]
+pub(crate) fn pump_nonblocking(shared: &Shared, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
+    rx.poll(64, |kind, id, payload| {
+        dispatch(shared, conn, kind, id, payload, false)
+    })
+}
+
+/// Hands one message to its slot (or handler). Returns whether to go on reading: `false` only
+/// when `can_block` is false and a stream queue just went over its limit.
+fn dispatch(
+    shared: &Shared,
+    conn: &Conn,
+    kind: Kind,
+    id: u64,
+    payload: &[u8],
+    can_block: bool,
+) -> bool {
     match kind {
         Kind::Response | Kind::ErrorResponse | Kind::StreamEnd | Kind::StreamItem => {
             let Some((_, slot)) = shared.slots.lookup(id) else {
-                return; // an answer to an abandoned call: dropped by design
+                return true; // an answer to an abandoned call: dropped by design
             };
             let mut inner = slot.lock();
             if inner.state != State::Waiting {
-                return;
+                return true;
             }
+            let mut go_on = true;
             if kind == Kind::StreamItem {
                 if !inner.streaming {
-                    return;
+                    return true;
                 }
                 // Backpressure: wait (bounded by liveness) while the stream's reader lags.
-                while inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
+                while can_block
+                    && inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
                     && !inner.items.is_empty()
                 {
                     if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
-                        return;
+                        return true;
                     }
                     inner = slot
                         .cv
@@ -622,50 +705,70 @@ fn dispatch(shared: &Shared, conn: &Conn, kind: Kind, id: u64, payload: &[u8]) {
                 }
                 inner.items.extend((payload.len() as u32).to_le_bytes());
                 inner.items.extend(payload);
+                if inner.items.len() > STREAM_QUEUE_BYTES {
+                    shared.slots.set_over(&mut inner, true);
+                    go_on = can_block;
+                }
             } else {
                 inner.kind = kind;
                 inner.buf.clear();
                 inner.buf.extend_from_slice(payload);
                 inner.state = State::Done;
             }
-            // Waking costs a system call: only when a thread sleeps on this slot.
+            // Waking costs a system call: only when a thread sleeps on this slot, or a task
+            // waits for it.
             let wake = inner.waiter;
+            let waker = inner.waker.take();
             drop(inner);
             if wake {
                 slot.cv.notify_all();
             }
+            if let Some(w) = waker {
+                w.wake();
+            }
+            go_on
         }
-        Kind::Notification => match &shared.config.on_notification {
-            Some(handler) => {
-                shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                handler(payload);
+        Kind::Notification => {
+            match &shared.config.on_notification {
+                Some(handler) => {
+                    shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                    handler(payload);
+                }
+                None => {
+                    shared
+                        .stats
+                        .notifications_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
             }
-            None => {
-                shared
-                    .stats
-                    .notifications_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        },
+            true
+        }
         Kind::Ping => {
-            let _ = conn.tx.send(
-                Kind::Pong,
-                id,
-                payload,
-                Some(Instant::now() + WAIT_SLICE),
-                &conn.live,
-            );
+            if can_block {
+                let _ = conn.tx.send(
+                    Kind::Pong,
+                    id,
+                    payload,
+                    Some(Instant::now() + WAIT_SLICE),
+                    &conn.live,
+                );
+            } else {
+                // Best effort without waiting: a full ring means the server is not reading.
+                let _ = conn.tx.try_send(Kind::Pong, id, payload, &conn.live);
+            }
+            true
         }
         Kind::Goodbye => {
             conn.live.close("the server said goodbye");
             shared.slots.fail_all("the server closed the connection");
+            true
         }
         // Pong, Cancel, Request from the server: nothing the client serves today.
-        _ => {}
+        _ => true,
     }
 }
 
-fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
+pub(crate) fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
     conn.live.close(reason);
     shared.slots.fail_all(reason);
     conn.tx.wake_waiters();
@@ -770,6 +873,9 @@ impl Stream {
                     }
                     let n = u32::from_le_bytes(len) as usize;
                     out.extend(inner.items.drain(..n));
+                    if inner.over && inner.items.len() <= STREAM_QUEUE_BYTES {
+                        shared.slots.set_over(&mut inner, false);
+                    }
                     drop(inner);
                     slot.cv.notify_all(); // a reader blocked on our full queue may go on
                     return Ok(true);
@@ -838,7 +944,7 @@ impl Drop for Shared {
 
 /// The code and message of an error payload (`ErrorResponse`, `Refuse`); a payload that does
 /// not decode becomes a protocol-violation error saying so.
-fn decode_error(payload: &[u8]) -> (u32, String) {
+pub(crate) fn decode_error(payload: &[u8]) -> (u32, String) {
     match ErrorPayload::decode(payload) {
         Ok(p) => (p.code.0, p.message.to_owned()),
         Err(e) => (
@@ -925,4 +1031,181 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
         limits: welcome.limits,
         monitor: Mutex::new(None),
     })
+}
+
+/// Reading the ring for async callers, who must never block their thread.
+///
+/// An async call's first poll reads the ring itself for at most the policy's spin budget (the
+/// answer usually arrives within it, and then the call completes in that one poll with no
+/// system call and no wake-up at all); after that it registers its `Waker` in its slot and
+/// leaves the ring to a reader that may block: a blocking caller leading, or the connection's
+/// monitor thread, which the doorbell wakes for whatever arrives while nobody reads. Whoever
+/// completes a slot takes its `Waker` and wakes it (see `dispatch`).
+#[cfg(feature = "tokio")]
+pub(crate) mod nonblocking {
+    use std::task::{Context, Poll};
+
+    use ferry_notify::WaitPolicy;
+
+    use super::{Conn, Shared, close, pump_nonblocking, ready};
+    use crate::error::Error;
+    use crate::link::{Polled, Rx, TOKEN_DOORBELL};
+
+    /// Rounds of reading one poll may do while arming the doorbell before it hands the ring to
+    /// the monitor thread (a server flooding us must not keep a tokio worker in one poll).
+    const ARM_ROUNDS: usize = 16;
+
+    /// Iterations of spinning and of yielding an async caller's first poll may spend reading
+    /// the ring, from the client's wait policy. `Spin` is bounded too: a poll must return.
+    fn spin_plan(policy: WaitPolicy) -> (u32, u32) {
+        match policy {
+            WaitPolicy::Spin => (8 * ferry_notify::policy::DEFAULT_SPIN, 0),
+            WaitPolicy::ParkOnly => (0, 0),
+            WaitPolicy::Adaptive { spin, yields } => {
+                // The process-wide spin governor: skip spinning when enough threads spin.
+                if ferry_notify::policy::spinning_threads() >= ferry_notify::policy::spin_limit() {
+                    (0, yields)
+                } else {
+                    (spin, yields)
+                }
+            }
+        }
+    }
+
+    /// Polls slot `index` for its answer (or, for a stream, an item). With `spin`, reads the
+    /// ring for up to the policy's budget first. On `Pending` the task's waker is registered
+    /// in the slot and a reader that will wake it is guaranteed.
+    pub(crate) fn poll_slot(
+        shared: &Shared,
+        conn: &Conn,
+        index: u32,
+        spin: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        let slot = shared.slots.get(index);
+        if let Some(r) = ready(&slot.lock()) {
+            return Poll::Ready(r);
+        }
+        if conn.live.is_closed() {
+            return Poll::Ready(Err(conn.live.error()));
+        }
+        if spin
+            && !shared.slots.backlogged()
+            && let Some(mut rx) = conn.try_lock_rx()
+        {
+            let r = spin_read(shared, conn, &mut rx, index);
+            drop(rx);
+            leave(shared, conn);
+            if let Some(r) = r {
+                return Poll::Ready(r);
+            }
+        }
+        {
+            let mut inner = slot.lock();
+            if let Some(r) = ready(&inner) {
+                return Poll::Ready(r);
+            }
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
+        }
+        // Someone must read what arrives: arm the doorbell (the monitor thread reads then),
+        // unless another reader holds the ring (it arms or hands off when it leaves).
+        arm(shared, conn);
+        if let Some(r) = ready(&slot.lock()) {
+            return Poll::Ready(r);
+        }
+        if conn.live.is_closed() {
+            return Poll::Ready(Err(conn.live.error()));
+        }
+        Poll::Pending
+    }
+
+    /// Reads the ring until slot `index` is ready or the spin budget is spent (`None`).
+    fn spin_read(
+        shared: &Shared,
+        conn: &Conn,
+        rx: &mut Rx,
+        index: u32,
+    ) -> Option<Result<(), Error>> {
+        let slot = shared.slots.get(index);
+        // We read actively now: no doorbell needed until we leave.
+        rx.cancel_sleep();
+        let (spins, yields) = spin_plan(shared.config.policy);
+        let mut i: u32 = 0;
+        loop {
+            if rx.has_data() {
+                if let Err(e) = pump_nonblocking(shared, conn, rx) {
+                    close(shared, conn, "the server sent something invalid");
+                    return Some(Err(e));
+                }
+                if let Some(r) = ready(&slot.lock()) {
+                    return Some(r);
+                }
+                if shared.slots.backlogged() {
+                    return None;
+                }
+            }
+            if conn.live.is_closed() {
+                return Some(Err(conn.live.error()));
+            }
+            i += 1;
+            if i > spins.saturating_add(yields) {
+                return None;
+            }
+            if i <= spins {
+                std::hint::spin_loop();
+                if i.is_multiple_of(ferry_notify::policy::SPIN_YIELD_EVERY) {
+                    std::thread::yield_now();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// After reading: pass the ring to a blocked caller, or arm the doorbell.
+    pub(crate) fn leave(shared: &Shared, conn: &Conn) {
+        if shared.slots.hand_off(None) {
+            return;
+        }
+        arm(shared, conn);
+    }
+
+    /// Leaves the incoming ring armed (the server rings the doorbell, the monitor thread
+    /// reads), reading what is already there first — without ever blocking: when a stream is
+    /// backed up, or the server keeps sending, the monitor thread is rung to take over.
+    pub(crate) fn arm(shared: &Shared, conn: &Conn) {
+        let Some(mut rx) = conn.try_lock_rx() else {
+            return; // its holder arms or hands off when it leaves
+        };
+        for _ in 0..ARM_ROUNDS {
+            if shared.slots.backlogged() {
+                break;
+            }
+            match pump_nonblocking(shared, conn, &mut rx) {
+                Ok(Polled::Messages(_)) => continue,
+                Ok(Polled::Empty) => {}
+                Err(_) => {
+                    close(shared, conn, "the server sent something invalid");
+                    return;
+                }
+            }
+            match rx.prepare_sleep(TOKEN_DOORBELL) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(_) => {
+                    close(shared, conn, "the server corrupted the incoming ring");
+                    return;
+                }
+            }
+        }
+        drop(rx);
+        // The monitor thread (which may block) reads from here on.
+        let _ = conn.bell.ring();
+    }
 }

@@ -36,6 +36,8 @@ mod error;
 mod link;
 mod server;
 mod slots;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 pub mod unix;
 
 pub use client::{Client, ClientConfig, ClientStats, NotificationHandler, Response, Stream};

@@ -344,21 +344,38 @@ impl Tx {
         payload: &[u8],
         live: &Liveness,
     ) -> Result<bool, Error> {
+        self.try_send_with(kind, flags, id, payload.len(), live, |buf| {
+            buf.copy_from_slice(payload)
+        })
+        .map(|sent| sent.is_ok())
+    }
+
+    /// Writes one frame of `len` payload bytes, filled in place by `fill`, if the ring has
+    /// room now (never waits): `Ok(Err(fill))` hands `fill` back when the ring is full.
+    pub(crate) fn try_send_with<F: FnOnce(&mut [u8])>(
+        &self,
+        kind: Kind,
+        flags: Flags,
+        id: u64,
+        len: usize,
+        live: &Liveness,
+        fill: F,
+    ) -> Result<Result<(), F>, Error> {
         if live.is_closed() {
             return Err(live.error());
         }
         let mut p = self.lock();
-        match p.try_reserve(HEADER_LEN + payload.len()) {
+        match p.try_reserve(HEADER_LEN + len) {
             Ok(mut grant) => {
                 let buf = grant.as_mut_slice();
-                buf[HEADER_LEN..].copy_from_slice(payload);
-                ferry_frame::encode_header_in_place(buf, kind, flags, id, payload.len())
+                fill(&mut buf[HEADER_LEN..]);
+                ferry_frame::encode_header_in_place(buf, kind, flags, id, len)
                     .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
                 let wake = grant.commit();
                 deliver(wake, p.peer_sleep_word(), &self.peer_bell)?;
-                Ok(true)
+                Ok(Ok(()))
             }
-            Err(ReserveError::Full) => Ok(false),
+            Err(ReserveError::Full) => Ok(Err(fill)),
             Err(ReserveError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
             Err(ReserveError::Corrupted) => {
                 live.close("the peer corrupted the outgoing ring");

@@ -152,6 +152,18 @@ struct Deferred {
     id: AtomicU64,
     in_use: AtomicBool,
     cancelled: AtomicBool,
+    /// The task waiting for cancellation (the tokio API's `cancelled()`), woken by a `Cancel`
+    /// or the connection's end.
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl Deferred {
+    fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -185,6 +197,38 @@ impl ConnState {
     }
     fn lock_pending(&self) -> MutexGuard<'_, Option<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Like [`send_inline`](Self::send_inline) for a payload that `fill` writes in place: into
+    /// the ring record itself when it fits now, else into the pending answer's buffer.
+    fn send_inline_with(&self, kind: Kind, id: u64, len: usize, fill: impl FnOnce(&mut [u8])) {
+        let mut pending = self.lock_pending();
+        let mut fill = Some(fill);
+        if pending.is_none() && len <= self.tx.max_single() {
+            let f = fill.take().expect("not used yet");
+            match self
+                .tx
+                .try_send_with(kind, ferry_frame::Flags::NONE, id, len, &self.live, f)
+            {
+                Ok(Ok(())) => return,
+                Ok(Err(f)) => fill = Some(f),
+                Err(_) => return, // connection failing; the worker closes it
+            }
+        }
+        debug_assert!(
+            pending.is_none(),
+            "the worker reads nothing while an answer is pending"
+        );
+        let mut payload = vec![0u8; len];
+        if let Some(f) = fill {
+            f(&mut payload);
+        }
+        *pending = Some(Pending {
+            kind,
+            id,
+            payload,
+            progress: crate::link::Progress::default(),
+        });
     }
 
     /// Answers from the worker thread without ever blocking it: straight into the ring when it
@@ -248,6 +292,7 @@ impl ConnState {
         for d in self.deferred.iter() {
             if d.in_use.load(Ordering::Acquire) && d.id.load(Ordering::Acquire) == id {
                 d.cancelled.store(true, Ordering::Release);
+                d.wake();
             }
         }
     }
@@ -306,6 +351,16 @@ impl<'a> Request<'a> {
     pub fn respond(mut self, payload: &[u8]) {
         self.answered = true;
         self.conn.send_inline(Kind::Response, self.id, payload);
+    }
+    /// Answers with `len` bytes that `fill` writes in place, straight into the ring record (no
+    /// copy of the payload on this side). When the answer does not fit now (the ring is full,
+    /// or it is larger than one record and goes in fragments) `fill` writes into a buffer that
+    /// is sent as the connection's pending answer, as [`respond`](Self::respond) would.
+    /// `fill` gets exactly `len` bytes and should write them all.
+    pub fn respond_with(mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        self.answered = true;
+        self.conn
+            .send_inline_with(Kind::Response, self.id, len, fill);
     }
     /// Answers with an error `code` (see `ferry_frame::ErrorCode`; application codes from
     /// `0x8000_0000`) and a message for the caller.
@@ -381,7 +436,70 @@ pub struct Responder {
     done: bool,
 }
 
+/// What the tokio API needs of a [`Responder`]: its connection and id, to send from any task.
+#[cfg(feature = "tokio")]
+#[derive(Clone, Debug)]
+pub(crate) struct AnswerLink {
+    conn: Arc<ConnState>,
+    id: u64,
+}
+
+#[cfg(feature = "tokio")]
+impl AnswerLink {
+    /// Sends one frame of `kind` if it fits in one record and the ring has room now (never
+    /// waits): `Ok(false)` otherwise.
+    pub(crate) fn try_send(&self, kind: Kind, payload: &[u8]) -> Result<bool, Error> {
+        if payload.len() > self.conn.tx.max_single() {
+            return Ok(false);
+        }
+        self.conn
+            .tx
+            .try_send(kind, self.id, payload, &self.conn.live)
+    }
+    /// Sends a message of `kind`, waiting for ring space.
+    pub(crate) fn send(&self, kind: Kind, payload: &[u8]) -> Result<(), Error> {
+        self.conn
+            .tx
+            .send(kind, self.id, payload, None, &self.conn.live)
+    }
+    /// An error payload for `code` and `message` (cut to fit).
+    pub(crate) fn error_payload(code: u32, message: &str) -> Vec<u8> {
+        let mut buf = [0u8; 1024];
+        error_payload(&mut buf, ErrorCode(code), message).to_vec()
+    }
+}
+
 impl Responder {
+    /// The connection and id, for the tokio API.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn link(&self) -> AnswerLink {
+        AnswerLink {
+            conn: self.conn.clone(),
+            id: self.id,
+        }
+    }
+    /// Records that the answer went out another way (the tokio API sent it).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn mark_answered(&mut self) {
+        self.done = true;
+    }
+    /// Ready once the request is cancelled (or the connection ends); registers the task to be
+    /// woken then. Never ready when the request could not be tracked (more than
+    /// `MAX_DEFERRED` deferred requests on the connection) and the connection stays up.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_cancelled(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_cancelled() {
+            return std::task::Poll::Ready(());
+        }
+        if let Some(i) = self.slot {
+            let d = &self.conn.deferred[i];
+            *d.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        }
+        if self.is_cancelled() {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
     /// Whether the client cancelled the request (stop working on it early).
     pub fn is_cancelled(&self) -> bool {
         self.conn.live.is_closed()
@@ -435,7 +553,11 @@ impl Drop for Responder {
             let _ = send_error(&self.conn, Kind::ErrorResponse, self.id, code, msg);
         }
         if let Some(i) = self.slot {
-            self.conn.deferred[i].in_use.store(false, Ordering::Release);
+            let d = &self.conn.deferred[i];
+            if let Ok(mut w) = d.waker.try_lock() {
+                *w = None;
+            }
+            d.in_use.store(false, Ordering::Release);
         }
     }
 }
@@ -754,6 +876,7 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
             id: AtomicU64::new(0),
             in_use: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
+            waker: Mutex::new(None),
         })
         .collect();
     Ok(Arc::new(ConnState {
@@ -963,6 +1086,11 @@ fn drop_conn(
     let _ = epoll::delete(ep, &conn.bell);
     conn.live.close("the connection was closed");
     conn.tx.wake_waiters();
+    for d in conn.deferred.iter() {
+        if d.in_use.load(Ordering::Acquire) {
+            d.wake(); // an async handler waiting for cancellation sees the end
+        }
+    }
     let _ = rustix::net::shutdown(&conn.control, rustix::net::Shutdown::Both);
     free_keys.push(slot);
     shared

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use ferry_frame::Kind;
@@ -36,6 +37,12 @@ pub(crate) struct SlotInner {
     pub state: State,
     /// Whether a thread is blocked on this slot's condvar.
     pub waiter: bool,
+    /// The task of an async caller waiting on this slot (the async twin of `waiter`: whoever
+    /// completes the slot takes it and wakes it). Only the tokio API sets it.
+    pub waker: Option<Waker>,
+    /// Whether this stream's item queue is over [`STREAM_QUEUE_BYTES`] (counted in
+    /// [`Slots::backlogged`]).
+    pub over: bool,
     /// Set by a departing reader: "take over reading the ring".
     pub lead: bool,
     /// Kind of the final answer (`Response`, `Error`, `StreamEnd`).
@@ -67,11 +74,24 @@ impl Slot {
 pub(crate) struct Slots {
     slots: Box<[Slot]>,
     /// Free slot indices, and how many threads wait for one.
-    free: Mutex<(Vec<u32>, usize)>,
+    free: Mutex<FreeList>,
     free_cv: Condvar,
     /// Threads blocked on a slot's condvar (kept so that `hand_off`, on every call's way out,
     /// scans nothing in the common case of no other waiter).
     waiters: AtomicUsize,
+    /// Streams whose item queue is over [`STREAM_QUEUE_BYTES`]. Readers that must not block
+    /// (async callers) leave the ring to a thread that may while this is nonzero. Touched only
+    /// when a stream crosses the limit, never on the call path.
+    backlogged: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct FreeList {
+    indices: Vec<u32>,
+    /// Threads blocked in [`Slots::acquire`].
+    blocked: usize,
+    /// Async callers waiting for a slot (see [`Slots::poll_acquire`]).
+    wakers: Vec<Waker>,
 }
 
 pub(crate) fn id_of(index: u32, generation: u32) -> u64 {
@@ -86,6 +106,8 @@ impl Slots {
                 inner: Mutex::new(SlotInner {
                     state: State::Free,
                     waiter: false,
+                    waker: None,
+                    over: false,
                     lead: false,
                     kind: Kind::Response,
                     buf: Vec::new(),
@@ -98,9 +120,14 @@ impl Slots {
             .collect();
         Slots {
             slots,
-            free: Mutex::new(((0..n as u32).rev().collect(), 0)),
+            free: Mutex::new(FreeList {
+                indices: (0..n as u32).rev().collect(),
+                blocked: 0,
+                wakers: Vec::new(),
+            }),
             free_cv: Condvar::new(),
             waiters: AtomicUsize::new(0),
+            backlogged: AtomicUsize::new(0),
         }
     }
 
@@ -117,15 +144,15 @@ impl Slots {
     ) -> Result<(u32, u64), Error> {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let index = loop {
-            if let Some(i) = free.0.pop() {
+            if let Some(i) = free.indices.pop() {
                 break i;
             }
-            free.1 += 1;
+            free.blocked += 1;
             match deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        free.1 -= 1;
+                        free.blocked -= 1;
                         return Err(Error::TooManyInFlight(self.slots.len()));
                     }
                     free = self
@@ -136,9 +163,37 @@ impl Slots {
                 }
                 None => free = self.free_cv.wait(free).unwrap_or_else(|e| e.into_inner()),
             }
-            free.1 -= 1;
+            free.blocked -= 1;
         };
         drop(free);
+        Ok(self.arm(index, streaming))
+    }
+
+    /// The async twin of [`acquire`](Self::acquire): takes a free slot now, or registers the
+    /// task to be woken when one is released.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_acquire(
+        &self,
+        streaming: bool,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<(u32, u64)> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.indices.pop() {
+            Some(index) => {
+                drop(free);
+                std::task::Poll::Ready(self.arm(index, streaming))
+            }
+            None => {
+                if !free.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    free.wakers.push(cx.waker().clone());
+                }
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    /// Hands out slot `index`: a new generation, a clean state.
+    fn arm(&self, index: u32, streaming: bool) -> (u32, u64) {
         let slot = &self.slots[index as usize];
         let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
         let mut inner = slot.lock();
@@ -150,7 +205,8 @@ impl Slots {
         inner.items.clear();
         inner.streaming = streaming;
         inner.failure = None;
-        Ok((index, id_of(index, generation)))
+        inner.waker = None;
+        (index, id_of(index, generation))
     }
 
     /// Returns a slot to the free list; any late answer for its id is dropped.
@@ -162,6 +218,8 @@ impl Slots {
             // Bump the generation so nothing addressed to the old id lands here.
             slot.generation.fetch_add(1, Ordering::AcqRel);
             inner.items.clear();
+            inner.waker = None;
+            self.set_over(&mut inner, false);
             if inner.items.capacity() > STREAM_QUEUE_BYTES * 2 {
                 inner.items.shrink_to(STREAM_QUEUE_BYTES);
             }
@@ -171,12 +229,37 @@ impl Slots {
             }
         }
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        free.0.push(index);
-        let someone_waits = free.1 > 0;
+        free.indices.push(index);
+        let someone_waits = free.blocked > 0;
+        // Async waiters (rare: only when every slot is taken) all retry; one of them wins.
+        let wakers = std::mem::take(&mut free.wakers);
         drop(free);
         if someone_waits {
             self.free_cv.notify_one();
         }
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// Records whether a stream's queue is over the limit (keeps [`backlogged`] exact).
+    ///
+    /// [`backlogged`]: Self::backlogged
+    pub(crate) fn set_over(&self, inner: &mut SlotInner, on: bool) {
+        if inner.over != on {
+            inner.over = on;
+            if on {
+                self.backlogged.fetch_add(1, Ordering::SeqCst);
+            } else {
+                self.backlogged.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Whether some stream's queue is over the limit (then only a reader that may block reads).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn backlogged(&self) -> bool {
+        self.backlogged.load(Ordering::SeqCst) != 0
     }
 
     /// Looks up the slot an incoming id addresses, if it is still waiting for it.
@@ -194,8 +277,12 @@ impl Slots {
             if inner.state == State::Waiting {
                 inner.state = State::Failed;
                 inner.failure = Some(reason);
+                let waker = inner.waker.take();
                 drop(inner);
                 slot.cv.notify_all(); // rare: the connection is lost
+                if let Some(w) = waker {
+                    w.wake();
+                }
             }
         }
     }
