@@ -847,9 +847,13 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         let producer = Producer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
         let server_bell = Doorbell::new()?;
         let client_bell = Doorbell::new()?;
-        Ok((mem, consumer, producer, server_bell, client_bell))
+        // Everything that can fail (here: for lack of descriptors) happens before the Welcome:
+        // once it is sent, the client believes it is connected, so a failure after it would
+        // look like a server that hung up at once instead of a refusal that says why.
+        let client_bell_tx = client_bell.try_clone()?;
+        Ok((mem, consumer, producer, server_bell, client_bell, client_bell_tx))
     })();
-    let (mem, consumer, producer, server_bell, client_bell) = match built {
+    let (mem, consumer, producer, server_bell, client_bell, client_bell_tx) = match built {
         Ok(b) => b,
         Err(e) => {
             return Err(refuse(
@@ -883,7 +887,7 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
         tx: Tx::new(
             producer,
-            client_bell.try_clone()?,
+            client_bell_tx,
             &welcome.limits,
             shared.config.policy,
         ),

@@ -1,0 +1,89 @@
+//! A server at its descriptor limit: a new client gets either a working connection or a
+//! refusal that says why, never a Welcome followed by a hang-up. (Found by the soak's fd-limit
+//! fault: the server cloned a doorbell after sending the Welcome, and when that failed for lack
+//! of a descriptor the client saw "the server went away" right after connecting.)
+//!
+//! Alone in its test binary: it exhausts the process's descriptors.
+
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use ferry_transport::{Client, ClientConfig, Error};
+
+const SERVICE: &str = "fdlimit";
+
+#[test]
+#[ignore = "entry point of the child processes the other tests spawn"]
+fn child_entry() {
+    let Some((role, dir)) = child_role() else {
+        return;
+    };
+    assert_eq!(role, "client");
+    // Wait until the server is at its limit.
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let config = ClientConfig {
+        reconnect: false,
+        ..client_config(&dir)
+    };
+    let outcome = Client::connect_with(SERVICE, config).and_then(|c| c.call(b"a").map(|_| ()));
+    match outcome {
+        Ok(()) => println!("RESULT ok"),
+        Err(Error::Refused { message, .. }) => println!("RESULT refused {message}"),
+        Err(e) => println!("RESULT other {e}"),
+    }
+}
+
+#[test]
+fn at_the_descriptor_limit_a_new_client_is_served_or_refused_with_a_reason() {
+    let dir = TestDir::new("fdlimit");
+    let _server = echo_plus_one_server(&dir, SERVICE);
+    let exe = std::env::current_exe().unwrap();
+    // With k descriptors left the server can do k steps of the handshake: every k up to what a
+    // whole connection needs, and one more.
+    for spare in 0..=6 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "child_entry",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FERRY_TEST_ROLE", "client")
+            .env("FERRY_RUNTIME_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Fill the table, then give back exactly `spare` descriptors.
+        let mut filler = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            filler.push(f);
+        }
+        filler.truncate(filler.len() - spare);
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+        let result = wait_line(&mut child, "RESULT ", Duration::from_secs(20));
+        drop(filler);
+        kill9(&mut child);
+        // No descriptor even for accept(): the connection waits in the backlog and the
+        // client's handshake times out, which is a clear error too.
+        assert!(
+            result == "ok"
+                || result.starts_with("refused")
+                || result.starts_with("other timed out"),
+            "with {spare} descriptors to spare the client got: {result}"
+        );
+    }
+    // And once descriptors are back, connections work.
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert_eq!(&*client.call(b"a").unwrap(), b"b");
+}
