@@ -24,8 +24,19 @@
 //! frame (`ferry-frame`) in one ring record (`ferry-ring`); the control socket only serves to
 //! tell each side, at once, that the other died.
 //!
+//! # Blocking and async
+//! [`Client`] and [`Server`] are blocking (no runtime needed). With the `tokio` feature,
+//! `ferry_transport::tokio` adds `AsyncClient` (async calls and streams, cancel-safe), and `serve`
+//! (an async handler run as a tokio task per request), over the same connections; the blocking
+//! path does not pay for it.
+//!
+//! # Zero copy
+//! [`Client::call_with`] and [`Request::respond_with`] let the caller write the payload in place,
+//! straight into the ring record; messages larger than one record (fragmented) go through a
+//! staging buffer instead.
+//!
 //! # What this crate is not (yet)
-//! Linux only for now (Windows and macOS transports are issue 8); no tokio API yet.
+//! Linux only for now (Windows and macOS transports are issue 8).
 
 #![warn(missing_docs)]
 // Linux only until the Windows and macOS transports land (issue 8): elsewhere the crate is empty.
