@@ -1,5 +1,6 @@
 //! The adaptive wait policy (spin, then yield, then park) and the process-wide spin governor.
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 use std::time::Instant;
@@ -39,6 +40,10 @@ pub const DEFAULT_YIELDS: u32 = 8;
 /// (every 64 gave 7 µs / 17 µs on one CPU).
 pub const SPIN_YIELD_EVERY: u32 = 16;
 
+/// A thread whose learned spin budget fell to nothing still spins `spin / 8` iterations on
+/// every this many adaptive waits, to find out whether spinning pays again.
+pub const PROBE_EVERY: u32 = 16;
+
 /// How often (in spin iterations) the clock is read to check a deadline while spinning.
 const DEADLINE_CHECK_EVERY: u32 = 256;
 
@@ -56,10 +61,19 @@ pub enum WaitPolicy {
     /// Never spin: announce the sleep and park at once. Costs no CPU while waiting; every
     /// wake-up pays the OS round trip.
     ParkOnly,
-    /// Spin `spin` times with [`core::hint::spin_loop`] (yielding every
+    /// Spin up to `spin` times with [`core::hint::spin_loop`] (yielding every
     /// [`SPIN_YIELD_EVERY`] iterations, so a peer waiting for this CPU gets it), then call
-    /// [`std::thread::yield_now`] `yields` times, then park. Spinning is skipped when the
-    /// [spin governor](spinning_threads) says enough threads already spin.
+    /// [`std::thread::yield_now`] up to `yields` times, then park. Spinning is skipped when
+    /// the [spin governor](spinning_threads) says enough threads already spin.
+    ///
+    /// The budget is *learned* per thread (see [`learned_spin_budget`]): a wait whose spin
+    /// ran out without the condition turning true halves the thread's budget for the next
+    /// waits (down to none, and no yields either: park at once), a wait that spinning served
+    /// doubles it back (up to `spin`). So when spinning stops paying (the peer is slow, or
+    /// there are more runnable threads than CPUs and a yield hands away a whole time slice),
+    /// the waiter behaves like [`WaitPolicy::ParkOnly`] instead of burning the CPU the peer
+    /// needs; every [`PROBE_EVERY`]th wait spins a little again to notice when spinning would
+    /// pay once more.
     Adaptive {
         /// Spin iterations before yielding.
         spin: u32,
@@ -125,15 +139,30 @@ impl WaitPolicy {
             Self::Adaptive { spin, yields } => (spin, yields),
         };
 
-        if spin > 0
+        let budget = LEARNED.with(|l| l.budget(spin));
+        let mut spun_out = false;
+        if budget > 0
             && let Some(_slot) = SpinSlot::acquire()
         {
-            match spin_bounded(&mut ready, spin, SPIN_YIELD_EVERY, deadline) {
-                Phase::Ready => return Ok(WaitOutcome::Woken),
+            match spin_bounded(&mut ready, budget, SPIN_YIELD_EVERY, deadline) {
+                Phase::Ready => {
+                    LEARNED.with(|l| l.paid(spin, budget));
+                    return Ok(WaitOutcome::Woken);
+                }
                 Phase::Expired => return Ok(WaitOutcome::TimedOut),
-                Phase::Exhausted => {}
+                Phase::Exhausted => {
+                    LEARNED.with(|l| l.did_not_pay(budget));
+                    spun_out = true;
+                }
             }
         }
+        // Yielding only helps when spinning does (a peer just preempted on this CPU); once the
+        // learned budget is gone, park at once.
+        let yields = if budget == 0 || (spun_out && LEARNED.with(Learned::exhausted)) {
+            0
+        } else {
+            yields
+        };
 
         for _ in 0..yields {
             std::thread::yield_now();
@@ -229,6 +258,62 @@ fn spin_forever(
             Phase::Exhausted => {}
         }
     }
+}
+
+/// What one thread has learned about spinning: its current budget and a wait counter for
+/// the periodic probe.
+struct Learned {
+    /// Spin iterations for the next adaptive wait; `u32::MAX` = not learned yet (use the
+    /// policy's own budget).
+    budget: Cell<u32>,
+    waits: Cell<u32>,
+}
+
+thread_local! {
+    static LEARNED: Learned = const {
+        Learned {
+            budget: Cell::new(u32::MAX),
+            waits: Cell::new(0),
+        }
+    };
+}
+
+impl Learned {
+    /// The budget for this wait under a policy spinning at most `max`.
+    fn budget(&self, max: u32) -> u32 {
+        let waits = self.waits.get().wrapping_add(1);
+        self.waits.set(waits);
+        let learned = self.budget.get().min(max);
+        if learned < max / 8 && waits.is_multiple_of(PROBE_EVERY) {
+            max / 8
+        } else {
+            learned
+        }
+    }
+
+    /// Spinning `budget` iterations saw the condition: double the budget (up to `max`).
+    fn paid(&self, max: u32, budget: u32) {
+        let current = self.budget.get().min(max);
+        self.budget
+            .set(current.max(budget.saturating_mul(2).max(32)).min(max));
+    }
+
+    /// Spinning `budget` iterations did not see the condition: halve the budget.
+    fn did_not_pay(&self, budget: u32) {
+        let current = self.budget.get().min(budget);
+        self.budget.set(if current < 32 { 0 } else { current / 2 });
+    }
+
+    fn exhausted(&self) -> bool {
+        self.budget.get() == 0
+    }
+}
+
+/// The spin budget this thread's next [`WaitPolicy::Adaptive`] wait starts from: `None`
+/// before its first adaptive wait that spun, then what spinning taught it (see
+/// [`WaitPolicy::Adaptive`]; `Some(0)` means it parks at once, apart from the periodic probe).
+pub fn learned_spin_budget() -> Option<u32> {
+    LEARNED.with(|l| Some(l.budget.get()).filter(|&b| b != u32::MAX))
 }
 
 /// Threads of this process spinning in [`WaitPolicy::wait_until`] right now.
@@ -407,6 +492,69 @@ mod tests {
             Err(NotifyError::InvalidObject),
             "park errors pass through"
         );
+    }
+
+    /// An adaptive wait whose condition turns true after `spins` calls of `ready()` (or,
+    /// with `None`, only after a park).
+    fn wait_once(spins: Option<u32>) -> u32 {
+        let calls = Cell::new(0u32);
+        let parked = Cell::new(false);
+        let r = WaitPolicy::Adaptive {
+            spin: 512,
+            yields: 4,
+        }
+        .wait_until(
+            || {
+                calls.set(calls.get() + 1);
+                parked.get() || spins.is_some_and(|n| calls.get() > n)
+            },
+            || true,
+            |_| {
+                parked.set(true);
+                Ok(WaitOutcome::Woken)
+            },
+            None,
+        );
+        assert_eq!(r, Ok(WaitOutcome::Woken));
+        calls.get()
+    }
+
+    #[test]
+    fn spinning_that_does_not_pay_is_unlearned_and_relearned() {
+        let _serial = lock();
+        assert_eq!(
+            learned_spin_budget(),
+            None,
+            "a fresh thread has learned nothing"
+        );
+        // Conditions that only a park satisfies: the budget halves each time, to nothing.
+        let first = wait_once(None);
+        assert!(
+            first > 512,
+            "the first wait spins the whole budget, got {first} checks"
+        );
+        assert_eq!(learned_spin_budget(), Some(256));
+        for _ in 0..6 {
+            wait_once(None);
+        }
+        assert_eq!(learned_spin_budget(), Some(0));
+        // With nothing left, a wait parks at once: one check before, one after the park
+        // (no spinning, no yields).
+        let calls: Vec<u32> = (0..PROBE_EVERY * 2).map(|_| wait_once(None)).collect();
+        assert!(
+            calls.iter().filter(|&&c| c == 2).count() >= calls.len() - 2,
+            "an exhausted budget must park at once: {calls:?}"
+        );
+        assert!(
+            calls.iter().any(|&c| c > 60),
+            "every {PROBE_EVERY}th wait probes with a small spin: {calls:?}"
+        );
+        // When the condition turns true within a few spins again, the probe succeeds and the
+        // budget grows back to the policy's.
+        for _ in 0..PROBE_EVERY * 8 {
+            wait_once(Some(10));
+        }
+        assert_eq!(learned_spin_budget(), Some(512));
     }
 
     #[test]

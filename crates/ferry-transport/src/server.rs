@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, ServerPolicy};
+use ferry_notify::policy::PROBE_EVERY;
 use ferry_notify::{Doorbell, WaitPolicy};
 use ferry_ring::{Consumer, Producer};
 use rustix::event::epoll;
@@ -851,7 +852,14 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         // once it is sent, the client believes it is connected, so a failure after it would
         // look like a server that hung up at once instead of a refusal that says why.
         let client_bell_tx = client_bell.try_clone()?;
-        Ok((mem, consumer, producer, server_bell, client_bell, client_bell_tx))
+        Ok((
+            mem,
+            consumer,
+            producer,
+            server_bell,
+            client_bell,
+            client_bell_tx,
+        ))
     })();
     let (mem, consumer, producer, server_bell, client_bell, client_bell_tx) = match built {
         Ok(b) => b,
@@ -929,6 +937,15 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
         WaitPolicy::Adaptive { spin, yields } => (spin, yields),
     };
     let mut idle_rounds: u32 = 0;
+    // The spin budget is learned, as in `WaitPolicy::wait_until` (adaptive policy only): an
+    // idle spell that spinning did not end (the worker went to sleep) halves it, down to
+    // nothing; work found while spinning doubles it back. Every `PROBE_EVERY`th sleep is
+    // preceded by a short probe spin. So a server whose clients call sparsely, or that shares
+    // its CPUs with more runnable threads than there are cores, parks at once instead of
+    // burning the CPU its peers need.
+    let learns = matches!(shared.config.policy, WaitPolicy::Adaptive { .. });
+    let mut learned = spin;
+    let mut sleeps: u32 = 0;
     loop {
         if shared.stop.load(Ordering::Acquire) {
             break;
@@ -947,16 +964,22 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 }
             }
         }
+        let probing = learns && learned < spin / 8 && sleeps.is_multiple_of(PROBE_EVERY);
+        let budget = if probing { spin / 8 } else { learned };
+        // The spin budget is per worker, not per connection: with many connections each round
+        // costs more, so fewer rounds are spun.
+        let round_budget = budget / (conns.len().max(1) as u32);
         if progressed {
+            if learns && idle_rounds > 0 && idle_rounds <= round_budget {
+                learned = learned.max(budget.saturating_mul(2).max(32)).min(spin);
+            }
             idle_rounds = 0;
             continue;
         }
         idle_rounds = idle_rounds.saturating_add(1);
-        // The spin budget is per worker, not per connection: with many connections each round
-        // costs more, so fewer rounds are spun.
-        let spin = spin / (conns.len().max(1) as u32);
-        let spinning = idle_rounds <= spin;
-        let yielding = !spinning && idle_rounds - spin.min(idle_rounds) <= yields;
+        let yields_now = if learns && budget == 0 { 0 } else { yields };
+        let spinning = idle_rounds <= round_budget;
+        let yielding = !spinning && idle_rounds - round_budget.min(idle_rounds) <= yields_now;
         let mut timeout: Option<Duration> = Some(Duration::ZERO);
         if spinning {
             // Look at sockets (new connections, hang-ups) now and then while spinning.
@@ -1008,6 +1031,12 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 conn.lock_rx().cancel_sleep();
             }
             idle_rounds = 0;
+            if learns {
+                // Spinning `budget` did not pay this time.
+                let current = learned.min(budget);
+                learned = if current < 32 { 0 } else { current / 2 };
+                sleeps = sleeps.wrapping_add(1);
+            }
         }
         for event in &events {
             let key = event.data.u64();
