@@ -778,6 +778,11 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
     let cfg = &shared.config;
     let cred = peer_cred(&sock)?;
     if !cfg.allowed_uids.contains(&cred.uid) {
+        // Read the Hello first (bounded by the handshake timeout): a socket closed before the
+        // client has written it makes the client's write fail (EPIPE), and the client never
+        // reads the Refuse that says why.
+        let _ = sock.set_read_timeout(Some(cfg.handshake_timeout));
+        let _ = control::recv_frame(&sock);
         return Err(refuse(
             &sock,
             ErrorCode::REFUSED,
