@@ -51,8 +51,10 @@ pub struct ClientConfig {
     pub reconnect: bool,
     /// The directory holding the service's socket (default: see [`service_dir::runtime_dir`]).
     pub runtime_dir: Option<PathBuf>,
-    /// Called (on the client's reader thread) for each notification the server pushes. Without
-    /// one, notifications are counted in [`ClientStats::notifications_dropped`] and dropped.
+    /// Called for each notification the server pushes, on whichever thread reads the ring: the
+    /// connection's monitor thread, a blocking caller, or (with the tokio API) an async call's
+    /// poll on a runtime thread; keep it short and never block in it. Without one,
+    /// notifications are counted in [`ClientStats::notifications_dropped`] and dropped.
     pub on_notification: Option<NotificationHandler>,
 }
 
@@ -399,6 +401,49 @@ impl Client {
         take_response(&self.shared, index)
     }
 
+    /// Sends `request` and returns at once: wait for the answer later with
+    /// [`PendingCall::wait`]. Many calls can be in flight from one thread this way (pipelining:
+    /// send a window of requests, then collect the answers), up to
+    /// [`ClientConfig::max_in_flight`] per client; a further `start_call` waits for a free slot.
+    ///
+    /// Dropping a `PendingCall` without waiting cancels the call: its slot is freed at once (a
+    /// late answer is discarded) and the server is told (`Cancel`, best effort).
+    ///
+    /// ```no_run
+    /// # fn demo(client: &ferry_transport::Client) -> Result<(), ferry_transport::Error> {
+    /// let pending: Vec<_> = (0..16u8)
+    ///     .map(|i| client.start_call(&[i]))
+    ///     .collect::<Result<_, _>>()?;
+    /// for call in pending {
+    ///     let response = call.wait()?;
+    ///     println!("{} bytes", response.len());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`call`](Self::call) for sending the request.
+    pub fn start_call(&self, request: &[u8]) -> Result<PendingCall, Error> {
+        let conn = self.connection(None, true)?;
+        let (index, id) = self.shared.slots.acquire(false, None)?;
+        if let Err(e) = conn.tx.send(Kind::Request, id, request, None, &conn.live) {
+            self.shared.slots.release(index);
+            self.shared
+                .stats
+                .calls_failed
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        Ok(PendingCall {
+            client: self.clone(),
+            conn,
+            index,
+            id,
+            waited: false,
+        })
+    }
+
     /// Sends a one-way notification.
     ///
     /// # Errors
@@ -621,6 +666,74 @@ pub(crate) fn send_with(
 }
 
 /// Releases a slot if the call fails before handing it to a [`Response`].
+/// A call sent with [`Client::start_call`] whose answer has not been collected yet.
+#[derive(Debug)]
+#[must_use = "dropping a PendingCall cancels the call"]
+pub struct PendingCall {
+    client: Client,
+    conn: Arc<Conn>,
+    index: u32,
+    id: u64,
+    waited: bool,
+}
+
+impl PendingCall {
+    /// Waits for the answer (no deadline).
+    ///
+    /// # Errors
+    /// As [`Client::call`].
+    pub fn wait(self) -> Result<Response, Error> {
+        self.wait_until(None)
+    }
+
+    /// Waits at most `timeout` for the answer; on timeout the call is cancelled on the server
+    /// and [`Error::Timeout`] returned.
+    ///
+    /// # Errors
+    /// As [`Client::call_timeout`].
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Response, Error> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_until(mut self, deadline: Option<Instant>) -> Result<Response, Error> {
+        let result = self
+            .client
+            .wait_answer(&self.conn, self.index, deadline)
+            .and_then(|()| {
+                // The slot now belongs to the response (released when it drops).
+                self.waited = true;
+                take_response(&self.client.shared, self.index)
+            });
+        self.client.count(result)
+    }
+
+    /// The correlation id the request went out with.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if self.waited {
+            return;
+        }
+        // Not answered (dropped, timed out, or the connection failed): tell the server, without
+        // waiting for ring space longer than one wait slice, and free the slot; its generation
+        // changes, so a late answer is discarded.
+        if !self.conn.live.is_closed() {
+            let _ = self.conn.tx.send(
+                Kind::Cancel,
+                self.id,
+                &[],
+                Some(Instant::now() + WAIT_SLICE),
+                &self.conn.live,
+            );
+        }
+        self.client.shared.slots.release(self.index);
+    }
+}
+
 struct SlotGuard<'a> {
     shared: &'a Shared,
     index: u32,
