@@ -51,7 +51,9 @@ mod slots;
 pub mod tokio;
 pub mod unix;
 
-pub use client::{Client, ClientConfig, ClientStats, NotificationHandler, Response, Stream};
+pub use client::{
+    Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
+};
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;

@@ -401,3 +401,87 @@ fn a_uid_not_on_the_allow_list_is_refused() {
         other => panic!("expected Refused, got {other:?}"),
     }
 }
+
+#[test]
+fn pipelined_calls_from_one_thread_each_get_their_own_answer() {
+    let dir = TestDir::new("pipelined");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    // A window of 200 requests sent before any answer is collected, answers collected in
+    // reverse order: each must be its own request's.
+    let requests: Vec<Vec<u8>> = (0..200u64)
+        .map(|i| {
+            let mut r = vec![b'E'];
+            r.extend(pattern(i, (i as usize * 37) % 3000));
+            r
+        })
+        .collect();
+    let pending: Vec<_> = requests
+        .iter()
+        .map(|r| client.start_call(r).expect("start_call"))
+        .collect();
+    let ids: std::collections::HashSet<u64> = pending.iter().map(|p| p.id()).collect();
+    assert_eq!(ids.len(), pending.len(), "every call in flight has its own id");
+    for (request, call) in requests.iter().zip(pending).rev() {
+        let response = call.wait().expect("pipelined answer");
+        assert_eq!(&*response, &transform(&request[1..])[..]);
+    }
+    // A sliding window, the way a throughput-minded caller uses it.
+    let mut window = std::collections::VecDeque::new();
+    for i in 0..5_000u32 {
+        let request = [b'E', (i % 251) as u8];
+        window.push_back((request[1], client.start_call(&request).unwrap()));
+        if window.len() == 32 {
+            let (sent, call) = window.pop_front().unwrap();
+            assert_eq!(&*call.wait().unwrap(), &[sent.wrapping_add(1)]);
+        }
+    }
+    for (sent, call) in window {
+        assert_eq!(&*call.wait().unwrap(), &[sent.wrapping_add(1)]);
+    }
+    assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 0);
+    kill9(&mut server);
+}
+
+#[test]
+fn dropping_a_pending_call_cancels_it_and_frees_its_slot() {
+    let dir = TestDir::new("pending-drop");
+    let mut server = start_server(&dir);
+    let mut cfg = client_config(dir.path());
+    cfg.limits = small_rings(cfg.limits);
+    cfg.max_in_flight = 4;
+    let client = Client::connect_with(SERVICE, cfg).expect("connect");
+    let q = |client: &Client| {
+        u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap())
+    };
+    let before = q(&client);
+    // `W` is answered only when cancelled (or after 10 s): dropping the pending call must reach
+    // the handler as a cancellation.
+    let slow = client.start_call(b"W").expect("start_call");
+    drop(slow);
+    assert!(
+        eventually(Duration::from_secs(5), || q(&client) == before + 1),
+        "the server never saw the dropped call's cancellation"
+    );
+    // Timing out behaves the same, and reports the timeout.
+    let slow = client.start_call(b"W").expect("start_call");
+    assert!(matches!(
+        slow.wait_timeout(Duration::from_millis(20)),
+        Err(Error::Timeout(_))
+    ));
+    assert!(eventually(Duration::from_secs(5), || q(&client) == before + 2));
+    // All four slots are free again: four calls in flight at once still work.
+    let calls: Vec<_> = (0..4u8)
+        .map(|i| client.start_call(&[b'E', i]).expect("a slot"))
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(&*call.wait().unwrap(), &[i as u8 + 1]);
+    }
+    // The server going away fails a pending call with a clear error instead of hanging.
+    let pending = client.start_call(b"W").expect("start_call");
+    kill9(&mut server);
+    match pending.wait_timeout(Duration::from_secs(5)) {
+        Err(Error::Closed(why)) => assert!(!why.is_empty()),
+        other => panic!("expected Closed after the server died, got {other:?}"),
+    }
+}

@@ -295,16 +295,8 @@ impl Harness {
             _ => push("--duration-ms", duration),
         }
         if item.scenario == "pipelined" {
-            // Sockets: 64 requests in flight on one connection. Ferry's blocking API has one
-            // call in flight per thread: 4 threads share one client.
-            push(
-                "--window",
-                if item.transport.starts_with("ferry") {
-                    "4"
-                } else {
-                    "64"
-                },
-            );
+            // Every transport: one client thread keeps 64 requests in flight on one connection.
+            push("--window", "64");
         }
         let dir = self.dir().to_owned();
         let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
@@ -682,11 +674,6 @@ fn measure_all(
     }
     report.notes.push(
         "iceoryx2 is not measured yet (issue 6 asks for it behind a flag; not built).".into(),
-    );
-    report.notes.push(
-        "Ferry `pipelined`: the blocking API has one call in flight per thread, so 4 threads share one \
-         client; the socket peers keep 64 requests in flight on one connection."
-            .into(),
     );
     report.notes.push(format!(
         "This machine has {} CPUs: a spinning Ferry client and server own them while they run.",

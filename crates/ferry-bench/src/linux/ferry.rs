@@ -1,7 +1,6 @@
 //! Ferry's side of the benchmark: the echo server and the measuring clients.
 
 use std::io::BufRead as _;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -163,54 +162,40 @@ pub fn client(
         Scenario::Pipelined {
             duration, window, ..
         } => {
-            // The blocking API has one call in flight per thread: `window` threads share one
-            // client (one connection), each calling in a loop.
+            // One thread keeps `window` calls in flight on one connection (`start_call`), the
+            // same window the socket peers keep.
             round_trip(&client, &payload)?;
-            let stop = AtomicBool::new(false);
-            let done = AtomicU64::new(0);
-            let barrier = Barrier::new(usize::try_from(window).unwrap_or(1) + 1);
+            let mut in_flight = std::collections::VecDeque::with_capacity(window as usize);
             measure::pause(opts, "warm")?;
-            let (errors, elapsed, allocs) = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..window)
-                    .map(|_| {
-                        s.spawn(|| {
-                            barrier.wait();
-                            let mut n = 0u64;
-                            while !stop.load(Ordering::Relaxed) {
-                                for _ in 0..16 {
-                                    round_trip(&client, &payload)?;
-                                }
-                                n += 16;
-                            }
-                            done.fetch_add(n, Ordering::Relaxed);
-                            Ok::<(), String>(())
-                        })
-                    })
-                    .collect();
-                barrier.wait();
-                let allocs = AllocWindow::start();
-                let start = Instant::now();
-                std::thread::sleep(duration);
-                stop.store(true, Ordering::Relaxed);
-                let errors: Vec<String> = handles
-                    .into_iter()
-                    .filter_map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err("a caller panicked".into()))
-                            .err()
-                    })
-                    .collect();
-                (errors, start.elapsed(), allocs.end())
-            });
-            if let Some(e) = errors.into_iter().next() {
-                return Err(e);
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let (mut done, mut stopping) = (0u64, false);
+            loop {
+                while !stopping && (in_flight.len() as u64) < window {
+                    in_flight.push_back(
+                        client
+                            .start_call(&payload)
+                            .map_err(|e| format!("start_call: {e}"))?,
+                    );
+                }
+                let Some(call) = in_flight.pop_front() else {
+                    break;
+                };
+                let response = call.wait().map_err(|e| format!("call: {e}"))?;
+                if *response != *payload {
+                    return Err("a pipelined answer differs from its request".into());
+                }
+                drop(response);
+                done += 1;
+                stopping = stopping || (done % 64 == 0 && start.elapsed() >= duration);
             }
-            let msgs = done.load(Ordering::Relaxed);
+            let elapsed = start.elapsed();
+            let allocs = allocs.end();
             Ok((
                 Outcome {
                     hist,
-                    msgs,
-                    bytes: msgs * payload.len() as u64,
+                    msgs: done,
+                    bytes: done * payload.len() as u64,
                     elapsed,
                     allocs,
                 },
