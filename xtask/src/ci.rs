@@ -5,9 +5,9 @@
 //! | step     | what it runs |
 //! | -------- | ------------ |
 //! | `fmt`    | `cargo fmt --all --check` (also in each cargo-fuzz dir) |
-//! | `clippy` | `cargo clippy --workspace --all-targets -- -D warnings`, for the host and [`CROSS_TARGETS`] |
-//! | `test`   | `cargo llvm-cov --workspace --lcov` (the workspace test run, with coverage floors), then the doc tests; `--no-coverage`: plain `cargo test --workspace` |
-//! | `doc`    | `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps` |
+//! | `clippy` | `cargo clippy --workspace --all-targets --all-features -- -D warnings`, for the host and [`CROSS_TARGETS`] |
+//! | `test`   | `cargo llvm-cov --workspace --all-features --lcov` (the workspace test run, with coverage floors), then the doc tests; `--no-coverage`: plain `cargo test --workspace --all-features` |
+//! | `doc`    | `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --all-features` |
 //! | `loom`   | `RUSTFLAGS='--cfg loom' cargo test --release --test loom` for each crate with `tests/loom.rs` |
 //! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
 //! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
@@ -310,7 +310,7 @@ fn fmt(ctx: &Ctx) -> Result<Outcome, Failure> {
 }
 
 fn clippy(ctx: &Ctx) -> Result<Outcome, Failure> {
-    let base = ["clippy", "--workspace", "--all-targets"];
+    let base = ["clippy", "--workspace", "--all-targets", "--all-features"];
     Cmd::cargo()
         .args(base)
         .args(["--", "-D", "warnings"])
@@ -357,7 +357,9 @@ fn clippy(ctx: &Ctx) -> Result<Outcome, Failure> {
 
 fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     if !ctx.options.coverage {
-        let (output, outcome) = Cmd::cargo().args(["test", "--workspace"]).run_tee();
+        let (output, outcome) = Cmd::cargo()
+            .args(["test", "--workspace", "--all-features"])
+            .run_tee();
         let counts = TestCounts::parse(&output);
         ctx.host_tests = Some(counts);
         outcome?;
@@ -379,6 +381,7 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
         .args([
             "llvm-cov",
             "--workspace",
+            "--all-features",
             "--lcov",
             "--output-path",
             &ctx.ws.show(&lcov),
@@ -389,7 +392,7 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     outcome?;
     // llvm-cov leaves doc tests out (collecting their coverage needs nightly): run them here.
     let (output, outcome) = Cmd::cargo()
-        .args(["test", "--workspace", "--doc"])
+        .args(["test", "--workspace", "--doc", "--all-features"])
         .run_tee();
     counts += TestCounts::parse(&output);
     ctx.host_tests = Some(counts);
@@ -440,7 +443,7 @@ fn tests_ran(counts: TestCounts) -> Result<(), Failure> {
 fn doc() -> Result<Outcome, Failure> {
     Cmd::cargo()
         .env("RUSTDOCFLAGS", "-D warnings")
-        .args(["doc", "--workspace", "--no-deps"])
+        .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .run()?;
     Ok(Outcome::Done(String::new()))
 }
