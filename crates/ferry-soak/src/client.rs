@@ -380,7 +380,7 @@ fn line(ctx: &Ctx, kind: &str) -> String {
     let busy = c
         .busy_since
         .iter()
-        .map(|b| l(b))
+        .map(&l)
         .filter(|&t| t > 0)
         .map(|t| now.saturating_sub(t))
         .max()

@@ -65,9 +65,10 @@ unsafe impl Region for RawRing {
 
 fn write_u64(mem: &SharedMemory, off: usize, v: u64) {
     assert!(off + 8 <= mem.len());
+    let p = mem.as_ptr().wrapping_add(off).cast::<u64>();
     // SAFETY: in bounds (checked above) of a live mapping; unaligned-tolerant write of plain
     // bytes into memory the peer treats as untrusted. Corrupting it is the point.
-    unsafe { mem.as_ptr().add(off).cast::<u64>().write_unaligned(v) };
+    unsafe { p.write_unaligned(v) };
 }
 
 /// A producer on the client → server ring of the hostile client's mapping.
@@ -230,8 +231,9 @@ fn ring_attack(mode: &str, r: &mut Rng) -> Result<(&'static str, u128), String> 
         while started.elapsed() < CUT_OFF_WITHIN {
             for _ in 0..256 {
                 let off = r.below(mem.len() as u64) as usize;
+                let p = mem.as_ptr().wrapping_add(off);
                 // SAFETY: `off < mem.len()`, in a live mapping; corrupting it is the point.
-                unsafe { mem.as_ptr().add(off).write_volatile(r.next() as u8) };
+                unsafe { p.write_volatile(r.next() as u8) };
             }
             let _ = bell.ring();
             if wait_hangup(&sock, Duration::from_millis(2)).is_some() {
@@ -370,7 +372,7 @@ pub fn churn(opts: &Opts) -> i32 {
                     }
                 }
                 // Half leave politely, half just vanish.
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     c.close();
                 }
             }
