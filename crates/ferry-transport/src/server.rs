@@ -936,12 +936,21 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
     let mut conns: Vec<Option<Arc<ConnState>>> = Vec::new();
     let mut free_keys: Vec<usize> = Vec::new();
     let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    // The hot list: connections polled every round (they were busy lately, or hold an answer
+    // waiting for ring space). Every other connection is cold: its incoming ring is armed with
+    // our doorbell token, so its client rings the doorbell when it next writes, and epoll
+    // brings it back to the hot list. A round therefore costs what the busy connections cost,
+    // not what all 1000 of them cost. `quiet[key]`: rounds without progress, or `COLD`.
+    let mut hot: Vec<usize> = Vec::new();
+    let mut quiet: Vec<u32> = Vec::new();
+    const COLD: u32 = u32::MAX;
     let (spin, yields) = match shared.config.policy {
         WaitPolicy::Spin => (u32::MAX, 0),
         WaitPolicy::ParkOnly => (0, 0),
         WaitPolicy::Adaptive { spin, yields } => (spin, yields),
     };
     let mut idle_rounds: u32 = 0;
+    let mut rounds: u32 = 0;
     // The spin budget is learned, as in `WaitPolicy::wait_until` (adaptive policy only): an
     // idle spell that spinning did not end (the worker went to sleep) halves it, down to
     // nothing; work found while spinning doubles it back. Every `PROBE_EVERY`th sleep is
@@ -955,66 +964,113 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
         if shared.stop.load(Ordering::Acquire) {
             break;
         }
-        // Serve every connection once.
+        let probing = learns && learned < spin / 8 && sleeps.is_multiple_of(PROBE_EVERY);
+        let budget = if probing { spin / 8 } else { learned };
+        // The spin budget is per worker, not per connection: with more hot connections each
+        // round costs more, so fewer rounds are spun before a quiet one is let go cold.
+        let round_budget = budget / (hot.len().max(1) as u32);
+        // Serve every hot connection once; let go cold those quiet for the whole budget.
         let mut progressed = false;
-        for key in 0..conns.len() {
+        let mut i = 0;
+        while i < hot.len() {
+            let key = hot[i];
             let Some(conn) = conns[key].clone() else {
+                hot.swap_remove(i);
                 continue;
             };
             match serve_conn(&shared, &conn) {
-                Ok(p) => progressed |= p,
+                Ok(true) => {
+                    progressed = true;
+                    quiet[key] = 0;
+                }
+                Ok(false) => {
+                    quiet[key] = quiet[key].saturating_add(1);
+                    if quiet[key] > round_budget && conn.lock_pending().is_none() {
+                        let mut rx = conn.lock_rx();
+                        if matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
+                            drop(rx);
+                            quiet[key] = COLD;
+                            hot.swap_remove(i);
+                            continue;
+                        }
+                        // Data came in meanwhile: stay hot.
+                        rx.cancel_sleep();
+                        quiet[key] = 0;
+                    }
+                }
                 Err(_) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     drop_conn(&shared, &ep, &mut conns, &mut free_keys, key);
+                    quiet[key] = COLD;
+                    hot.swap_remove(i);
+                    continue;
                 }
             }
+            i += 1;
         }
-        let probing = learns && learned < spin / 8 && sleeps.is_multiple_of(PROBE_EVERY);
-        let budget = if probing { spin / 8 } else { learned };
-        // The spin budget is per worker, not per connection: with many connections each round
-        // costs more, so fewer rounds are spun.
-        let round_budget = budget / (conns.len().max(1) as u32);
+        rounds = rounds.wrapping_add(1);
+        // While busy or spinning, look at epoll now and then: doorbells of cold connections,
+        // hang-ups, new connections. Often when some connections are cold (their requests wait
+        // for this), rarely when every connection is hot.
+        let live = conns.len() - free_keys.len();
+        let poll_every: u32 = if live > hot.len() { 16 } else { 256 };
+        let poll_now = rounds.is_multiple_of(poll_every);
         if progressed {
             if learns && idle_rounds > 0 && idle_rounds <= round_budget {
                 learned = learned.max(budget.saturating_mul(2).max(32)).min(spin);
             }
             idle_rounds = 0;
-            continue;
+            if !poll_now {
+                continue;
+            }
+        } else {
+            idle_rounds = idle_rounds.saturating_add(1);
         }
-        idle_rounds = idle_rounds.saturating_add(1);
         let yields_now = if learns && budget == 0 { 0 } else { yields };
-        let spinning = idle_rounds <= round_budget;
-        let yielding = !spinning && idle_rounds - round_budget.min(idle_rounds) <= yields_now;
         let mut timeout: Option<Duration> = Some(Duration::ZERO);
-        if spinning {
-            // Look at sockets (new connections, hang-ups) now and then while spinning.
-            if !idle_rounds.is_multiple_of(256) {
+        if progressed || (!hot.is_empty() && idle_rounds <= round_budget) {
+            if !poll_now {
                 std::hint::spin_loop();
                 continue;
             }
-        } else if yielding {
+        } else if !hot.is_empty() && idle_rounds - round_budget.min(idle_rounds) <= yields_now {
             std::thread::yield_now();
         } else {
-            // Going to sleep: arm every ring so clients ring our doorbell.
+            // Going to sleep: arm every hot connection that has no answer waiting for ring
+            // space, and let it go cold (the cold ones are armed already).
             let mut data = false;
-            for conn in conns.iter().flatten() {
+            let mut i = 0;
+            while i < hot.len() {
+                let key = hot[i];
+                let Some(conn) = conns[key].as_ref() else {
+                    hot.swap_remove(i);
+                    continue;
+                };
+                if conn.lock_pending().is_some() {
+                    i += 1;
+                    continue;
+                }
                 let mut rx = conn.lock_rx();
-                if !matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
+                if matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
+                    drop(rx);
+                    quiet[key] = COLD;
+                    hot.swap_remove(i);
+                } else {
+                    rx.cancel_sleep();
                     data = true;
+                    i += 1;
                 }
             }
             if data {
-                for conn in conns.iter().flatten() {
-                    conn.lock_rx().cancel_sleep();
-                }
                 idle_rounds = 0;
                 continue;
             }
-            let any_pending = conns.iter().flatten().any(|c| c.lock_pending().is_some());
-            timeout = if any_pending {
-                Some(Duration::from_millis(1))
-            } else {
+            // Connections left hot hold an answer for a client that is not reading: look
+            // again in a millisecond (their clients ring no doorbell for us when they drain).
+            timeout = if hot.is_empty() {
                 None
+            } else {
+                Some(Duration::from_millis(1))
             };
         }
         let ts = timeout.map(|d| rustix::time::Timespec {
@@ -1030,11 +1086,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => break,
         }
-        let slept = timeout != Some(Duration::ZERO);
-        if slept {
-            for conn in conns.iter().flatten() {
-                conn.lock_rx().cancel_sleep();
-            }
+        if timeout != Some(Duration::ZERO) {
             idle_rounds = 0;
             if learns {
                 // Spinning `budget` did not pay this time.
@@ -1059,18 +1111,42 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 let mut b = [0u8; 1];
                 match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
                     Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                    _ => drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot),
+                    _ => {
+                        drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                        if quiet[slot] != COLD {
+                            quiet[slot] = COLD;
+                            if let Some(pos) = hot.iter().position(|&k| k == slot) {
+                                hot.swap_remove(pos);
+                            }
+                        }
+                    }
                 }
             } else {
+                // Its client wrote while it was cold: disarm and poll it again.
                 let _ = conn.bell.drain();
+                if quiet[slot] == COLD {
+                    conn.lock_rx().cancel_sleep();
+                    quiet[slot] = 0;
+                    hot.push(slot);
+                }
             }
         }
-        // Adopt new connections.
+        // Now and then, drop cold connections that another thread closed (a responder that
+        // found the outgoing ring corrupted): the hot ones are seen in `serve_conn`.
+        if rounds.is_multiple_of(4096) || timeout != Some(Duration::ZERO) {
+            for slot in 0..conns.len() {
+                if quiet[slot] == COLD && conns[slot].as_ref().is_some_and(|c| c.live.is_closed()) {
+                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                }
+            }
+        }
+        // Adopt new connections (hot from the start).
         let new: Vec<Arc<ConnState>> =
             std::mem::take(&mut *inbox.new.lock().unwrap_or_else(|e| e.into_inner()));
         for conn in new {
             let slot = free_keys.pop().unwrap_or_else(|| {
                 conns.push(None);
+                quiet.push(COLD);
                 conns.len() - 1
             });
             let k = (slot as u64) << 1;
@@ -1093,6 +1169,10 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
                 continue;
             }
+            if quiet[slot] == COLD {
+                hot.push(slot);
+            }
+            quiet[slot] = 0;
             shared.handler.on_connect(&Connection { state: conn });
         }
     }

@@ -421,7 +421,11 @@ fn pipelined_calls_from_one_thread_each_get_their_own_answer() {
         .map(|r| client.start_call(r).expect("start_call"))
         .collect();
     let ids: std::collections::HashSet<u64> = pending.iter().map(|p| p.id()).collect();
-    assert_eq!(ids.len(), pending.len(), "every call in flight has its own id");
+    assert_eq!(
+        ids.len(),
+        pending.len(),
+        "every call in flight has its own id"
+    );
     for (request, call) in requests.iter().zip(pending).rev() {
         let response = call.wait().expect("pipelined answer");
         assert_eq!(&*response, &transform(&request[1..])[..]);
@@ -451,9 +455,8 @@ fn dropping_a_pending_call_cancels_it_and_frees_its_slot() {
     cfg.limits = small_rings(cfg.limits);
     cfg.max_in_flight = 4;
     let client = Client::connect_with(SERVICE, cfg).expect("connect");
-    let q = |client: &Client| {
-        u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap())
-    };
+    let q =
+        |client: &Client| u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap());
     let before = q(&client);
     // `W` is answered only when cancelled (or after 10 s): dropping the pending call must reach
     // the handler as a cancellation.
