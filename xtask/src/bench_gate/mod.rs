@@ -141,7 +141,7 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
         items.push(item("ferry", "pipelined", 64));
         return items;
     }
-    let mut latency = vec!["ferry", "ferry-park", "uds", "tcp", "pipe"];
+    let mut latency = vec!["ferry", "ferry-park", "ferry-async", "uds", "tcp", "pipe"];
     if node {
         latency.push("node");
     }
@@ -300,7 +300,7 @@ impl Harness {
         }
         let dir = self.dir().to_owned();
         let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
-            "ferry" => (
+            "ferry" | "ferry-async" => (
                 Some(&mut servers.ferry),
                 vec![("--name", "bench-a".into()), ("--dir", dir)],
             ),
@@ -785,7 +785,15 @@ fn measure_all(
         .collect();
     report.summaries.sort_by_key(|s| {
         let order = ["rtt", "oneway", "pipelined", "scale-1000"];
-        let t = ["ferry", "ferry-park", "uds", "tcp", "pipe", "node"];
+        let t = [
+            "ferry",
+            "ferry-async",
+            "ferry-park",
+            "uds",
+            "tcp",
+            "pipe",
+            "node",
+        ];
         (
             order.iter().position(|o| *o == s.key.scenario).unwrap_or(9),
             s.key.size,
@@ -917,7 +925,15 @@ mod tests {
     #[test]
     fn the_full_plan_has_every_peer_and_the_quick_one_is_small() {
         let full = plan(&Options::default(), true);
-        for t in ["ferry", "ferry-park", "uds", "tcp", "pipe", "node"] {
+        for t in [
+            "ferry",
+            "ferry-park",
+            "ferry-async",
+            "uds",
+            "tcp",
+            "pipe",
+            "node",
+        ] {
             assert!(
                 full.iter()
                     .any(|i| i.transport == t && i.scenario == "rtt" && i.size == 64),

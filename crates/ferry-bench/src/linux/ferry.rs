@@ -205,6 +205,85 @@ pub fn client(
     }
 }
 
+/// `client ferry-async rtt`: the same round trips through the tokio API (`AsyncClient::call`
+/// awaited on a multi-threaded runtime with one worker), default wait policy.
+pub fn async_client(
+    scenario: &Scenario,
+    opts: &Opts,
+) -> Result<(Outcome, ferry_transport::tokio::AsyncClient), String> {
+    let Scenario::Rtt {
+        samples, warmup, ..
+    } = *scenario
+    else {
+        return Err("ferry-async measures round trips (`rtt`) only".into());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let config = ClientConfig {
+        runtime_dir: Some(opts.path("dir")?),
+        ..ClientConfig::default()
+    };
+    let name = opts.str("name")?.to_owned();
+    let payload = pattern(scenario.size());
+    let client = runtime
+        .block_on(ferry_transport::tokio::AsyncClient::connect_with(
+            &name, config,
+        ))
+        .map_err(|e| format!("connect: {e}"))?;
+    let call = |client: &ferry_transport::tokio::AsyncClient| {
+        runtime.block_on(async {
+            let response = client
+                .call(&payload)
+                .await
+                .map_err(|e| format!("call: {e}"))?;
+            if *response != *payload {
+                return Err("an async echo differs from its request".to_owned());
+            }
+            Ok(())
+        })
+    };
+    for _ in 0..warmup {
+        call(&client)?;
+    }
+    measure::pause(opts, "warm")?;
+    let mut hist = measure::histogram();
+    let (start, allocs) = runtime.block_on(async {
+        let allocs = AllocWindow::start();
+        let start = Instant::now();
+        let mut t0 = start;
+        for _ in 0..samples {
+            let response = client
+                .call(&payload)
+                .await
+                .map_err(|e| format!("call: {e}"))?;
+            if *response != *payload {
+                return Err("an async echo differs from its request".to_owned());
+            }
+            drop(response);
+            let t1 = Instant::now();
+            hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+            t0 = t1;
+        }
+        Ok((start, allocs.end()))
+    })?;
+    let elapsed = start.elapsed();
+    // The runtime must outlive the client's use; it is dropped here, the client with the caller.
+    drop(runtime);
+    Ok((
+        Outcome {
+            hist,
+            msgs: samples,
+            bytes: samples * payload.len() as u64,
+            elapsed,
+            allocs,
+        },
+        client,
+    ))
+}
+
 /// `scale --conns N --threads T --duration-ms D`: open `N` connections, report `connected`,
 /// wait for `go` on stdin, then let `T` threads call round robin over all of them.
 pub fn scale(opts: &Opts) -> Result<(), String> {

@@ -79,7 +79,7 @@ impl Opts {
 
 const USAGE: &str = "\
 ferry-bench serve <ferry|uds|tcp> [--name N --dir D --policy adaptive|park|spin] [--path P] [--cpu N]
-ferry-bench client <ferry|ferry-park|ferry-spin|uds|tcp|pipe|node> <rtt|oneway|pipelined|bandwidth>
+ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|uds|tcp|pipe|node> <rtt|oneway|pipelined|bandwidth>
             --size BYTES [--samples N --warmup N --duration-ms N --window N --threads N] [--cpu N]
             (ferry: --name N --dir D; uds, node: --path P; tcp: --port P)
 ferry-bench pipe-echo
@@ -118,6 +118,10 @@ fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String> {
     let (outcome, _connection): (_, Box<dyn std::any::Any>) = match transport {
         "ferry" | "ferry-park" | "ferry-spin" => {
             let (o, c) = ferry::client(transport, &scenario, opts)?;
+            (o, Box::new(c))
+        }
+        "ferry-async" => {
+            let (o, c) = ferry::async_client(&scenario, opts)?;
             (o, Box::new(c))
         }
         "uds" | "tcp" | "pipe" | "node" => {
