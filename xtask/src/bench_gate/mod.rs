@@ -47,6 +47,8 @@ pub struct Options {
     pub samples: u64,
     /// `(server CPU, client CPU)`.
     pub pin: Option<(u32, u32)>,
+    /// `--peers all`: also iceoryx2 (slow to compile: ferry-bench's `iceoryx2` feature).
+    pub all_peers: bool,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             runs: 3,
             samples: 200_000,
             pin: None,
+            all_peers: false,
         }
     }
 }
@@ -103,6 +106,15 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
                     )
                 })?);
             }
+            "--peers" => match value("--peers")?.as_str() {
+                "all" => o.all_peers = true,
+                "default" => o.all_peers = false,
+                other => {
+                    return Err(format!(
+                        "`--peers` is `default` or `all` (adds iceoryx2), got `{other}`"
+                    ));
+                }
+            },
             other => return Err(format!("unknown option `{other}` for `bench-gate`")),
         }
     }
@@ -144,6 +156,9 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
     let mut latency = vec!["ferry", "ferry-park", "ferry-async", "uds", "tcp", "pipe"];
     if node {
         latency.push("node");
+    }
+    if o.all_peers {
+        latency.extend(["iceoryx2", "iceoryx2-block"]);
     }
     for size in [64, 1024] {
         for &t in &latency {
@@ -299,6 +314,29 @@ impl Harness {
             push("--window", "64");
         }
         let dir = self.dir().to_owned();
+        // iceoryx2's polling server spins a CPU for as long as it runs: it is started for its
+        // own measurement only, and stopped after it.
+        let mut iox = None;
+        if item.transport.starts_with("iceoryx2") {
+            let name = format!("ferry-bench-{}-{}", std::process::id(), item.transport);
+            let wait = if item.transport == "iceoryx2-block" {
+                "block"
+            } else {
+                "poll"
+            };
+            let mut p = Proc::spawn(
+                format!("the {} server", item.transport),
+                self.command(
+                    &[
+                        "serve", "iceoryx2", "--name", &name, "--size", "1024", "--wait", wait,
+                    ],
+                    self.server_cpu(),
+                ),
+            )?;
+            p.expect("ready", Duration::from_secs(20))?;
+            push("--name", &name);
+            iox = Some(p);
+        }
         let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
             "ferry" | "ferry-async" => (
                 Some(&mut servers.ferry),
@@ -320,6 +358,7 @@ impl Harness {
                 let (p, port) = servers.tcp.as_mut().ok_or("no TCP server")?;
                 (Some(p), vec![("--port", port.to_string())])
             }
+            t if t.starts_with("iceoryx2") => (iox.as_mut(), vec![]),
             _ => (None, vec![]),
         };
         for (k, v) in &extra {
@@ -350,6 +389,10 @@ impl Harness {
         };
         client.send("")?;
         client.finish(Duration::from_secs(10))?;
+        if let Some(mut p) = iox {
+            p.send("quit")?;
+            p.finish(Duration::from_secs(10))?;
+        }
         Ok(Run {
             hist: Hist::parse(hist_line.strip_prefix("hist").unwrap_or(""))?,
             msgs: result.need("msgs")?,
@@ -603,10 +646,11 @@ pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
             .map_err(|e| format!("reading {}: {e}", gates::GATES_FILE))?,
     )?;
     println!("bench-gate: building ferry-bench (release)");
-    Cmd::cargo()
-        .args(["build", "--release", "-p", "ferry-bench"])
-        .run()
-        .map_err(|f| f.what)?;
+    let mut build = Cmd::cargo().args(["build", "--release", "-p", "ferry-bench"]);
+    if opts.all_peers {
+        build = build.args(["--features", "iceoryx2"]);
+    }
+    build.run().map_err(|f| f.what)?;
     let out_dir = ws.target_dir.join("bench-gate");
     let dir = out_dir.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -672,9 +716,11 @@ fn measure_all(
             "The Node.js server is not pinned (`--pin` applies to ferry-bench processes).".into(),
         );
     }
-    report.notes.push(
-        "iceoryx2 is not measured yet (issue 6 asks for it behind a flag; not built).".into(),
-    );
+    if !opts.all_peers {
+        report.notes.push(
+            "iceoryx2 not measured: it is slow to compile; `--peers all` adds it (polling and blocking).".into(),
+        );
+    }
     report.notes.push(format!(
         "This machine has {} CPUs: a spinning Ferry client and server own them while they run.",
         report.cpus
@@ -920,6 +966,8 @@ mod tests {
         assert!(parse(&args("--pin 0")).unwrap_err().contains("--pin"));
         assert!(parse(&args("--runs 0")).is_err());
         assert!(parse(&args("--fast")).is_err());
+        assert!(parse(&args("--peers all")).unwrap().all_peers);
+        assert!(parse(&args("--peers some")).is_err());
     }
 
     #[test]
@@ -944,6 +992,9 @@ mod tests {
             full.iter()
                 .any(|i| i.scenario == "oneway" && i.size == 1 << 20)
         );
+        let all = plan(&parse(&args("--peers all")).unwrap(), true);
+        assert!(all.iter().any(|i| i.transport == "iceoryx2-block"));
+        assert!(!full.iter().any(|i| i.transport.starts_with("iceoryx2")));
         let quick = plan(&parse(&args("--quick")).unwrap(), false);
         assert!(quick.len() < full.len());
         assert!(

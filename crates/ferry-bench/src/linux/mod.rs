@@ -2,6 +2,8 @@
 
 mod alloc;
 mod ferry;
+#[cfg(feature = "iceoryx2")]
+mod iox;
 mod measure;
 mod sockets;
 
@@ -95,6 +97,8 @@ pub fn main() -> ExitCode {
         match pos.as_slice() {
             ["serve", "ferry"] => ferry::serve(&opts),
             ["serve", kind @ ("uds" | "tcp")] => sockets::serve(kind, &opts),
+            #[cfg(feature = "iceoryx2")]
+            ["serve", "iceoryx2"] => iox::serve(&opts),
             ["client", transport, scenario] => client(transport, scenario, &opts),
             ["pipe-echo"] => sockets::pipe_echo(),
             ["scale"] => ferry::scale(&opts),
@@ -128,7 +132,16 @@ fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String> {
             let (o, c) = sockets::client(transport, &scenario, opts)?;
             (o, Box::new(c))
         }
-        other => return Err(format!("unknown transport `{other}`")),
+        #[cfg(feature = "iceoryx2")]
+        "iceoryx2" | "iceoryx2-block" => {
+            let (o, c) = iox::client(transport, &scenario, opts)?;
+            (o, Box::new(c))
+        }
+        other => {
+            return Err(format!(
+                "unknown transport `{other}` (iceoryx2 needs the `iceoryx2` feature)"
+            ));
+        }
     };
     outcome.print(transport, &scenario);
     measure::pause(opts, "done")
