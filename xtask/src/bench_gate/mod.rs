@@ -459,6 +459,7 @@ impl Harness {
             open += r.need("open")?;
             c.finish(Duration::from_secs(30))?;
         }
+        merged.server_cpu = busiest_thread_cpu(server.pid());
         server.send("quit")?;
         server.finish(Duration::from_secs(10))?;
         let kib = |f: &Fields, k: &str| f.num(k).map_or(f64::NAN, |v| v as f64);
