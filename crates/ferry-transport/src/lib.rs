@@ -35,29 +35,40 @@
 //! straight into the ring record; messages larger than one record (fragmented) go through a
 //! staging buffer instead.
 //!
-//! # What this crate is not (yet)
-//! Linux only for now (Windows and macOS transports are issue 8).
+//! # Platforms
+//! Linux: everything, tested. macOS: only the [`unix`] control plane so far (shared memory from
+//! `shm_open`, the peer's credentials from `getpeereid`), compile-checked, never run; the macOS
+//! client and server and the Windows transport are issue 8.
 
 #![warn(missing_docs)]
-// Linux only until the Windows and macOS transports land (issue 8): elsewhere the crate is empty.
-#![cfg(target_os = "linux")]
+// Linux: everything. macOS: the Unix control plane (`unix`: service directory, socket, control
+// frames with the peer's credentials, shared memory from `shm_open`), compile-checked only; the
+// client and server follow with issue 8. Elsewhere the crate is empty.
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
+#[cfg(target_os = "linux")]
 mod client;
 mod error;
+#[cfg(target_os = "linux")]
 mod link;
+#[cfg(target_os = "linux")]
 mod server;
+#[cfg(target_os = "linux")]
 mod slots;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", target_os = "linux"))]
 pub mod tokio;
 pub mod unix;
 
+#[cfg(target_os = "linux")]
 pub use client::{
     Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
 };
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
+#[cfg(target_os = "linux")]
 pub use link::{MAX_RING, MIN_RING};
+#[cfg(target_os = "linux")]
 pub use server::{
     Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
 };

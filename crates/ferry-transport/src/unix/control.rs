@@ -1,5 +1,5 @@
 //! Frames over the Unix-domain control socket, with descriptors attached (`SCM_RIGHTS`), and the
-//! peer's credentials (`SO_PEERCRED`).
+//! peer's credentials (`SO_PEERCRED`; macOS: `getpeereid`).
 //!
 //! The control socket carries the handshake (`Hello` → `Welcome` + descriptors, or `Refuse`) and
 //! then stays open for the connection's life: its hang-up is how each side learns, within
@@ -43,6 +43,36 @@ pub fn peer_cred(sock: &UnixStream) -> Result<PeerCred, Error> {
     })
 }
 
+/// Reads the credentials of the peer of `sock` (macOS: `getpeereid` for the effective uid,
+/// `LOCAL_PEERPID` for the pid).
+#[cfg(target_os = "macos")]
+pub fn peer_cred(sock: &UnixStream) -> Result<PeerCred, Error> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    let (mut uid, mut gid): (libc::uid_t, libc::gid_t) = (0, 0);
+    // SAFETY: `fd` is a socket descriptor owned by `sock` for the duration of the call, and
+    // `uid`/`gid` are valid for writes of their types.
+    if unsafe { libc::getpeereid(fd, &mut uid, &mut gid) } != 0 {
+        return Err(Error::io("getpeereid", std::io::Error::last_os_error()));
+    }
+    let mut pid: libc::pid_t = 0;
+    let mut len = std::mem::size_of::<libc::pid_t>() as libc::socklen_t;
+    // SAFETY: as above; `pid` is valid for writes of `len` bytes, which `getsockopt` honours.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_LOCAL,
+            libc::LOCAL_PEERPID,
+            (&raw mut pid).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io("LOCAL_PEERPID", std::io::Error::last_os_error()));
+    }
+    Ok(PeerCred { pid, uid })
+}
+
 /// Sends one frame (header + payload) with `fds` attached.
 pub fn send_frame(
     sock: &UnixStream,
@@ -65,18 +95,23 @@ pub fn send_frame(
         let pushed = control.push(SendAncillaryMessage::ScmRights(fds));
         debug_assert!(pushed, "cmsg buffer sized for MAX_FDS");
     }
+    // A peer that went away must give us EPIPE, not SIGPIPE: Linux says so per call, macOS per
+    // socket.
+    #[cfg(target_os = "linux")]
+    let flags = SendFlags::NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    let flags = {
+        rustix::net::sockopt::set_socket_nosigpipe(sock, true)
+            .map_err(|e| Error::io("SO_NOSIGPIPE", e))?;
+        SendFlags::empty()
+    };
     let mut sent = 0;
     while sent < buf.len() {
         let iov = [IoSlice::new(&buf[sent..])];
         let n = if sent == 0 {
-            rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL)
+            rustix::net::sendmsg(sock, &iov, &mut control, flags)
         } else {
-            rustix::net::sendmsg(
-                sock,
-                &iov,
-                &mut SendAncillaryBuffer::default(),
-                SendFlags::NOSIGNAL,
-            )
+            rustix::net::sendmsg(sock, &iov, &mut SendAncillaryBuffer::default(), flags)
         };
         match n {
             Ok(0) => return Err(Error::Closed("the peer closed the control socket")),
@@ -151,18 +186,21 @@ pub fn recv_frame(sock: &UnixStream) -> Result<Option<ControlFrame>, Error> {
 fn recv_some(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, Error> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
+    // Received descriptors are close-on-exec: atomically on Linux, right after receipt on macOS
+    // (which has no MSG_CMSG_CLOEXEC).
+    #[cfg(target_os = "linux")]
+    let flags = RecvFlags::CMSG_CLOEXEC;
+    #[cfg(not(target_os = "linux"))]
+    let flags = RecvFlags::empty();
     loop {
         let mut iov = [IoSliceMut::new(buf)];
-        match rustix::net::recvmsg(
-            sock.as_fd(),
-            &mut iov,
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match rustix::net::recvmsg(sock.as_fd(), &mut iov, &mut control, flags) {
             Ok(msg) => {
                 for m in control.drain() {
                     if let RecvAncillaryMessage::ScmRights(rights) = m {
                         for fd in rights {
+                            #[cfg(not(target_os = "linux"))]
+                            let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
                             if fds.len() < MAX_FDS {
                                 fds.push(fd);
                             } // else: dropped (closed) here, never leaked.

@@ -1,4 +1,5 @@
-//! Unix (Linux) control plane: service directory, bound socket, control frames, shared memory.
+//! Unix control plane (Linux; macOS compile-checked): service directory, bound socket, control
+//! frames, shared memory.
 
 pub mod control;
 pub mod listener;

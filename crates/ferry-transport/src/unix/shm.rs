@@ -1,20 +1,30 @@
-//! A connection's shared memory: a sealed `memfd` mapped by both processes.
+//! A connection's shared memory: a sealed `memfd` (Linux) or an unlinked POSIX shared-memory
+//! object (macOS) mapped by both processes.
 //!
 //! The server creates the memfd, sizes it, and adds the seals `F_SEAL_SHRINK | F_SEAL_GROW |
 //! F_SEAL_SEAL` before handing it over, so neither side can shrink the file under the other's
 //! mapping (which would turn the peer's next access into `SIGBUS`). The client checks the size
 //! with `fstat` and the seals with `F_GET_SEALS` before mapping. Nothing is named in `/dev/shm`:
 //! when both processes are gone, so is the memory.
+//!
+//! macOS has no memfd: the server creates a POSIX shared-memory object under a short random
+//! name (`/ferry-` and 16 hex digits: 23 characters, within macOS's 31), exclusively and mode
+//! 0600, sizes it, and unlinks the name at once, before anything else happens; the descriptor is
+//! all that is left, and it travels with `SCM_RIGHTS` like the memfd. macOS has no seals either,
+//! but it refuses to resize a POSIX shared-memory object once it has been sized, which is the
+//! guarantee the seals give on Linux. (Compile-checked only: the macOS transport is issue 8.)
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
 use memmap2::MmapRaw;
+#[cfg(target_os = "linux")]
 use rustix::fs::{MemfdFlags, SealFlags};
 
 use crate::error::Error;
 
 /// The seals every connection memfd carries.
+#[cfg(target_os = "linux")]
 pub const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK
     .union(SealFlags::GROW)
     .union(SealFlags::SEAL);
@@ -27,10 +37,72 @@ pub struct SharedMemory {
 }
 
 impl SharedMemory {
+    /// Creates an unlinked POSIX shared-memory object of `len` bytes and maps it (server side,
+    /// macOS).
+    ///
+    /// # Errors
+    /// [`Error::SharedMemory`] when the kernel refuses.
+    #[cfg(target_os = "macos")]
+    pub fn create(len: usize) -> Result<Self, Error> {
+        use rustix::fs::Mode;
+        use rustix::shm::OFlags;
+        use std::hash::{BuildHasher, Hasher};
+        let fail = |step: &'static str, source: rustix::io::Errno| Error::SharedMemory {
+            step,
+            source: source.into(),
+        };
+        for _ in 0..16 {
+            // Unguessable enough for a name that lives a few microseconds: SipHash keys are
+            // random per process, and each `RandomState` differs.
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            let name = format!("/ferry-{:016x}", h.finish());
+            match rustix::shm::open(
+                name.as_str(),
+                OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR,
+            ) {
+                Ok(fd) => {
+                    let _ = rustix::shm::unlink(name.as_str());
+                    rustix::fs::ftruncate(&fd, len as u64).map_err(|e| fail("ftruncate", e))?;
+                    return Self::map(fd, len);
+                }
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(fail("shm_open", e)),
+            }
+        }
+        Err(fail("shm_open (16 names taken)", rustix::io::Errno::EXIST))
+    }
+
+    /// Validates and maps a shared-memory object received from the server (client side,
+    /// macOS): its size must be `expected_len` (macOS may round it up to a whole page).
+    ///
+    /// # Errors
+    /// [`Error::BadSharedMemory`] when the size is wrong; [`Error::SharedMemory`] when the
+    /// kernel refuses the mapping.
+    #[cfg(target_os = "macos")]
+    pub fn open(fd: OwnedFd, expected_len: usize) -> Result<Self, Error> {
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::SharedMemory {
+            step: "fstat",
+            source: e.into(),
+        })?;
+        let page = rustix::param::page_size() as u64;
+        let want = expected_len as u64;
+        let size = u64::try_from(stat.st_size).unwrap_or(0);
+        if size != want && size != want.div_ceil(page) * page {
+            return Err(Error::BadSharedMemory(format!(
+                "the server's shared memory is {} bytes but the handshake announced {expected_len}",
+                stat.st_size
+            )));
+        }
+        Self::map(fd, expected_len)
+    }
+
     /// Creates a sealed memfd of `len` bytes and maps it (server side).
     ///
     /// # Errors
     /// [`Error::SharedMemory`] when the kernel refuses (`EMFILE`, `ENOMEM`, memlock or size limits).
+    #[cfg(target_os = "linux")]
     pub fn create(len: usize) -> Result<Self, Error> {
         let fail = |step: &'static str, source: rustix::io::Errno| Error::SharedMemory {
             step,
@@ -52,6 +124,7 @@ impl SharedMemory {
     /// # Errors
     /// [`Error::BadSharedMemory`] when the size or seals are wrong; [`Error::SharedMemory`] when
     /// the kernel refuses the mapping.
+    #[cfg(target_os = "linux")]
     pub fn open(fd: OwnedFd, expected_len: usize) -> Result<Self, Error> {
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::SharedMemory {
             step: "fstat",
