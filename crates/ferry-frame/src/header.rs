@@ -106,12 +106,19 @@ pub enum Kind {
     /// Handshake, server → client: a [`Welcome`](crate::Welcome) payload.
     Welcome = 0x11,
     /// Handshake refused, server → client: an [`ErrorPayload`](crate::ErrorPayload) reason.
+    /// Also the answer to a `MetricsQuery` the server does not accept.
     Refuse = 0x12,
+    /// Control socket only, client → server, instead of a `Hello`: asks for the server's
+    /// metrics. Empty payload.
+    MetricsQuery = 0x13,
+    /// Control socket only, server → client: the answer to a `MetricsQuery`, the server's
+    /// metrics as UTF-8 text (the OpenMetrics text exposition).
+    MetricsReply = 0x14,
 }
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Request,
         Kind::Response,
         Kind::ErrorResponse,
@@ -125,6 +132,8 @@ impl Kind {
         Kind::Hello,
         Kind::Welcome,
         Kind::Refuse,
+        Kind::MetricsQuery,
+        Kind::MetricsReply,
     ];
 
     /// The kind with wire value `value`, or `None` if no kind has it.
@@ -144,6 +153,8 @@ impl Kind {
             0x10 => Kind::Hello,
             0x11 => Kind::Welcome,
             0x12 => Kind::Refuse,
+            0x13 => Kind::MetricsQuery,
+            0x14 => Kind::MetricsReply,
             _ => return None,
         })
     }
@@ -173,6 +184,16 @@ impl Kind {
     #[must_use]
     pub const fn is_handshake(self) -> bool {
         matches!(self, Kind::Hello | Kind::Welcome | Kind::Refuse)
+    }
+
+    /// Whether this kind travels only on the control socket: the handshake kinds and the
+    /// metrics query and reply. Such a frame in a ring is not part of the conversation.
+    #[must_use]
+    pub const fn is_control(self) -> bool {
+        matches!(
+            self,
+            Kind::Hello | Kind::Welcome | Kind::Refuse | Kind::MetricsQuery | Kind::MetricsReply
+        )
     }
 }
 

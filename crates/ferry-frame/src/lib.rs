@@ -30,7 +30,8 @@
 //! Large messages travel as fragments (`Flags::MORE`) and are put back together
 //! by the [`Reassembler`] (feature `alloc`, on by default), which bounds memory.
 //! The handshake payloads [`Hello`] / [`Welcome`] and the [`ErrorPayload`] of
-//! error responses, `Goodbye` and `Refuse` have helpers here too.
+//! error responses, `Goodbye` and `Refuse` have helpers here too, and so do the
+//! control-socket metrics exchange ([`check_metrics_query`], [`metrics_reply_text`]).
 //!
 //! # What this crate is not
 //!
@@ -67,6 +68,7 @@ extern crate std;
 mod codec;
 pub mod crc;
 mod header;
+mod metrics;
 mod payload;
 #[cfg(feature = "alloc")]
 mod reassembly;
@@ -79,6 +81,7 @@ pub use header::{
     Flags, HEADER_LEN, Header, Kind, MAGIC, MAX_PAYLOAD_LEN, MAX_SUPPORTED_VERSION,
     MIN_SUPPORTED_VERSION, VERSION, offset,
 };
+pub use metrics::{MAX_METRICS_REPLY, check_metrics_query, metrics_reply_text};
 pub use payload::{
     ErrorCode, ErrorPayload, Hello, Limits, PayloadError, ServerPolicy, Welcome, negotiate,
 };

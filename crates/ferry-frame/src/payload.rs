@@ -30,9 +30,22 @@ pub enum PayloadError {
         /// Actual length.
         got: usize,
     },
-    /// The message text of an error payload is not UTF-8.
+    /// A variable-length payload is longer than its kind allows.
     #[error(
-        "error message text is not valid UTF-8 (valid up to byte {valid_up_to}); the peer must send UTF-8, \
+        "{what} payload has {got} bytes, more than the {max} allowed; the peer is broken or hostile, \
+         close the connection"
+    )]
+    TooLong {
+        /// Which payload.
+        what: &'static str,
+        /// The most allowed.
+        max: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// The message text of an error payload (or the text of a metrics reply) is not UTF-8.
+    #[error(
+        "payload text (an error message or a metrics reply) is not valid UTF-8 (valid up to byte {valid_up_to}); the peer must send UTF-8, \
          treat the frame as a protocol violation"
     )]
     InvalidUtf8 {

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use ferry_frame::{
     DecodeLimits, ErrorCode, ErrorPayload, Event, Flags, Frame, HEADER_LEN, Hello, Kind, Limits,
-    Reassembler, ReassemblyLimits, Welcome, decode, encode, encode_header_in_place, offset,
+    Reassembler, ReassemblyLimits, Welcome, check_metrics_query, decode, encode,
+    encode_header_in_place, metrics_reply_text, offset,
 };
 
 const SPEC: &str = include_str!("../../../docs/protocol.md");
@@ -104,6 +105,8 @@ fn spec_has_the_required_vectors() {
         "refuse",
         "cancel",
         "abort",
+        "metrics-query",
+        "metrics-reply",
     ] {
         assert!(
             names.contains(&required),
@@ -153,6 +156,13 @@ fn vectors_decode_to_their_fields() {
                 let welcome = Welcome::decode(frame.payload).unwrap();
                 assert_eq!(u64::from(welcome.version), v.num("version"));
                 assert_eq!(welcome.limits, limits_of(&v));
+            }
+            Kind::MetricsQuery => {
+                check_metrics_query(frame.payload).unwrap();
+            }
+            Kind::MetricsReply => {
+                let text = metrics_reply_text(frame.payload).unwrap();
+                assert_eq!(text, v.field("text").replace("\\n", "\n"), "{name}: text");
             }
             _ => {}
         }

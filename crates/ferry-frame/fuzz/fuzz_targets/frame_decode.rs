@@ -63,4 +63,8 @@ fn check(data: &[u8]) {
     let _ = Hello::decode(data);
     let _ = Welcome::decode(data);
     let _ = ErrorPayload::decode(data);
+    let _ = ferry_frame::check_metrics_query(data);
+    if let Ok(text) = ferry_frame::metrics_reply_text(data) {
+        assert_eq!(text.as_bytes(), data);
+    }
 }
