@@ -28,6 +28,7 @@ use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
 use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE};
+use crate::metrics::{CallError, ClientMetrics, LinkCounters};
 use crate::slots::{STREAM_QUEUE_BYTES, Slots, State, wait_slot};
 use crate::unix::control::{self, peer_cred};
 use crate::unix::service_dir::{self, ServicePaths};
@@ -95,7 +96,7 @@ impl Default for ClientConfig {
 pub struct ClientStats {
     /// Calls answered with a response.
     pub calls_ok: AtomicU64,
-    /// Calls that ended in an error of any kind.
+    /// Calls that ended in an error of any kind (the metrics text has them by kind of error).
     pub calls_failed: AtomicU64,
     /// Connections established (the first one included).
     pub connects: AtomicU64,
@@ -119,7 +120,18 @@ pub(crate) struct Shared {
     conn: Mutex<Option<Arc<Conn>>>,
     connecting: Mutex<()>,
     pub(crate) stats: ClientStats,
+    pub(crate) metrics: ClientMetrics,
+    /// The service name, for the lifecycle events.
+    service: Box<str>,
     closing: AtomicBool,
+}
+
+impl Shared {
+    /// Counts a failed call.
+    pub(crate) fn call_failed(&self, e: CallError) {
+        self.stats.calls_failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.call_failed(e);
+    }
 }
 
 #[derive(Debug)]
@@ -131,6 +143,10 @@ pub(crate) struct Conn {
     pub(crate) bell: Doorbell,
     limits: Limits,
     monitor: Mutex<Option<JoinHandle<()>>>,
+    /// This connection's counters (written by `tx` and `rx`).
+    metrics: Arc<LinkCounters>,
+    /// The server's process id.
+    server_pid: i32,
 }
 
 impl Conn {
@@ -206,6 +222,8 @@ impl Client {
             conn: Mutex::new(None),
             connecting: Mutex::new(()),
             stats: ClientStats::default(),
+            metrics: ClientMetrics::default(),
+            service: name.into(),
             closing: AtomicBool::new(false),
         });
         let client = Client { shared };
@@ -219,6 +237,20 @@ impl Client {
     /// The client's counters.
     pub fn stats(&self) -> &ClientStats {
         &self.shared.stats
+    }
+
+    /// The client's metrics as OpenMetrics text (the Prometheus text exposition, ending with
+    /// `# EOF`): calls by outcome and error kind, (re)connections, messages and bytes by kind,
+    /// ring-full waits, wake-ups, and the round-trip latency histogram, summed over every
+    /// connection this client made.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(Box::new(ClientCollector(Arc::downgrade(&self.shared))))
+    }
+
+    /// Adds this client's metrics to `registry`. The registry holds only a weak reference:
+    /// once every clone of the client is dropped, its metrics disappear from it.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(ClientCollector(Arc::downgrade(&self.shared))));
     }
 
     /// The limits agreed with the server on the current connection, if connected.
@@ -268,26 +300,75 @@ impl Client {
         let deadline =
             deadline.unwrap_or_else(|| Instant::now() + self.shared.config.connect_timeout);
         let mut backoff = Duration::from_millis(1);
+        let started = Instant::now();
+        let mut attempts: u32 = 0;
         loop {
+            attempts += 1;
             match handshake(&self.shared.paths, &self.shared.config) {
                 Ok(conn) => {
                     let conn = Arc::new(conn);
                     self.start_monitor(&conn)?;
-                    *self.shared.conn.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(conn.clone());
-                    self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    {
+                        // The old connection's counts join the totals as it is replaced, under
+                        // the lock a rendering takes, so each count is seen once.
+                        let mut earlier = self.shared.metrics.earlier();
+                        let mut current =
+                            self.shared.conn.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(old) = current.replace(conn.clone()) {
+                            ClientMetrics::fold(&mut earlier, &old.metrics);
+                        }
+                    }
+                    let n = self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let l = conn.limits;
+                    tracing::info!(
+                        service = &*self.shared.service,
+                        server_pid = conn.server_pid,
+                        reconnection = n > 0,
+                        attempts,
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        max_message_size = l.max_message_size,
+                        client_to_server_ring_bytes = l.client_to_server_ring_bytes,
+                        server_to_client_ring_bytes = l.server_to_client_ring_bytes,
+                        "{}",
+                        if n > 0 {
+                            "ferry client reconnected"
+                        } else {
+                            "ferry client connected"
+                        }
+                    );
                     return Ok(conn);
                 }
                 Err(e @ (Error::NotRunning { .. } | Error::Closed(_))) => {
                     let now = Instant::now();
                     if now >= deadline {
+                        tracing::warn!(
+                            service = &*self.shared.service,
+                            attempts,
+                            error = %e,
+                            "ferry client gave up connecting"
+                        );
                         return Err(e);
                     }
+                    self.shared.metrics.connect_retry();
+                    tracing::debug!(
+                        service = &*self.shared.service,
+                        attempt = attempts,
+                        backoff_us = backoff.as_micros() as u64,
+                        error = %e,
+                        "ferry server not reachable, retrying after a backoff"
+                    );
                     std::thread::sleep(backoff.min(deadline - now));
                     // Capped low so that a restarted server is found within a few ms.
                     backoff = (backoff * 2).min(Duration::from_millis(16));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        service = &*self.shared.service,
+                        error = %e,
+                        "ferry client could not connect"
+                    );
+                    return Err(e);
+                }
             }
         }
     }
@@ -332,30 +413,41 @@ impl Client {
     /// # Errors
     /// As [`call`](Self::call).
     pub fn call_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<Response, Error> {
-        self.count(self.call_once(
+        let started = Instant::now();
+        let r = self.call_once(
             |conn, id, deadline| send_with(conn, Kind::Request, id, len, fill, deadline),
             None,
-        ))
+        );
+        self.count(r, started)
     }
 
     fn call_inner(&self, request: &[u8], deadline: Option<Instant>) -> Result<Response, Error> {
-        self.count(self.call_once(
+        let started = Instant::now();
+        let r = self.call_once(
             |conn, id, deadline| {
                 conn.tx
                     .send(Kind::Request, id, request, deadline, &conn.live)
             },
             deadline,
-        ))
+        );
+        self.count(r, started)
     }
 
-    /// Counts the outcome of a call in the stats.
-    pub(crate) fn count<T>(&self, result: Result<T, Error>) -> Result<T, Error> {
-        let counter = if result.is_ok() {
-            &self.shared.stats.calls_ok
-        } else {
-            &self.shared.stats.calls_failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts the outcome of a call started at `started`; an answered call's round trip goes
+    /// into the latency histogram.
+    pub(crate) fn count<T>(&self, result: Result<T, Error>, started: Instant) -> Result<T, Error> {
+        match &result {
+            Ok(_) => {
+                self.shared.stats.calls_ok.fetch_add(1, Ordering::Relaxed);
+                self.shared.metrics.round_trip.record(started.elapsed());
+            }
+            Err(e) => {
+                if matches!(e, Error::Remote { .. }) {
+                    self.shared.metrics.round_trip.record(started.elapsed());
+                }
+                self.shared.call_failed(CallError::of(e));
+            }
+        }
         result
     }
 
@@ -425,14 +517,12 @@ impl Client {
     /// # Errors
     /// As [`call`](Self::call) for sending the request.
     pub fn start_call(&self, request: &[u8]) -> Result<PendingCall, Error> {
+        let started = Instant::now();
         let conn = self.connection(None, true)?;
         let (index, id) = self.shared.slots.acquire(false, None)?;
         if let Err(e) = conn.tx.send(Kind::Request, id, request, None, &conn.live) {
             self.shared.slots.release(index);
-            self.shared
-                .stats
-                .calls_failed
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.call_failed(CallError::of(&e));
             return Err(e);
         }
         Ok(PendingCall {
@@ -441,6 +531,7 @@ impl Client {
             index,
             id,
             waited: false,
+            started,
         })
     }
 
@@ -600,6 +691,12 @@ impl Client {
                 &conn.live,
             );
             close(&self.shared, &conn, "the client closed the connection");
+            ClientMetrics::fold(&mut self.shared.metrics.earlier(), &conn.metrics);
+            tracing::info!(
+                service = &*self.shared.service,
+                server_pid = conn.server_pid,
+                "ferry client closed its connection"
+            );
             let _ = conn.control.shutdown(std::net::Shutdown::Both);
             let _ = conn.bell.ring();
             if let Some(h) = conn
@@ -675,6 +772,7 @@ pub struct PendingCall {
     index: u32,
     id: u64,
     waited: bool,
+    started: Instant,
 }
 
 impl PendingCall {
@@ -704,7 +802,7 @@ impl PendingCall {
                 self.waited = true;
                 take_response(&self.client.shared, self.index)
             });
-        self.client.count(result)
+        self.client.count(result, self.started)
     }
 
     /// The correlation id the request went out with.
@@ -941,6 +1039,11 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
             match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                 _ => {
+                    tracing::warn!(
+                        service = &*s.service,
+                        server_pid = conn.server_pid,
+                        "ferry server went away (its control socket hung up); calls in flight fail"
+                    );
                     close(&s, &conn, "the server went away (control socket hung up)");
                     break;
                 }
@@ -948,6 +1051,7 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
         }
         if bell.contains(PollFlags::IN) {
             let _ = conn.bell.drain();
+            conn.metrics.wakeup_received();
             arm_idle_reader(&s, &conn);
         }
     }
@@ -1055,6 +1159,30 @@ impl Drop for Shared {
     }
 }
 
+/// Renders a client's metrics at each scrape, while the client lives.
+#[derive(Debug)]
+struct ClientCollector(std::sync::Weak<Shared>);
+
+impl prometheus_client::collector::Collector for ClientCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let current = || {
+            shared
+                .conn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|c| c.metrics.snapshot())
+        };
+        shared.metrics.encode(&shared.stats, current, &mut encoder)
+    }
+}
+
 /// The code and message of an error payload (`ErrorResponse`, `Refuse`); a payload that does
 /// not decode becomes a protocol-violation error saying so.
 pub(crate) fn decode_error(payload: &[u8]) -> (u32, String) {
@@ -1130,19 +1258,28 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
     let _ = sock.as_fd();
+    let metrics = Arc::new(LinkCounters::default());
     Ok(Conn {
         tx: Tx::new(
             producer,
             server_bell.try_clone()?,
             &welcome.limits,
             config.policy,
+            metrics.clone(),
         ),
-        rx: Mutex::new(Rx::new(consumer, server_bell, &welcome.limits)),
+        rx: Mutex::new(Rx::new(
+            consumer,
+            server_bell,
+            &welcome.limits,
+            metrics.clone(),
+        )),
         live: Liveness::default(),
         control: sock,
         bell,
         limits: welcome.limits,
         monitor: Mutex::new(None),
+        metrics,
+        server_pid: cred.pid,
     })
 }
 

@@ -52,6 +52,8 @@ mod error;
 #[cfg(target_os = "linux")]
 mod link;
 #[cfg(target_os = "linux")]
+mod metrics;
+#[cfg(target_os = "linux")]
 mod server;
 #[cfg(target_os = "linux")]
 mod slots;
@@ -68,6 +70,12 @@ pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
 #[cfg(target_os = "linux")]
 pub use link::{MAX_RING, MIN_RING};
+#[cfg(target_os = "linux")]
+pub use metrics::read_server_metrics;
+/// The `prometheus-client` this crate exports its metrics through (for
+/// [`Server::register_metrics`] / [`Client::register_metrics`]).
+#[cfg(target_os = "linux")]
+pub use prometheus_client;
 #[cfg(target_os = "linux")]
 pub use server::{
     Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,

@@ -21,6 +21,7 @@ use ferry_notify::{Doorbell, WaitPolicy};
 use ferry_ring::{Consumer, Producer, Region, ReserveError, SleepPrep, Wake};
 
 use crate::error::Error;
+use crate::metrics::{LinkCounters, SideCounters};
 use crate::unix::shm::SharedMemory;
 
 /// Sleeper blocks on the futex of the sleep word.
@@ -123,13 +124,20 @@ pub const MIN_RING: usize = 4096;
 /// Largest ring accepted.
 pub const MAX_RING: usize = 1 << 30;
 
-/// Delivers a wake-up the ring asked for.
+/// Delivers a wake-up the ring asked for, counting it in `counters` (whose writer the caller
+/// is: the producer lock's holder, or the incoming ring's).
 #[inline]
-pub(crate) fn deliver(wake: Wake, word: &AtomicU32, peer_bell: &Doorbell) -> Result<(), Error> {
+pub(crate) fn deliver(
+    wake: Wake,
+    word: &AtomicU32,
+    peer_bell: &Doorbell,
+    counters: &SideCounters,
+) -> Result<(), Error> {
     if !wake.is_needed() {
         return Ok(());
     }
     let t = wake.token();
+    counters.woke(t & TOKEN_FUTEX != 0, t & TOKEN_DOORBELL != 0);
     if t & TOKEN_FUTEX != 0 {
         ferry_notify::word::wake_all(word)?;
     }
@@ -192,6 +200,8 @@ pub(crate) struct Tx {
     max_message: usize,
     fragment: usize,
     policy: WaitPolicy,
+    /// The connection's counters; `sent` is written under the producer lock only.
+    metrics: Arc<LinkCounters>,
 }
 
 impl Tx {
@@ -200,6 +210,7 @@ impl Tx {
         peer_bell: Doorbell,
         limits: &Limits,
         policy: WaitPolicy,
+        metrics: Arc<LinkCounters>,
     ) -> Self {
         let fragment = fragment_payload(producer.capacity(), producer.max_record_len());
         Tx {
@@ -214,6 +225,7 @@ impl Tx {
             max_message: limits.max_message_size as usize,
             fragment,
             policy,
+            metrics,
         }
     }
 
@@ -372,10 +384,19 @@ impl Tx {
                 ferry_frame::encode_header_in_place(buf, kind, flags, id, len)
                     .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
                 let wake = grant.commit();
-                deliver(wake, p.peer_sleep_word(), &self.peer_bell)?;
+                let sent = &self.metrics.sent;
+                sent.frame(
+                    kind,
+                    len,
+                    !flags.contains(Flags::MORE) && !flags.contains(Flags::ABORT),
+                );
+                deliver(wake, p.peer_sleep_word(), &self.peer_bell, sent)?;
                 Ok(Ok(()))
             }
-            Err(ReserveError::Full) => Ok(Err(fill)),
+            Err(ReserveError::Full) => {
+                self.metrics.sent.ring_full();
+                Ok(Err(fill))
+            }
             Err(ReserveError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
             Err(ReserveError::Corrupted) => {
                 live.close("the peer corrupted the outgoing ring");
@@ -400,6 +421,7 @@ impl Tx {
     ) -> Result<(), Error> {
         let mut fill = Some(fill);
         let token = NonZeroU32::new(TOKEN_FUTEX).expect("nonzero");
+        let mut found_full = false;
         loop {
             if live.is_closed() {
                 return Err(live.error());
@@ -412,10 +434,22 @@ impl Tx {
                     ferry_frame::encode_header_in_place(buf, kind, flags, id, len)
                         .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
                     let wake = grant.commit();
+                    let sent = &self.metrics.sent;
+                    sent.frame(
+                        kind,
+                        len,
+                        !flags.contains(Flags::MORE) && !flags.contains(Flags::ABORT),
+                    );
                     let word = p.peer_sleep_word();
-                    return deliver(wake, word, &self.peer_bell);
+                    return deliver(wake, word, &self.peer_bell, sent);
                 }
-                Err(ReserveError::Full) => {}
+                Err(ReserveError::Full) => {
+                    // Counted once per send, however long it then waits.
+                    if !found_full {
+                        found_full = true;
+                        self.metrics.sent.ring_full();
+                    }
+                }
                 Err(ReserveError::TooLarge { len, max }) => {
                     return Err(Error::TooLarge { len, max });
                 }
@@ -535,6 +569,8 @@ pub(crate) struct Rx {
     reassembler: Reassembler,
     limits: DecodeLimits,
     peer_bell: Doorbell,
+    /// The connection's counters; `received` is written by this `Rx`'s holder only.
+    metrics: Arc<LinkCounters>,
 }
 
 /// What [`Rx::poll`] saw.
@@ -547,13 +583,19 @@ pub(crate) enum Polled {
 }
 
 impl Rx {
-    pub(crate) fn new(consumer: Consumer<RingSlice>, peer_bell: Doorbell, limits: &Limits) -> Self {
+    pub(crate) fn new(
+        consumer: Consumer<RingSlice>,
+        peer_bell: Doorbell,
+        limits: &Limits,
+        metrics: Arc<LinkCounters>,
+    ) -> Self {
         let max_record = consumer.max_record_len();
         Rx {
             reassembler: Reassembler::new(ReassemblyLimits::from(*limits)),
             limits: DecodeLimits::new((max_record.saturating_sub(HEADER_LEN)) as u32),
             consumer,
             peer_bell,
+            metrics,
         }
     }
 
@@ -595,6 +637,7 @@ impl Rx {
             };
             match self.reassembler.push(frame) {
                 Ok(Event::Message(m)) => {
+                    self.metrics.received.frame(m.kind, m.payload.len(), true);
                     let go_on = on_message(m.kind, m.correlation_id, &m.payload);
                     handled += 1;
                     if !go_on {
@@ -608,7 +651,12 @@ impl Rx {
             grant.consume();
         };
         let wake = self.consumer.release_consumed();
-        deliver(wake, self.consumer.peer_sleep_word(), &self.peer_bell)?;
+        deliver(
+            wake,
+            self.consumer.peer_sleep_word(),
+            &self.peer_bell,
+            &self.metrics.received,
+        )?;
         result?;
         Ok(if handled == 0 {
             Polled::Empty

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, ServerPolicy};
 use ferry_notify::policy::PROBE_EVERY;
@@ -25,6 +25,7 @@ use rustix::event::epoll;
 
 use crate::error::Error;
 use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx};
+use crate::metrics::{CloseReason, LinkCounters, RefuseReason, ServerMetrics};
 use crate::unix::control::{self, peer_cred};
 use crate::unix::listener::BoundSocket;
 use crate::unix::service_dir::{self, ServicePaths};
@@ -93,9 +94,10 @@ impl<F: Fn(Request<'_>) + Send + Sync + 'static> Handler for F {
 pub struct ServerStats {
     /// Connections accepted (handshake completed).
     pub connections_accepted: AtomicU64,
-    /// Connection attempts refused (wrong user, version, limits, capacity).
+    /// Connection attempts refused (wrong user, version, limits, capacity), and metrics
+    /// queries turned away. The metrics text has them by reason.
     pub connections_refused: AtomicU64,
-    /// Connections that ended.
+    /// Connections that ended. The metrics text has them by reason.
     pub connections_closed: AtomicU64,
     /// Connections open now.
     pub connections_open: AtomicUsize,
@@ -103,7 +105,8 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Notifications received.
     pub notifications: AtomicU64,
-    /// Protocol violations (each closed its connection).
+    /// Protocol violations: bad frames, broken limits, corrupted rings (each closed its
+    /// connection). A client's `Goodbye` or hang-up is not one.
     pub protocol_errors: AtomicU64,
 }
 
@@ -114,12 +117,15 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
 }
 
-struct ServerShared {
+pub(crate) struct ServerShared {
     config: ServerConfig,
     bound: BoundSocket,
     handler: Box<dyn Handler>,
     stop: AtomicBool,
-    stats: ServerStats,
+    pub(crate) stats: ServerStats,
+    pub(crate) metrics: Arc<ServerMetrics>,
+    /// The service name, for the lifecycle events.
+    service: Box<str>,
     workers: Vec<WorkerInbox>,
     next_worker: AtomicUsize,
     next_conn_id: AtomicU64,
@@ -177,6 +183,11 @@ struct ConnState {
     bell: Doorbell,
     peer_pid: i32,
     peer_uid: u32,
+    /// This connection's counters (also held by `tx` and `rx`, which write them).
+    metrics: Arc<LinkCounters>,
+    /// The server's metrics, for what a connection's requests count there.
+    server_metrics: Arc<ServerMetrics>,
+    opened: Instant,
     /// An inline answer that did not fit in the ring: (kind, id, payload, bytes sent so far).
     /// While it is set the worker reads no more requests from this connection.
     pending: Mutex<Option<Pending>>,
@@ -390,7 +401,10 @@ impl<'a> Request<'a> {
 
 impl Drop for Request<'_> {
     fn drop(&mut self) {
-        if !self.answered {
+        // Dropped by a panicking handler: the worker answers "the handler panicked" (and counts
+        // the panic) once `catch_unwind` returns.
+        if !self.answered && !std::thread::panicking() {
+            self.conn.server_metrics.request_dropped();
             send_error_inline(
                 self.conn,
                 self.id,
@@ -546,6 +560,7 @@ impl Drop for Responder {
             let (code, msg) = if self.is_cancelled() {
                 (ErrorCode::CANCELLED.0, "cancelled")
             } else {
+                self.conn.server_metrics.request_dropped();
                 (
                     ErrorCode::HANDLER_FAILED.0,
                     "the handler dropped the request without answering",
@@ -648,10 +663,20 @@ impl Server {
             handler: Box::new(handler),
             stop: AtomicBool::new(false),
             stats: ServerStats::default(),
+            metrics: Arc::default(),
+            service: name.into(),
             workers,
             next_worker: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
         });
+        tracing::info!(
+            service = name,
+            socket = %shared.bound.paths().socket.display(),
+            workers = shared.workers.len(),
+            max_connections = shared.config.max_connections,
+            allowed_uids = ?shared.config.allowed_uids,
+            "ferry server bound"
+        );
         let mut threads = Vec::new();
         for i in 0..shared.workers.len() {
             let s = shared.clone();
@@ -682,6 +707,26 @@ impl Server {
         &self.shared.stats
     }
 
+    /// The server's metrics as OpenMetrics text (the Prometheus text exposition, ending with
+    /// `# EOF`): the totals of [`ServerStats`] and more (see the crate docs for the list), and
+    /// the series of every open connection (label `connection`, its [`Connection::id`]).
+    /// Another process reads the same text through the control socket with
+    /// [`read_server_metrics`](crate::read_server_metrics).
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::render(Box::new(self.metrics_collector()))
+    }
+
+    /// Adds this server's metrics to `registry`, to be exported with the application's own.
+    /// The registry holds only a weak reference: once the server is dropped, its metrics
+    /// disappear from it.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(self.metrics_collector()));
+    }
+
+    fn metrics_collector(&self) -> ServerCollector {
+        ServerCollector(Arc::downgrade(&self.shared))
+    }
+
     /// Stops accepting, says goodbye to every client, and waits for the threads.
     pub fn shutdown(mut self) {
         self.stop();
@@ -691,12 +736,33 @@ impl Server {
         if self.shared.stop.swap(true, Ordering::AcqRel) {
             return;
         }
+        tracing::info!(
+            service = &*self.shared.service,
+            connections_open = self.shared.stats.connections_open.load(Ordering::Relaxed),
+            "ferry server shutting down"
+        );
         let _ = rustix::net::shutdown(self.shared.bound.listener(), rustix::net::Shutdown::Both);
         for w in &self.shared.workers {
             let _ = w.bell.ring();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+/// Renders a server's metrics at each scrape, while the server lives.
+#[derive(Debug)]
+struct ServerCollector(std::sync::Weak<ServerShared>);
+
+impl prometheus_client::collector::Collector for ServerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> std::fmt::Result {
+        match self.0.upgrade() {
+            Some(shared) => shared.metrics.encode(&shared.stats, &mut encoder),
+            None => Ok(()),
         }
     }
 }
@@ -735,8 +801,16 @@ fn acceptor(shared: Arc<ServerShared>) {
                 continue;
             }
         };
+        let peer = peer_cred(&sock).ok();
+        let _span = tracing::debug_span!(
+            "ferry_handshake",
+            service = &*shared.service,
+            peer_pid = peer.map(|c| c.pid),
+            peer_uid = peer.map(|c| c.uid),
+        )
+        .entered();
         match accept_one(&shared, sock) {
-            Ok(conn) => {
+            Ok(Accepted::Connection(conn, limits)) => {
                 shared
                     .stats
                     .connections_accepted
@@ -745,6 +819,19 @@ fn acceptor(shared: Arc<ServerShared>) {
                     .stats
                     .connections_open
                     .fetch_add(1, Ordering::Relaxed);
+                shared.metrics.opened(conn.id, &conn.metrics);
+                tracing::info!(
+                    service = &*shared.service,
+                    connection = conn.id,
+                    peer_pid = conn.peer_pid,
+                    peer_uid = conn.peer_uid,
+                    max_message_size = limits.max_message_size,
+                    max_partial_messages = limits.max_partial_messages,
+                    max_buffered_bytes = limits.max_buffered_bytes,
+                    client_to_server_ring_bytes = limits.client_to_server_ring_bytes,
+                    server_to_client_ring_bytes = limits.server_to_client_ring_bytes,
+                    "ferry connection accepted"
+                );
                 let w = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
                 let inbox = &shared.workers[w];
                 inbox
@@ -754,49 +841,140 @@ fn acceptor(shared: Arc<ServerShared>) {
                     .push(conn);
                 let _ = inbox.bell.ring();
             }
-            Err(_) => {
+            Ok(Accepted::MetricsQuery(bytes)) => {
+                shared.metrics.metrics_query();
+                tracing::debug!(
+                    service = &*shared.service,
+                    bytes,
+                    "ferry metrics query answered"
+                );
+            }
+            Err(Refusal { reason, error }) => {
                 shared
                     .stats
                     .connections_refused
                     .fetch_add(1, Ordering::Relaxed);
+                shared.metrics.refused(reason);
+                if reason == RefuseReason::HandshakeFailed {
+                    tracing::warn!(
+                        service = &*shared.service,
+                        error = %error,
+                        "ferry handshake failed"
+                    );
+                } else {
+                    tracing::warn!(
+                        service = &*shared.service,
+                        reason = reason.label(),
+                        error = %error,
+                        "ferry connection refused"
+                    );
+                }
             }
         }
     }
 }
 
-fn refuse(sock: &UnixStream, code: ErrorCode, message: &str) -> Error {
+/// What a control-socket conversation ended in, when it was not turned away.
+enum Accepted {
+    /// A connection, with the limits agreed.
+    Connection(Arc<ConnState>, Limits),
+    /// A metrics query, answered with this many bytes of text.
+    MetricsQuery(usize),
+}
+
+/// A connection attempt (or metrics query) turned away: why, and what the peer was told.
+struct Refusal {
+    reason: RefuseReason,
+    error: Error,
+}
+
+/// Tells the peer why it is turned away (a `Refuse` frame, best effort).
+fn refuse(sock: &UnixStream, reason: RefuseReason, code: ErrorCode, message: &str) -> Refusal {
     let mut buf = [0u8; 512];
     let payload = error_payload(&mut buf, code, message);
     let _ = control::send_frame(sock, Kind::Refuse, 0, payload, &[]);
-    Error::Refused {
-        code: code.0,
-        message: message.to_owned(),
+    Refusal {
+        reason,
+        error: Error::Refused {
+            code: code.0,
+            message: message.to_owned(),
+        },
     }
 }
 
-fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>, Error> {
+/// A handshake that ended without a `Refuse`: the peer hung up, timed out, or sent garbage.
+fn failed(error: Error) -> Refusal {
+    Refusal {
+        reason: RefuseReason::HandshakeFailed,
+        error,
+    }
+}
+
+/// Answers a `MetricsQuery` (the peer's uid is already checked) with the metrics text.
+fn answer_metrics_query(
+    shared: &Arc<ServerShared>,
+    sock: &UnixStream,
+    payload: &[u8],
+) -> Result<Accepted, Refusal> {
+    if let Err(e) = ferry_frame::check_metrics_query(payload) {
+        return Err(refuse(
+            sock,
+            RefuseReason::BadQuery,
+            ErrorCode::PROTOCOL_VIOLATION,
+            &format!("bad MetricsQuery: {e}"),
+        ));
+    }
+    let text = crate::metrics::render(Box::new(ServerCollector(Arc::downgrade(shared))));
+    if text.len() > ferry_frame::MAX_METRICS_REPLY {
+        return Err(refuse(
+            sock,
+            RefuseReason::TooLarge,
+            ErrorCode::TOO_LARGE,
+            &format!(
+                "the metrics text is {} bytes, more than a MetricsReply may carry ({}); \
+                 read it in the server process with Server::metrics_text",
+                text.len(),
+                ferry_frame::MAX_METRICS_REPLY
+            ),
+        ));
+    }
+    // A querier that does not read must not hold the acceptor up for long.
+    let _ = sock.set_write_timeout(Some(shared.config.handshake_timeout));
+    control::send_frame(sock, Kind::MetricsReply, 0, text.as_bytes(), &[]).map_err(failed)?;
+    Ok(Accepted::MetricsQuery(text.len()))
+}
+
+/// Runs one control-socket conversation: a handshake (a new connection), or a metrics query.
+fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, Refusal> {
     let cfg = &shared.config;
-    let cred = peer_cred(&sock)?;
+    let cred = peer_cred(&sock).map_err(failed)?;
     if !cfg.allowed_uids.contains(&cred.uid) {
-        // Read the Hello first (bounded by the handshake timeout): a socket closed before the
-        // client has written it makes the client's write fail (EPIPE), and the client never
-        // reads the Refuse that says why.
+        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a socket
+        // closed before the client has written it makes the client's write fail (EPIPE), and
+        // the client never reads the Refuse that says why.
         let _ = sock.set_read_timeout(Some(cfg.handshake_timeout));
         let _ = control::recv_frame(&sock);
         return Err(refuse(
             &sock,
+            RefuseReason::UidNotAllowed,
             ErrorCode::REFUSED,
             &format!("uid {} is not allowed to use this service", cred.uid),
         ));
     }
     sock.set_read_timeout(Some(cfg.handshake_timeout))
-        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-    let Some(frame) = control::recv_frame(&sock)? else {
-        return Err(Error::Closed("the client hung up during the handshake"));
+        .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
+    let Some(frame) = control::recv_frame(&sock).map_err(failed)? else {
+        return Err(failed(Error::Closed(
+            "the client hung up during the handshake",
+        )));
     };
+    if frame.header.kind() == Kind::MetricsQuery {
+        return answer_metrics_query(shared, &sock, &frame.payload);
+    }
     if frame.header.kind() != Kind::Hello {
         return Err(refuse(
             &sock,
+            RefuseReason::NotHello,
             ErrorCode::PROTOCOL_VIOLATION,
             &format!("expected Hello, got {}", frame.header.kind()),
         ));
@@ -806,6 +984,7 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         Err(e) => {
             return Err(refuse(
                 &sock,
+                RefuseReason::BadHello,
                 ErrorCode::PROTOCOL_VIOLATION,
                 &format!("bad Hello: {e}"),
             ));
@@ -825,16 +1004,29 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
             } else {
                 "the requested limits are below what this server accepts".to_owned()
             };
-            return Err(refuse(&sock, code, &why));
+            let reason = if code == ErrorCode::VERSION_UNSUPPORTED {
+                RefuseReason::VersionUnsupported
+            } else {
+                RefuseReason::LimitsUnacceptable
+            };
+            return Err(refuse(&sock, reason, code, &why));
         }
     };
     let layout = match Layout::new(&welcome.limits) {
         Ok(l) => l,
-        Err(why) => return Err(refuse(&sock, ErrorCode::LIMITS_UNACCEPTABLE, &why)),
+        Err(why) => {
+            return Err(refuse(
+                &sock,
+                RefuseReason::LimitsUnacceptable,
+                ErrorCode::LIMITS_UNACCEPTABLE,
+                &why,
+            ));
+        }
     };
     if shared.stats.connections_open.load(Ordering::Relaxed) >= cfg.max_connections {
         return Err(refuse(
             &sock,
+            RefuseReason::Capacity,
             ErrorCode::BUSY,
             &format!(
                 "the server is serving its maximum of {} connections",
@@ -871,6 +1063,7 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         Err(e) => {
             return Err(refuse(
                 &sock,
+                RefuseReason::Resources,
                 ErrorCode::BUSY,
                 &format!("the server could not set up the connection: {e}"),
             ));
@@ -882,12 +1075,13 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
         0,
         &welcome.to_bytes(),
         &[mem.fd(), server_bell.as_fd(), client_bell.as_fd()],
-    )?;
+    )
+    .map_err(failed)?;
     drop(mem); // the rings keep the mapping; the memfd itself is no longer needed here
     sock.set_read_timeout(None)
-        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
+        .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
     sock.set_nonblocking(true)
-        .map_err(|e| Error::io("O_NONBLOCK", e))?;
+        .map_err(|e| failed(Error::io("O_NONBLOCK", e)))?;
     let deferred = (0..MAX_DEFERRED)
         .map(|_| Deferred {
             id: AtomicU64::new(0),
@@ -896,26 +1090,40 @@ fn accept_one(shared: &ServerShared, sock: UnixStream) -> Result<Arc<ConnState>,
             waker: Mutex::new(None),
         })
         .collect();
-    Ok(Arc::new(ConnState {
+    let metrics = Arc::new(LinkCounters::default());
+    let conn = Arc::new(ConnState {
         id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
         tx: Tx::new(
             producer,
             client_bell_tx,
             &welcome.limits,
             shared.config.policy,
+            metrics.clone(),
         ),
-        rx: Mutex::new(Rx::new(consumer, client_bell, &welcome.limits)),
+        rx: Mutex::new(Rx::new(
+            consumer,
+            client_bell,
+            &welcome.limits,
+            metrics.clone(),
+        )),
         live: Liveness::default(),
         control: sock,
         bell: server_bell,
         peer_pid: cred.pid,
         peer_uid: cred.uid,
+        metrics,
+        server_metrics: shared.metrics.clone(),
+        opened: Instant::now(),
         pending: Mutex::new(None),
         deferred,
-    }))
+    });
+    Ok(Accepted::Connection(conn, welcome.limits))
 }
 
 const WAKE_KEY: u64 = u64::MAX;
+
+/// Why a connection whose client said `Goodbye` is closed.
+const GOODBYE: &str = "the client said goodbye";
 
 /// One worker's event loop.
 fn worker(shared: Arc<ServerShared>, index: usize) {
@@ -998,9 +1206,23 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                         quiet[key] = 0;
                     }
                 }
-                Err(_) => {
-                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, key);
+                Err(e) => {
+                    let reason = match &e {
+                        Error::Closed(GOODBYE) => CloseReason::Goodbye,
+                        // Closed by another thread: a responder found the outgoing ring corrupted.
+                        Error::Protocol(_) | Error::Closed(_) => CloseReason::Protocol,
+                        _ => CloseReason::Other,
+                    };
+                    if reason == CloseReason::Protocol {
+                        tracing::warn!(
+                            service = &*shared.service,
+                            connection = conn.id,
+                            peer_pid = conn.peer_pid,
+                            error = %e,
+                            "ferry protocol error, closing the connection"
+                        );
+                    }
+                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, key, reason);
                     quiet[key] = COLD;
                     hot.swap_remove(i);
                     continue;
@@ -1112,7 +1334,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
                     Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                     _ => {
-                        drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                        let reason = CloseReason::Hangup;
+                        drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
                         if quiet[slot] != COLD {
                             quiet[slot] = COLD;
                             if let Some(pos) = hot.iter().position(|&k| k == slot) {
@@ -1124,6 +1347,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             } else {
                 // Its client wrote while it was cold: disarm and poll it again.
                 let _ = conn.bell.drain();
+                conn.metrics.wakeup_received();
                 if quiet[slot] == COLD {
                     conn.lock_rx().cancel_sleep();
                     quiet[slot] = 0;
@@ -1136,7 +1360,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
         if rounds.is_multiple_of(4096) || timeout != Some(Duration::ZERO) {
             for slot in 0..conns.len() {
                 if quiet[slot] == COLD && conns[slot].as_ref().is_some_and(|c| c.live.is_closed()) {
-                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                    let reason = CloseReason::Protocol;
+                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
                 }
             }
         }
@@ -1166,7 +1391,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 .is_ok();
             conns[slot] = Some(conn.clone());
             if !ok {
-                drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot);
+                let reason = CloseReason::Other;
+                drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
                 continue;
             }
             if quiet[slot] == COLD {
@@ -1184,7 +1410,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 .encode(&mut buf)
                 .unwrap_or(0);
             let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
-            drop_conn(&shared, &ep, &mut conns, &mut free_keys, key);
+            let reason = CloseReason::Shutdown;
+            drop_conn(&shared, &ep, &mut conns, &mut free_keys, key, reason);
         }
     }
     let _ = index;
@@ -1196,6 +1423,7 @@ fn drop_conn(
     conns: &mut [Option<Arc<ConnState>>],
     free_keys: &mut Vec<usize>,
     slot: usize,
+    reason: CloseReason,
 ) {
     let Some(conn) = conns[slot].take() else {
         return;
@@ -1219,6 +1447,20 @@ fn drop_conn(
         .stats
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
+    if reason == CloseReason::Protocol {
+        shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let last = shared.metrics.closed(conn.id, reason);
+    tracing::info!(
+        service = &*shared.service,
+        connection = conn.id,
+        peer_pid = conn.peer_pid,
+        reason = reason.label(),
+        duration_ms = conn.opened.elapsed().as_millis() as u64,
+        messages_received = last.messages_received(),
+        messages_sent = last.messages_sent(),
+        "ferry connection closed"
+    );
     let _ = conn.control.as_raw_fd();
     shared.handler.on_disconnect(&Connection { state: conn });
 }
@@ -1248,6 +1490,13 @@ fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Erro
                     shared.handler.on_request(request)
                 }));
                 if r.is_err() {
+                    shared.metrics.handler_panicked();
+                    tracing::warn!(
+                        service = &*shared.service,
+                        connection = conn.id,
+                        request = id,
+                        "ferry request handler panicked"
+                    );
                     send_error_inline(
                         conn,
                         id,
@@ -1275,8 +1524,8 @@ fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Erro
     })?;
     drop(rx);
     if goodbye {
-        conn.live.close("the client said goodbye");
-        return Err(Error::Closed("the client said goodbye"));
+        conn.live.close(GOODBYE);
+        return Err(Error::Closed(GOODBYE));
     }
     Ok(matches!(polled, Polled::Messages(_)))
 }

@@ -73,7 +73,6 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -84,6 +83,7 @@ use ferry_frame::Kind;
 use crate::client::{self, Client, ClientConfig, ClientStats, Conn, Response, Shared, nonblocking};
 use crate::error::Error;
 use crate::link::WAIT_SLICE;
+use crate::metrics::CallError;
 use crate::server::{AnswerLink, Handler, Request, Responder, Server, ServerConfig};
 use crate::{Connection, Limits};
 
@@ -229,15 +229,12 @@ impl AsyncClient {
         payload: Payload<'_, F>,
         deadline: Option<Instant>,
     ) -> Result<InFlight, Error> {
+        let started = Instant::now();
         let conn = match self.connection(deadline).await {
             Ok(c) => c,
             Err(e) => {
                 if !streaming {
-                    self.client
-                        .shared
-                        .stats
-                        .calls_failed
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.client.shared.call_failed(CallError::of(&e));
                 }
                 return Err(e);
             }
@@ -253,12 +250,15 @@ impl AsyncClient {
             spun: false,
             stream: streaming,
             released: false,
+            started,
+            error: None,
         };
         let payload = match call.try_send_now(payload) {
             Ok(None) => return Ok(call),
             Ok(Some(rest)) => rest,
             Err(e) => {
                 call.done = true;
+                call.error = Some(CallError::of(&e));
                 return Err(e);
             }
         };
@@ -274,6 +274,7 @@ impl AsyncClient {
         .and_then(|r| r);
         if let Err(e) = sent {
             call.done = true;
+            call.error = Some(CallError::of(&e));
             return Err(e);
         }
         call.sent = true;
@@ -361,6 +362,10 @@ struct InFlight {
     stream: bool,
     /// The slot went to a `Response` (which releases it) and the call was counted.
     released: bool,
+    /// When the call began (for the round-trip histogram).
+    started: Instant,
+    /// What the call failed with, when it did (counted on drop; `Dropped` when unknown).
+    error: Option<CallError>,
 }
 
 impl InFlight {
@@ -416,8 +421,9 @@ impl InFlight {
         let spin = !self.spun;
         self.spun = true;
         let r = nonblocking::poll_slot(&self.shared, &self.conn, self.index, spin, cx);
-        if let Poll::Ready(Err(_)) = &r {
+        if let Poll::Ready(Err(e)) = &r {
             self.done = true;
+            self.error = Some(CallError::of(e));
         }
         r
     }
@@ -432,7 +438,7 @@ impl InFlight {
         Client {
             shared: self.shared.clone(),
         }
-        .count(r)
+        .count(r, self.started)
     }
 }
 
@@ -451,9 +457,7 @@ impl Drop for InFlight {
         if !self.stream {
             // A call that failed, or whose future was dropped, counts as failed.
             self.shared
-                .stats
-                .calls_failed
-                .fetch_add(1, Ordering::Relaxed);
+                .call_failed(self.error.unwrap_or(CallError::Dropped));
         }
         self.shared.slots.release(self.index);
     }

@@ -141,6 +141,16 @@ pub struct ControlFrame {
 ///
 /// Returns `Ok(None)` on a clean end of stream before any byte of a frame.
 pub fn recv_frame(sock: &UnixStream) -> Result<Option<ControlFrame>, Error> {
+    recv_frame_limited(sock, MAX_CONTROL_PAYLOAD)
+}
+
+/// Like [`recv_frame`] with another limit on the payload (checked on the header, before the
+/// payload is read or its buffer allocated): for the metrics reply, which may exceed
+/// [`MAX_CONTROL_PAYLOAD`].
+pub fn recv_frame_limited(
+    sock: &UnixStream,
+    max_payload: usize,
+) -> Result<Option<ControlFrame>, Error> {
     let mut head = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
     let mut got = 0;
@@ -156,7 +166,7 @@ pub fn recv_frame(sock: &UnixStream) -> Result<Option<ControlFrame>, Error> {
         }
         got += n;
     }
-    let limits = DecodeLimits::new(MAX_CONTROL_PAYLOAD as u32);
+    let limits = DecodeLimits::new(u32::try_from(max_payload).unwrap_or(u32::MAX));
     let header = ferry_frame::decode_header(&head, &limits)
         .map_err(|e| Error::Protocol(format!("bad frame on the control socket: {e}")))?;
     let len = header.payload_len() as usize;
