@@ -229,7 +229,7 @@ impl AsyncClient {
         payload: Payload<'_, F>,
         deadline: Option<Instant>,
     ) -> Result<InFlight, Error> {
-        let started = Instant::now();
+        let started = self.client.start_timer();
         let conn = match self.connection(deadline).await {
             Ok(c) => c,
             Err(e) => {
@@ -362,8 +362,8 @@ struct InFlight {
     stream: bool,
     /// The slot went to a `Response` (which releases it) and the call was counted.
     released: bool,
-    /// When the call began (for the round-trip histogram).
-    started: Instant,
+    /// When the call began, if it is timed for the round-trip histogram.
+    started: Option<Instant>,
     /// What the call failed with, when it did (counted on drop; `Dropped` when unknown).
     error: Option<CallError>,
 }

@@ -79,9 +79,11 @@ fn start_server(dir: &TestDir) -> std::process::Child {
     child
 }
 
+/// A client that times every call (the exact round-trip counts below rely on it).
 fn connect(dir: &TestDir) -> Client {
     let mut cfg = client_config(dir.path());
     cfg.limits = small_rings(cfg.limits);
+    cfg.round_trip_sample_every = 1;
     Client::connect_with(SERVICE, cfg).expect("connect")
 }
 
@@ -604,7 +606,10 @@ fn a_connections_series_disappear_when_it_closes() {
     let goodbye = m.get(r#"ferry_server_connections_closed_total{reason="goodbye"}"#);
     let hangup = m.get(r#"ferry_server_connections_closed_total{reason="client_hangup"}"#);
     assert_eq!(goodbye + hangup, 320);
-    assert!(goodbye > 0 && hangup >= 160, "goodbye {goodbye}, hang-up {hangup}");
+    assert!(
+        goodbye > 0 && hangup >= 160,
+        "goodbye {goodbye}, hang-up {hangup}"
+    );
     assert_eq!(m.get(r#"ferry_server_errors_total{kind="protocol"}"#), 0);
     // An open connection has its series while it is open.
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
@@ -642,6 +647,37 @@ fn a_client_counts_its_reconnection_and_keeps_its_totals() {
     );
     assert_eq!(m.get(r#"ferry_client_calls_total{outcome="ok"}"#), 2);
     kill9(&mut server);
+}
+
+#[test]
+fn round_trips_are_sampled_per_thread_by_default() {
+    let dir = TestDir::new("sampling");
+    let server = Server::bind(SERVICE, server_config(dir.path()), handle).unwrap();
+    let count = |client: &Client| {
+        Metrics::parse(&client.metrics_text()).get("ferry_client_round_trip_seconds_count")
+    };
+    // A fresh thread: its first call is timed, then one in 8.
+    let sampled = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    let c = sampled.clone();
+    std::thread::spawn(move || {
+        for _ in 0..80 {
+            c.call(b"E").unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(count(&sampled), 10);
+    let m = Metrics::parse(&sampled.metrics_text());
+    assert_eq!(m.get(r#"ferry_client_calls_total{outcome="ok"}"#), 80);
+    // 0: no call is timed.
+    let mut cfg = client_config(dir.path());
+    cfg.round_trip_sample_every = 0;
+    let untimed = Client::connect_with(SERVICE, cfg).unwrap();
+    for _ in 0..20 {
+        untimed.call(b"E").unwrap();
+    }
+    assert_eq!(count(&untimed), 0);
+    server.shutdown();
 }
 
 #[test]

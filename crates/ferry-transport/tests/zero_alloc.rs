@@ -62,7 +62,9 @@ fn calls_and_notifications_allocate_nothing_in_steady_state() {
         r.respond(&out);
     })
     .unwrap();
-    let client = Client::connect_with("alloc", client_config(dir.path())).unwrap();
+    let mut cfg = client_config(dir.path());
+    cfg.round_trip_sample_every = 1; // every call goes through the histogram
+    let client = Client::connect_with("alloc", cfg).unwrap();
     let mut msg = [7u8; 64];
     // Warm up: slots, buffers and the reassembler reach their steady-state capacity.
     for i in 0..2000u32 {
