@@ -35,6 +35,40 @@
 //! straight into the ring record; messages larger than one record (fragmented) go through a
 //! staging buffer instead.
 //!
+//! # Observability
+//! Metrics, in a `prometheus-client` registry: [`Server::metrics_text`] and
+//! [`Client::metrics_text`] give the OpenMetrics text exposition, [`Server::register_metrics`] /
+//! [`Client::register_metrics`] add them to the application's own registry, and
+//! [`read_server_metrics`] reads a running server's text from another process through its
+//! control socket (`cargo run -p ferry-transport --example ferry_stats -- <service>`).
+//!
+//! - Server: `ferry_server_connections_{accepted,refused{reason},closed{reason}}_total`,
+//!   `ferry_server_connections_open`, `ferry_server_errors_total{kind=protocol|handler_panic|
+//!   request_dropped}`, `ferry_server_requests_in_flight`, `ferry_server_metrics_queries_total`,
+//!   and over all connections `ferry_server_{messages,bytes}` received and sent by `kind`
+//!   (`ferry_server_messages_received_total`, `ferry_server_received_bytes_total`, ...),
+//!   `ferry_server_ring_full_total` (sends that found the ring full),
+//!   `ferry_server_wakeups_sent_total{mechanism=futex|doorbell}`,
+//!   `ferry_server_wakeups_received_total`.
+//! - Per open connection (label `connection`, the [`Connection::id`]): the same data-path
+//!   families as `ferry_connection_*`, and `ferry_connection_requests_in_flight`. A connection's
+//!   series go away when it closes (its counts stay in the server's totals), so the number of
+//!   series follows the open connections, not all connections ever made.
+//! - Client: `ferry_client_calls_total{outcome="ok"}`, `ferry_client_calls_failed_total{error}`,
+//!   `ferry_client_{connects,reconnections,connect_retries}_total`, the data-path families as
+//!   `ferry_client_*`, and the histogram `ferry_client_round_trip_seconds` (one call in
+//!   [`ClientConfig::round_trip_sample_every`] per thread, 8 by default).
+//!
+//! What a message pays: a relaxed load and store of counters of its own connection, which only
+//! the thread holding the ring writes (no lock-prefixed instruction, no lock, no allocation);
+//! labels exist only when the text is rendered. [`ServerStats`] and [`ClientStats`] are the same
+//! counters the text shows.
+//!
+//! Lifecycle events go through `tracing` (no subscriber is installed): bind, accept (peer pid,
+//! uid, limits), refusal (reason), failed handshake, close (reason, duration, message counts),
+//! protocol errors, handler panics, shutdown; a client's connect, backoff, reconnection, and
+//! its server's death. Nothing is logged per message, and no event carries payload bytes.
+//!
 //! # Platforms
 //! Linux: everything, tested. macOS: only the [`unix`] control plane so far (shared memory from
 //! `shm_open`, the peer's credentials from `getpeereid`), compile-checked, never run; the macOS
