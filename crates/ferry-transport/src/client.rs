@@ -111,6 +111,8 @@ pub struct ClientStats {
     pub notifications: AtomicU64,
     /// Notifications dropped because no handler was configured.
     pub notifications_dropped: AtomicU64,
+    /// Notifications whose handler panicked (the panic is caught; reading goes on).
+    pub notification_panics: AtomicU64,
 }
 
 /// A connection to a Ferry server. Cheap to clone; `Send + Sync`.
@@ -980,7 +982,21 @@ fn dispatch(
             match &shared.config.on_notification {
                 Some(handler) => {
                     shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                    handler(payload);
+                    // The handler runs on whichever thread reads the ring (a caller leading for
+                    // the others, or the monitor): a panic must not unwind through the reader,
+                    // which would leave the other callers waiting for a leader that is gone.
+                    let r =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(payload)));
+                    if r.is_err() {
+                        shared
+                            .stats
+                            .notification_panics
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            service = &*shared.service,
+                            "ferry notification handler panicked"
+                        );
+                    }
                 }
                 None => {
                     shared
@@ -1127,6 +1143,7 @@ impl Stream {
                     }
                     let n = u32::from_le_bytes(len) as usize;
                     out.extend(inner.items.drain(..n));
+                    crate::slots::trim_items(&mut inner);
                     if inner.over && inner.items.len() <= STREAM_QUEUE_BYTES {
                         shared.slots.set_over(&mut inner, false);
                     }

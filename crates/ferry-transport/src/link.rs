@@ -10,7 +10,7 @@
 //! Unknown bits are ignored: a hostile peer can make us issue a spurious wake, nothing more.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -200,6 +200,8 @@ pub(crate) struct Tx {
     max_message: usize,
     fragment: usize,
     policy: WaitPolicy,
+    /// Message ids for fragmented notifications (see [`Tx::send`]).
+    next_note_id: AtomicU64,
     /// The connection's counters; `sent` is written under the producer lock only.
     metrics: Arc<LinkCounters>,
 }
@@ -225,6 +227,7 @@ impl Tx {
             max_message: limits.max_message_size as usize,
             fragment,
             policy,
+            next_note_id: AtomicU64::new(1),
             metrics,
         }
     }
@@ -265,6 +268,15 @@ impl Tx {
                 |buf| buf.copy_from_slice(payload),
             );
         }
+        // Fragments of one message are keyed by (kind, id) at the receiver, so two fragmented
+        // notifications sent at once (from two threads, both with id 0) would be merged into
+        // one. The protocol wants a message id unique among the sender's partial messages:
+        // give every fragmented notification its own (odd, so never 0).
+        let id = if kind == Kind::Notification && id == 0 {
+            self.next_note_id.fetch_add(2, Ordering::Relaxed) | 1
+        } else {
+            id
+        };
         self.acquire_budget(payload.len(), deadline, live)?;
         let result = (|| {
             let mut chunks = payload.chunks(self.fragment).peekable();

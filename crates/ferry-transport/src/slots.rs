@@ -20,6 +20,15 @@ use crate::error::Error;
 /// reader stops reading (backpressure reaches the server through the full ring).
 pub(crate) const STREAM_QUEUE_BYTES: usize = 1 << 20;
 
+/// Largest buffer a slot keeps once the message that needed it has been delivered: an answer
+/// buffer or a stream queue that grew beyond this for a large message is freed (when the slot
+/// is released, or when the queue runs empty) instead of staying at its high-water mark.
+/// Messages up to this size keep reusing their buffer (no allocation per call in steady
+/// state); larger ones allocate anyway (their reassembly does). With the default 256 slots a
+/// client keeps at most 256 × 2 × 64 KiB of idle buffers, and only after that many
+/// concurrent calls of that size (`tests/memory_release.rs` measures it).
+pub(crate) const RETAIN_BYTES: usize = 64 << 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Not handed out.
@@ -220,10 +229,8 @@ impl Slots {
             inner.items.clear();
             inner.waker = None;
             self.set_over(&mut inner, false);
-            if inner.items.capacity() > STREAM_QUEUE_BYTES * 2 {
-                inner.items.shrink_to(STREAM_QUEUE_BYTES);
-            }
-            if inner.buf.capacity() > 1 << 20 {
+            trim_items(&mut inner);
+            if inner.buf.capacity() > RETAIN_BYTES {
                 // A 16 MiB answer must not pin 16 MiB per slot forever.
                 inner.buf = Vec::new();
             }
@@ -319,6 +326,14 @@ impl Slots {
             }
         }
         false
+    }
+}
+
+/// Frees a stream queue that grew beyond [`RETAIN_BYTES`] once it has run empty (a stream of
+/// large items must not pin its largest backlog for the rest of the slot's life).
+pub(crate) fn trim_items(inner: &mut SlotInner) {
+    if inner.items.is_empty() && inner.items.capacity() > RETAIN_BYTES {
+        inner.items = VecDeque::new();
     }
 }
 

@@ -499,6 +499,7 @@ impl AsyncStream {
                     }
                     let n = (u32::from_le_bytes(len) as usize).min(inner.items.len());
                     let item: Vec<u8> = inner.items.drain(..n).collect();
+                    crate::slots::trim_items(&mut inner);
                     if inner.over && inner.items.len() <= crate::slots::STREAM_QUEUE_BYTES {
                         shared.slots.set_over(&mut inner, false);
                     }
