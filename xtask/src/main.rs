@@ -13,6 +13,7 @@ mod bench_gate;
 mod ci;
 mod cmd;
 mod coverage;
+mod soak;
 mod tests_output;
 mod wine;
 mod workspace;
@@ -47,6 +48,9 @@ Options of `bench-gate`:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(("soak", rest)) = args.split_first().map(|(c, r)| (c.as_str(), r)) {
+        return soak::run(rest);
+    }
     match parse(&args) {
         Ok(Command::Ci(options)) => ci::run(&options),
         #[cfg(target_os = "linux")]
