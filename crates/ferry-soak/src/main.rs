@@ -1,7 +1,7 @@
 //! The processes of `cargo xtask soak`: one binary, one role per process.
 //!
 //! ```text
-//! ferry-soak server  [inject=corrupt|dup|drop|droppush]   the soak server
+//! ferry-soak server  [inject=corrupt|dup|drop|droppush|leak]   the soak server
 //! ferry-soak client  id=N seed=S                          an honest client (seeded workload)
 //! ferry-soak hostile mode=M seed=S                        a hostile client (see hostile.rs)
 //! ferry-soak churn   ms=T seed=S                          connect/disconnect at a high rate

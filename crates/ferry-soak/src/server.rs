@@ -35,7 +35,20 @@ enum Inject {
     Drop,
     /// Skip one push sequence number.
     DropPush,
+    /// Keep [`LEAK_BYTES`] of memory per request for ever (the RSS growth check must fail).
+    Leak,
 }
+
+/// What `inject=leak` retains per request: small enough to look like a real slow leak, large
+/// enough that a 60-second soak's growth check sees it (about 1 MiB/s at this machine's rate).
+const LEAK_BYTES: usize = 1024;
+
+/// What `inject=leak` keeps.
+static LEAKED: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+/// Blocks from this size up are mapped on their own by glibc (see `main`).
+#[cfg(target_env = "gnu")]
+const MMAP_THRESHOLD: libc::c_int = 256 << 10;
 
 /// Which request the injected bug hits.
 const INJECT_AT: u64 = 300;
@@ -123,6 +136,14 @@ impl Handler for Soak {
     fn on_request(&self, req: Request<'_>) {
         let st = &self.0;
         let payload = req.payload();
+        if st.inject == Inject::Leak {
+            // Written, so that the pages are really used; kept for ever (in a static, so that
+            // the compiler cannot drop an allocation nobody reads).
+            LEAKED
+                .lock()
+                .unwrap()
+                .push(vec![0xA5u8; LEAK_BYTES].into_boxed_slice());
+        }
         let head = match proto::parse(payload) {
             Ok(h) => h,
             Err(bad) => {
@@ -273,8 +294,11 @@ impl Handler for Soak {
         let st = &self.0;
         let client = st.conn_client.lock().unwrap().remove(&conn.id());
         if let Some(client) = client {
-            let clients = st.clients.lock().unwrap();
-            if let Some(t) = clients.get(&client) {
+            // Forget the client with its connection: churn connects thousands of clients, each
+            // under a new id, and keeping their tracks was a leak of this server's own (about
+            // 3 MiB per churn fault, which the RSS growth check caught).
+            let track = st.clients.lock().unwrap().remove(&client);
+            if let Some(t) = track {
                 report!(
                     "disc conn={} client={client} notes={} note_last={}",
                     conn.id(),
@@ -451,12 +475,29 @@ pub fn main(opts: &Opts) -> i32 {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // The RSS growth check should see what the server holds, not what glibc caches. By default
+    // glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB):
+    // after the first 16 MiB file, every large reassembly buffer comes from an arena heap and
+    // tens of MiB stay cached there after they are freed, at levels that depend on timing (a
+    // quiet 90 s run plateaued 30 -> 57 MiB). A fixed threshold keeps each large buffer its own
+    // mapping, returned to the kernel when freed; small allocations are unaffected.
+    // Likewise glibc gives threads new arenas (up to 8 per core) as contention appears: the
+    // first connection churn, which starts a push thread per connection, added ~40 mappings
+    // and ~3.5 MiB of arena slack that then stayed. Two arenas make that a constant.
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only changes allocator parameters; called before any thread starts.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        // SAFETY: as above.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
     let inject = match opts.get("inject") {
         None | Some("none") => Inject::None,
         Some("corrupt") => Inject::Corrupt,
         Some("dup") => Inject::Dup,
         Some("drop") => Inject::Drop,
         Some("droppush") => Inject::DropPush,
+        Some("leak") => Inject::Leak,
         Some(other) => {
             eprintln!("ferry-soak server: unknown inject={other}");
             return 2;
@@ -519,6 +560,13 @@ pub fn main(opts: &Opts) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
         if Instant::now() >= next {
             next += Duration::from_secs(1);
+            // Give free heap pages back (glibc keeps them after a burst of connections, as
+            // holes in its heaps), so that RSS tracks the memory the server still uses.
+            // SAFETY: malloc_trim only releases free memory; it is thread-safe.
+            #[cfg(target_env = "gnu")]
+            unsafe {
+                libc::malloc_trim(0);
+            }
             let s = server.stats();
             report!(
                 "prog requests={} notes={} open={} accepted={} refused={} closed={} protocol_errors={} pushes={} items={} violations={}",
