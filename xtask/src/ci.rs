@@ -12,6 +12,7 @@
 //! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
 //! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
 //! | `wine`   | the [`crate::wine::WINE_CRATES`] tests for `x86_64-pc-windows-gnu` under Wine (Linux hosts) |
+//! | `soak`   | `cargo xtask soak --duration 60s --chaos --seed `[`SOAK_SEED`]: the soak server, 8 clients and the fault schedule for a minute, every invariant checked (Linux hosts) |
 //! | `bench`  | `cargo xtask bench-gate --quick`: real processes, the report written, the gates that do not depend on timing enforced (Linux hosts) |
 //!
 //! The run ends with a table of steps and, when the tests ran, a last line `N passed, M failed`
@@ -57,11 +58,12 @@ pub enum Step {
     Miri,
     Fuzz,
     Wine,
+    Soak,
     Bench,
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
@@ -70,6 +72,7 @@ impl Step {
         Step::Miri,
         Step::Fuzz,
         Step::Wine,
+        Step::Soak,
         Step::Bench,
     ];
 
@@ -83,6 +86,7 @@ impl Step {
             Step::Miri => "miri",
             Step::Fuzz => "fuzz",
             Step::Wine => "wine",
+            Step::Soak => "soak",
             Step::Bench => "bench",
         }
     }
@@ -211,6 +215,7 @@ pub fn run(options: &Options) -> ExitCode {
             Step::Miri => miri(&ctx),
             Step::Fuzz => fuzz(&ctx),
             Step::Wine => wine::run(&mut ctx),
+            Step::Soak => soak(),
             Step::Bench => bench(),
         };
         let seconds = t0.elapsed().as_secs_f64();
@@ -446,6 +451,39 @@ fn doc() -> Result<Outcome, Failure> {
         .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .run()?;
     Ok(Outcome::Done(String::new()))
+}
+
+/// The seed of the gate's soak: fixed, so that a failure reproduces with the command the
+/// failure names (a soak is still not fully deterministic: it races real processes).
+pub const SOAK_SEED: u64 = 1;
+
+/// A one-minute chaos soak (`cargo xtask soak`): the release build of `ferry-soak`, then its
+/// server, clients and fault schedule for 60 s; fails on any violation it names.
+#[cfg(target_os = "linux")]
+fn soak() -> Result<Outcome, Failure> {
+    let args: Vec<String> = ["--duration", "60s", "--chaos", "--seed"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain([SOAK_SEED.to_string()])
+        .collect();
+    let reproduce = format!("cargo xtask soak {}", args.join(" "));
+    if crate::soak::run(&args) == ExitCode::SUCCESS {
+        Ok(Outcome::Done(format!(
+            "60 s chaos soak, seed {SOAK_SEED}: no violation"
+        )))
+    } else {
+        let mut f = Failure::new(format!(
+            "the 60 s chaos soak (seed {SOAK_SEED}) failed: see the violations it printed above"
+        ))
+        .hint("read target/soak/report.json (violations, faults, server samples) and target/soak/soak.svg");
+        f.reproduce = Some(reproduce);
+        Err(f)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn soak() -> Result<Outcome, Failure> {
+    Ok(Outcome::Skipped("the soak runs on Linux only".into()))
 }
 
 /// The short bench-gate run: real processes and the report, with the gates that do not depend

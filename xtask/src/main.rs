@@ -26,8 +26,11 @@ const HELP: &str = "\
 cargo xtask <COMMAND>
 
 Commands:
-  ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine
+  ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine,
+                soak, bench
   bench-gate    Ferry vs Unix socket, TCP, pipe, Node.js: real processes, gates (Linux)
+  soak          many client processes against one server, with faults; every invariant
+                checked (Linux): soak [--duration 60s|10m|30m] [--clients N] [--chaos] [--seed N]
   help          print this message
 
 Options of `ci`:
@@ -36,7 +39,7 @@ Options of `ci`:
   --only <STEP>         run only the named step(s) (repeatable)
   --fuzz-seconds <N>    seconds of fuzzing per fuzz target (default 20)
 
-Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine, bench.
+Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine, soak, bench.
 The last line of a run that reached the tests is `N passed, M failed` (host test run).
 
 Options of `bench-gate`:
