@@ -665,7 +665,7 @@ impl Client {
         rx.cancel_sleep();
         loop {
             if let Err(e) = self.pump(conn, rx) {
-                close(&self.shared, conn, "the server sent something invalid");
+                protocol_error(&self.shared, conn, &e, "the server sent something invalid");
                 return Err(e);
             }
             if let Some(r) = ready(&slot.lock()) {
@@ -1032,6 +1032,17 @@ fn dispatch(
     }
 }
 
+/// The server broke the protocol (a bad frame, a corrupted ring): says so, then closes.
+pub(crate) fn protocol_error(shared: &Shared, conn: &Conn, error: &Error, reason: &'static str) {
+    tracing::warn!(
+        service = &*shared.service,
+        server_pid = conn.server_pid,
+        error = %error,
+        "ferry protocol error from the server, closing the connection"
+    );
+    close(shared, conn, reason);
+}
+
 pub(crate) fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
     conn.live.close(reason);
     shared.slots.fail_all(reason);
@@ -1048,16 +1059,16 @@ fn arm_idle_reader(shared: &Shared, conn: &Conn) {
         match pump(shared, conn, &mut rx) {
             Ok(Polled::Messages(_)) => continue,
             Ok(Polled::Empty) => {}
-            Err(_) => {
-                close(shared, conn, "the server sent something invalid");
+            Err(e) => {
+                protocol_error(shared, conn, &e, "the server sent something invalid");
                 return;
             }
         }
         match rx.prepare_sleep(TOKEN_DOORBELL) {
             Ok(true) => return,
             Ok(false) => continue,
-            Err(_) => {
-                close(shared, conn, "the server corrupted the incoming ring");
+            Err(e) => {
+                protocol_error(shared, conn, &e, "the server corrupted the incoming ring");
                 return;
             }
         }
@@ -1351,7 +1362,7 @@ pub(crate) mod nonblocking {
 
     use ferry_notify::WaitPolicy;
 
-    use super::{Conn, Shared, close, pump_nonblocking, ready};
+    use super::{Conn, Shared, protocol_error, pump_nonblocking, ready};
     use crate::error::Error;
     use crate::link::{Polled, Rx, TOKEN_DOORBELL};
 
@@ -1444,7 +1455,7 @@ pub(crate) mod nonblocking {
         loop {
             if rx.has_data() {
                 if let Err(e) = pump_nonblocking(shared, conn, rx) {
-                    close(shared, conn, "the server sent something invalid");
+                    protocol_error(shared, conn, &e, "the server sent something invalid");
                     return Some(Err(e));
                 }
                 if let Some(r) = ready(&slot.lock()) {
@@ -1494,16 +1505,16 @@ pub(crate) mod nonblocking {
             match pump_nonblocking(shared, conn, &mut rx) {
                 Ok(Polled::Messages(_)) => continue,
                 Ok(Polled::Empty) => {}
-                Err(_) => {
-                    close(shared, conn, "the server sent something invalid");
+                Err(e) => {
+                    protocol_error(shared, conn, &e, "the server sent something invalid");
                     return;
                 }
             }
             match rx.prepare_sleep(TOKEN_DOORBELL) {
                 Ok(true) => return,
                 Ok(false) => {}
-                Err(_) => {
-                    close(shared, conn, "the server corrupted the incoming ring");
+                Err(e) => {
+                    protocol_error(shared, conn, &e, "the server corrupted the incoming ring");
                     return;
                 }
             }
