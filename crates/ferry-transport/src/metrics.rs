@@ -868,6 +868,12 @@ impl ClientMetrics {
                 ),
             ],
         )?;
+        counter(
+            enc,
+            "ferry_client_notification_handler_panics",
+            "Notifications whose handler panicked (caught; reading went on).",
+            &[(vec![], load(&stats.notification_panics))],
+        )?;
         link_totals(enc, "ferry_client", &totals)?;
         let (sum, count, buckets) = self.round_trip.read();
         let mut m = enc.encode_descriptor(
