@@ -47,6 +47,7 @@ Options of `bench-gate`:
   --runs <N>           runs of every scenario (default 3; gates use the median)
   --samples <N>        timed round trips per latency run (default 200000)
   --pin <S>,<C>        pin the server to CPU S and the client to CPU C
+  --peers all          also measure iceoryx2 (polling and blocking; slow to compile)
 ";
 
 fn main() -> ExitCode {
