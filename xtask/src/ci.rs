@@ -455,6 +455,7 @@ fn doc() -> Result<Outcome, Failure> {
 
 /// The seed of the gate's soak: fixed, so that a failure reproduces with the command the
 /// failure names (a soak is still not fully deterministic: it races real processes).
+#[cfg(target_os = "linux")]
 pub const SOAK_SEED: u64 = 1;
 
 /// A one-minute chaos soak (`cargo xtask soak`): the release build of `ferry-soak`, then its
