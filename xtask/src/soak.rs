@@ -8,7 +8,7 @@
 //! seeded mix of calls, 64 KiB–16 MiB files, streams, cancellations and notifications both ways,
 //! see `crates/ferry-soak`), and supervises them. With `--chaos`, after a warm-up, it injects
 //! faults one at a time from a seeded schedule (see [`Fault`]). It samples the server's RSS, open
-//! descriptors and mappings from `/proc`, checks the invariants listed in [`Violation`], prints a
+//! descriptors and mappings from `/proc`, checks the invariants (see `Checker::violation` and its callers), prints a
 //! summary table, writes `target/soak/report.json` and `target/soak/soak.svg`, and exits
 //! non-zero naming every violation and the seed.
 //!
