@@ -1331,7 +1331,8 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
             &welcome.limits,
             config.policy,
             metrics.clone(),
-        ),
+        )
+        .with_own_bell(bell.try_clone()?),
         rx: Mutex::new(Rx::new(
             consumer,
             server_bell,

@@ -204,9 +204,21 @@ pub(crate) struct Tx {
     next_note_id: AtomicU64,
     /// The connection's counters; `sent` is written under the producer lock only.
     metrics: Arc<LinkCounters>,
+    /// Our own side's doorbell (client: the one its monitor thread sleeps on), rung before a
+    /// sender sleeps for ring space. The peer may be waiting to send us its answers before it
+    /// reads more of ours; while every caller of ours is stuck sending, nobody would read them
+    /// (a caller disarms the idle reader while it works). The ring wakes the monitor, which
+    /// reads the incoming ring, so both directions keep moving.
+    own_bell: Option<Doorbell>,
 }
 
 impl Tx {
+    /// Sets the doorbell rung before a sender sleeps for ring space (see the field).
+    pub(crate) fn with_own_bell(mut self, bell: Doorbell) -> Self {
+        self.own_bell = Some(bell);
+        self
+    }
+
     pub(crate) fn new(
         producer: Producer<RingSlice>,
         peer_bell: Doorbell,
@@ -229,6 +241,7 @@ impl Tx {
             policy,
             next_note_id: AtomicU64::new(1),
             metrics,
+            own_bell: None,
         }
     }
 
@@ -483,6 +496,9 @@ impl Tx {
                     matches!(p.prepare_sleep(need, token), Ok(SleepPrep::Sleep))
                 },
                 |timeout| {
+                    if let Some(bell) = &self.own_bell {
+                        let _ = bell.ring();
+                    }
                     let slice = timeout.map_or(WAIT_SLICE, |t| t.min(WAIT_SLICE));
                     let word = {
                         let p = self.lock();
