@@ -947,6 +947,14 @@ fn dispatch(
                     if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
                         return true;
                     }
+                    // This thread may be the monitor, which then is not watching the control
+                    // socket: look at it here, or the server's death would go unseen (and every
+                    // other call hang) for as long as the stream's reader lags.
+                    if control_hung_up(conn) {
+                        drop(inner);
+                        server_went_away(shared, conn);
+                        return true;
+                    }
                     inner = slot
                         .cv
                         .wait_timeout(inner, WAIT_SLICE)
@@ -1075,6 +1083,43 @@ fn arm_idle_reader(shared: &Shared, conn: &Conn) {
     }
 }
 
+/// The server sends nothing on the control socket after the handshake: once it is readable,
+/// a non-blocking read that does not say "try again" means end of stream (or an error), i.e.
+/// the server process is gone.
+fn control_readable_means_gone(conn: &Conn) -> bool {
+    let mut b = [0u8; 1];
+    !matches!(
+        rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT),
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
+    )
+}
+
+/// Whether the server hung up the control socket, without waiting.
+fn control_hung_up(conn: &Conn) -> bool {
+    use rustix::event::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(&conn.control, PollFlags::IN | PollFlags::RDHUP)];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && control_readable_means_gone(conn)
+}
+
+/// Fails every call in flight: the server's control socket hung up.
+fn server_went_away(shared: &Shared, conn: &Conn) {
+    tracing::warn!(
+        service = &*shared.service,
+        server_pid = conn.server_pid,
+        "ferry server went away (its control socket hung up); calls in flight fail"
+    );
+    close(
+        shared,
+        conn,
+        "the server went away (control socket hung up)",
+    );
+}
+
 /// The connection's monitor: sleeps on the control socket and the doorbell.
 fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
     use rustix::event::{PollFd, PollFlags};
@@ -1096,22 +1141,11 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
         if conn.live.is_closed() {
             break;
         }
-        if hup.intersects(PollFlags::IN | PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR) {
-            // The server sends nothing on the control socket after the handshake: readable
-            // means end of stream, i.e. the server process is gone.
-            let mut b = [0u8; 1];
-            match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                _ => {
-                    tracing::warn!(
-                        service = &*s.service,
-                        server_pid = conn.server_pid,
-                        "ferry server went away (its control socket hung up); calls in flight fail"
-                    );
-                    close(&s, &conn, "the server went away (control socket hung up)");
-                    break;
-                }
-            }
+        if hup.intersects(PollFlags::IN | PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+            && control_readable_means_gone(&conn)
+        {
+            server_went_away(&s, &conn);
+            break;
         }
         if bell.contains(PollFlags::IN) {
             let _ = conn.bell.drain();

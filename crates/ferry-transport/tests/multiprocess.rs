@@ -269,6 +269,54 @@ fn many_threads_share_one_client() {
     kill9(&mut server);
 }
 
+/// A stream nobody reads fills its queue, and the thread reading the ring (the monitor, or a
+/// caller leading for the others) waits for that reader: backpressure. The server's death must
+/// still fail every other call in flight instead of leaving it waiting for the lagging reader.
+#[test]
+fn server_death_is_seen_while_a_stream_reader_lags() {
+    let dir = TestDir::new("lagging-reader");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    // 64 items of 64 KiB: four times the client's stream queue, never read.
+    let mut req = vec![b'S'];
+    req.extend(64u32.to_le_bytes());
+    req.extend((64u32 << 10).to_le_bytes());
+    let mut stream = client.stream(&req).unwrap();
+    // No call is waiting, so the monitor thread reads the ring: let it fill the queue and wait
+    // for the reader, with the ring behind it full.
+    std::thread::sleep(Duration::from_millis(300));
+    let c = client.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(c.call(b"W")));
+    std::thread::sleep(Duration::from_millis(50));
+    let killed = Instant::now();
+    kill9(&mut server);
+    let r = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a call in flight still waits 5 s after the server died (its death went unseen)");
+    println!("in-flight call failed {:?} after SIGKILL", killed.elapsed());
+    assert!(
+        matches!(r, Err(Error::Closed(_))),
+        "in-flight call after server death: {r:?}"
+    );
+    // The stream hands out what it queued, then ends with the same error; it never hangs.
+    let mut items = 0;
+    let end = loop {
+        match stream.next_item() {
+            Ok(Some(item)) => {
+                assert_eq!(item, pattern(items, 64 << 10), "item {items}");
+                items += 1;
+            }
+            other => break other,
+        }
+    };
+    assert!(matches!(end, Err(Error::Closed(_))), "stream end: {end:?}");
+    assert!(
+        items < 64,
+        "all 64 items arrived although the server was killed"
+    );
+}
+
 #[test]
 fn server_death_fails_calls_and_clients_reconnect() {
     let dir = TestDir::new("restart");
