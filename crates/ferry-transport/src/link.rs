@@ -173,13 +173,42 @@ impl Liveness {
 
 /// Accounting that keeps a sender within the receiver's reassembly limits: at most
 /// `max_partial_messages` fragmented messages at once, whose sizes add up to at most
-/// `max_buffered_bytes`.
+/// `max_buffered_bytes`; and never two fragmented messages with the same `(kind, id)` at once
+/// (the receiver reassembles by that key: the items of one stream, sent from several threads,
+/// would be merged).
 #[derive(Debug)]
 struct FragmentBudget {
-    state: Mutex<(usize, usize)>,
+    state: Mutex<BudgetState>,
     cv: Condvar,
     max_messages: usize,
     max_bytes: usize,
+}
+
+/// What [`FragmentBudget`] has handed out.
+#[derive(Debug)]
+struct BudgetState {
+    messages: usize,
+    bytes: usize,
+    /// `(kind, id)` of each fragmented message being sent (capacity `max_messages`, reserved
+    /// up front: no allocation per message).
+    keys: Vec<(Kind, u64)>,
+}
+
+impl BudgetState {
+    /// Takes budget for a message of `bytes` (already capped) keyed `key`, if free now.
+    fn take(&mut self, key: (Kind, u64), bytes: usize, b: &FragmentBudget) -> bool {
+        if self.messages < b.max_messages
+            && self.bytes + bytes <= b.max_bytes
+            && !self.keys.contains(&key)
+        {
+            self.messages += 1;
+            self.bytes += bytes;
+            self.keys.push(key);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// How far a message sent with [`Tx::try_send_from`] has got.
@@ -231,7 +260,11 @@ impl Tx {
             producer: Mutex::new(producer),
             peer_bell,
             budget: FragmentBudget {
-                state: Mutex::new((0, 0)),
+                state: Mutex::new(BudgetState {
+                    messages: 0,
+                    bytes: 0,
+                    keys: Vec::with_capacity(limits.max_partial_messages as usize),
+                }),
                 cv: Condvar::new(),
                 max_messages: limits.max_partial_messages as usize,
                 max_bytes: limits.max_buffered_bytes as usize,
@@ -290,7 +323,7 @@ impl Tx {
         } else {
             id
         };
-        self.acquire_budget(payload.len(), deadline, live)?;
+        self.acquire_budget((kind, id), payload.len(), deadline, live)?;
         let result = (|| {
             let mut chunks = payload.chunks(self.fragment).peekable();
             while let Some(chunk) = chunks.next() {
@@ -309,7 +342,7 @@ impl Tx {
             // Tell the receiver to drop what it buffered of this message.
             let _ = self.send_with(kind, Flags::ABORT, id, 0, None, live, |_| {});
         }
-        self.release_budget(payload.len());
+        self.release_budget((kind, id), payload.len());
         result
     }
 
@@ -346,7 +379,7 @@ impl Tx {
             });
         }
         if !progress.budget {
-            if !self.try_acquire_budget(payload.len()) {
+            if !self.try_acquire_budget((kind, id), payload.len()) {
                 return Ok(false);
             }
             progress.budget = true;
@@ -362,13 +395,13 @@ impl Tx {
                 Ok(true) => progress.sent = end,
                 Ok(false) => return Ok(false),
                 Err(e) => {
-                    self.release_budget(payload.len());
+                    self.release_budget((kind, id), payload.len());
                     progress.budget = false;
                     return Err(e);
                 }
             }
         }
-        self.release_budget(payload.len());
+        self.release_budget((kind, id), payload.len());
         progress.budget = false;
         Ok(true)
     }
@@ -523,6 +556,7 @@ impl Tx {
 
     fn acquire_budget(
         &self,
+        key: (Kind, u64),
         bytes: usize,
         deadline: Option<Instant>,
         live: &Liveness,
@@ -531,9 +565,7 @@ impl Tx {
         let bytes = bytes.min(b.max_bytes);
         let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if st.0 < b.max_messages && st.1 + bytes <= b.max_bytes {
-                st.0 += 1;
-                st.1 += bytes;
+            if st.take(key, bytes, b) {
                 return Ok(());
             }
             if live.is_closed() {
@@ -557,25 +589,24 @@ impl Tx {
     }
 
     /// Takes fragment budget for a message of `bytes` if it is free now.
-    fn try_acquire_budget(&self, bytes: usize) -> bool {
+    fn try_acquire_budget(&self, key: (Kind, u64), bytes: usize) -> bool {
         let b = &self.budget;
         let bytes = bytes.min(b.max_bytes);
-        let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.0 < b.max_messages && st.1 + bytes <= b.max_bytes {
-            st.0 += 1;
-            st.1 += bytes;
-            true
-        } else {
-            false
-        }
+        b.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(key, bytes, b)
     }
 
-    fn release_budget(&self, bytes: usize) {
+    fn release_budget(&self, key: (Kind, u64), bytes: usize) {
         let b = &self.budget;
         let bytes = bytes.min(b.max_bytes);
         let mut st = b.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.0 -= 1;
-        st.1 -= bytes;
+        st.messages -= 1;
+        st.bytes -= bytes;
+        if let Some(i) = st.keys.iter().position(|k| *k == key) {
+            st.keys.swap_remove(i);
+        }
         drop(st);
         b.cv.notify_all();
     }

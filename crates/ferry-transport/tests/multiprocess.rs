@@ -49,6 +49,25 @@ fn handle(req: Request<'_>) {
                 let _ = stream.finish();
             });
         }
+        b'T' => {
+            // 4 threads send 8 fragmented items each through one StreamSender at once.
+            let stream = req.into_stream();
+            std::thread::spawn(move || {
+                std::thread::scope(|s| {
+                    for t in 0..4u64 {
+                        let stream = &stream;
+                        s.spawn(move || {
+                            for i in 0..8 {
+                                if stream.send(&pattern(t * 100 + i, 200_000)).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                });
+                let _ = stream.finish();
+            });
+        }
         b'N' => {
             let conn = req.connection();
             conn.notify(rest).unwrap();
@@ -266,6 +285,27 @@ fn many_threads_share_one_client() {
         t.join().unwrap();
     }
     assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 16_000);
+    kill9(&mut server);
+}
+
+/// `StreamSender` is `Sync`: items sent from several threads at once must arrive whole, each
+/// exactly once, in each thread's order, even when every item goes as several fragments.
+#[test]
+fn stream_items_sent_from_many_threads_stay_whole() {
+    let dir = TestDir::new("stream-threads");
+    let mut server = start_server(&dir);
+    let client = connect(&dir);
+    let mut stream = client.stream(b"T").unwrap();
+    let mut next = [0u64; 4];
+    let mut n = 0;
+    while let Some(item) = stream.next_item().expect("stream item") {
+        let t = (0..4u64)
+            .find(|&t| next[t as usize] < 8 && item == pattern(t * 100 + next[t as usize], 200_000))
+            .unwrap_or_else(|| panic!("item {n} ({} bytes) is not the next item of any sender thread (corrupted or out of order)", item.len()));
+        next[t as usize] += 1;
+        n += 1;
+    }
+    assert_eq!(next, [8; 4], "every thread's 8 items, each once");
     kill9(&mut server);
 }
 
