@@ -1334,7 +1334,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
                     Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
                     _ => {
-                        let reason = CloseReason::Hangup;
+                        let reason = serve_remaining(&shared, &conn);
                         drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
                         if quiet[slot] != COLD {
                             quiet[slot] = COLD;
@@ -1467,6 +1467,27 @@ fn drop_conn(
 
 /// Serves one connection: flushes its pending answer, then handles what it sent.
 /// Returns whether anything happened; an error means "close it".
+/// The client hung up its control socket (it exited, crashed, or dropped its client). What it
+/// wrote before that was accepted on its side (`notify` returned `Ok`): serve what is still in
+/// the incoming ring, dropping answers that cannot go out (nobody reads them any more), and say
+/// why the connection ends. Bounded: a peer that keeps writing after its hang-up gets
+/// `MAX_ROUNDS` rounds.
+fn serve_remaining(shared: &ServerShared, conn: &Arc<ConnState>) -> CloseReason {
+    const MAX_ROUNDS: usize = 1024;
+    for _ in 0..MAX_ROUNDS {
+        // A full ring towards a gone client never drains: drop the answer waiting for it.
+        *conn.lock_pending() = None;
+        match serve_conn(shared, conn) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(Error::Closed(GOODBYE)) => return CloseReason::Goodbye,
+            Err(Error::Protocol(_)) => return CloseReason::Protocol,
+            Err(_) => break,
+        }
+    }
+    CloseReason::Hangup
+}
+
 fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Error> {
     if conn.live.is_closed() {
         return Err(conn.live.error());

@@ -288,6 +288,36 @@ fn many_threads_share_one_client() {
     kill9(&mut server);
 }
 
+/// Notifications a client sent just before it closed (or was dropped, or exited) were accepted:
+/// `notify` returned `Ok` with them in the ring. The server must deliver them even when it sees
+/// the control socket hang up before it has read the ring.
+#[test]
+fn notifications_sent_right_before_a_close_are_delivered() {
+    let dir = TestDir::new("notify-close");
+    let mut server = start_server(&dir);
+    let counter = connect(&dir);
+    let count = |c: &Client| u64::from_le_bytes(c.call(b"C").unwrap()[..8].try_into().unwrap());
+    let mut expected = count(&counter);
+    for round in 0..20 {
+        let client = connect(&dir);
+        for _ in 0..50 {
+            client.notify(b"count me").unwrap();
+        }
+        if round % 2 == 0 {
+            client.close();
+        } else {
+            drop(client);
+        }
+        expected += 50;
+        assert!(
+            eventually(Duration::from_secs(5), || count(&counter) == expected),
+            "round {round}: the server counted {} notifications, {expected} were sent",
+            count(&counter)
+        );
+    }
+    kill9(&mut server);
+}
+
 /// `StreamSender` is `Sync`: items sent from several threads at once must arrive whole, each
 /// exactly once, in each thread's order, even when every item goes as several fragments.
 #[test]
