@@ -27,7 +27,9 @@ use ferry_notify::{Doorbell, WaitOutcome, WaitPolicy};
 use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
-use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE};
+use crate::link::{
+    Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE, control_hung_up,
+};
 use crate::metrics::{CallError, ClientMetrics, LinkCounters};
 use crate::slots::{STREAM_QUEUE_BYTES, Slots, State, wait_slot};
 use crate::unix::control::{self, peer_cred};
@@ -950,7 +952,7 @@ fn dispatch(
                     // This thread may be the monitor, which then is not watching the control
                     // socket: look at it here, or the server's death would go unseen (and every
                     // other call hang) for as long as the stream's reader lags.
-                    if control_hung_up(conn) {
+                    if server_hung_up_now(conn) {
                         drop(inner);
                         server_went_away(shared, conn);
                         return true;
@@ -1083,19 +1085,8 @@ fn arm_idle_reader(shared: &Shared, conn: &Conn) {
     }
 }
 
-/// The server sends nothing on the control socket after the handshake: once it is readable,
-/// a non-blocking read that does not say "try again" means end of stream (or an error), i.e.
-/// the server process is gone.
-fn control_readable_means_gone(conn: &Conn) -> bool {
-    let mut b = [0u8; 1];
-    !matches!(
-        rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT),
-        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
-    )
-}
-
 /// Whether the server hung up the control socket, without waiting.
-fn control_hung_up(conn: &Conn) -> bool {
+fn server_hung_up_now(conn: &Conn) -> bool {
     use rustix::event::{PollFd, PollFlags};
     let mut fds = [PollFd::new(&conn.control, PollFlags::IN | PollFlags::RDHUP)];
     let zero = rustix::time::Timespec {
@@ -1103,7 +1094,7 @@ fn control_hung_up(conn: &Conn) -> bool {
         tv_nsec: 0,
     };
     matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && control_readable_means_gone(conn)
+        && control_hung_up(&conn.control)
 }
 
 /// Fails every call in flight: the server's control socket hung up.
@@ -1142,7 +1133,7 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
             break;
         }
         if hup.intersects(PollFlags::IN | PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
-            && control_readable_means_gone(&conn)
+            && control_hung_up(&conn.control)
         {
             server_went_away(&s, &conn);
             break;

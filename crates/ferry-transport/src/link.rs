@@ -171,6 +171,17 @@ impl Liveness {
     }
 }
 
+/// For a control socket that polled readable: whether the peer is gone. Neither side sends
+/// anything on it after the handshake, so a non-blocking read that does not say "try again"
+/// means end of stream (or an error): the peer process exited or closed its end.
+pub(crate) fn control_hung_up(control: impl std::os::fd::AsFd) -> bool {
+    let mut b = [0u8; 1];
+    !matches!(
+        rustix::net::recv(control, &mut b, rustix::net::RecvFlags::DONTWAIT),
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
+    )
+}
+
 /// Accounting that keeps a sender within the receiver's reassembly limits: at most
 /// `max_partial_messages` fragmented messages at once, whose sizes add up to at most
 /// `max_buffered_bytes`; and never two fragmented messages with the same `(kind, id)` at once

@@ -24,7 +24,7 @@ use ferry_ring::{Consumer, Producer};
 use rustix::event::epoll;
 
 use crate::error::Error;
-use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx};
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx, control_hung_up};
 use crate::metrics::{CloseReason, LinkCounters, RefuseReason, ServerMetrics};
 use crate::unix::control::{self, peer_cred};
 use crate::unix::listener::BoundSocket;
@@ -1328,19 +1328,15 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 continue;
             };
             if key & 1 == 0 {
-                // Control socket readable: a client sends nothing there after the handshake,
-                // so this is its hang-up (or garbage, which ends the connection as well).
-                let mut b = [0u8; 1];
-                match rustix::net::recv(&conn.control, &mut b, rustix::net::RecvFlags::DONTWAIT) {
-                    Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
-                    _ => {
-                        let reason = serve_remaining(&shared, &conn);
-                        drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
-                        if quiet[slot] != COLD {
-                            quiet[slot] = COLD;
-                            if let Some(pos) = hot.iter().position(|&k| k == slot) {
-                                hot.swap_remove(pos);
-                            }
+                // Control socket readable: its client's hang-up (or garbage, which ends the
+                // connection as well).
+                if control_hung_up(&conn.control) {
+                    let reason = serve_remaining(&shared, &conn);
+                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
+                    if quiet[slot] != COLD {
+                        quiet[slot] = COLD;
+                        if let Some(pos) = hot.iter().position(|&k| k == slot) {
+                            hot.swap_remove(pos);
                         }
                     }
                 }
@@ -1465,8 +1461,6 @@ fn drop_conn(
     shared.handler.on_disconnect(&Connection { state: conn });
 }
 
-/// Serves one connection: flushes its pending answer, then handles what it sent.
-/// Returns whether anything happened; an error means "close it".
 /// The client hung up its control socket (it exited, crashed, or dropped its client). What it
 /// wrote before that was accepted on its side (`notify` returned `Ok`): serve what is still in
 /// the incoming ring, dropping answers that cannot go out (nobody reads them any more), and say
@@ -1488,6 +1482,8 @@ fn serve_remaining(shared: &ServerShared, conn: &Arc<ConnState>) -> CloseReason 
     CloseReason::Hangup
 }
 
+/// Serves one connection: flushes its pending answer, then handles what it sent.
+/// Returns whether anything happened; an error means "close it".
 fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Error> {
     if conn.live.is_closed() {
         return Err(conn.live.error());

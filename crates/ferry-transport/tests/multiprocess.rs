@@ -125,6 +125,14 @@ fn child_entry() {
     }
 }
 
+/// The request for the test server's `S` op: a stream of `count` items of `size` bytes.
+fn stream_request(count: u32, size: u32) -> Vec<u8> {
+    let mut req = vec![b'S'];
+    req.extend(count.to_le_bytes());
+    req.extend(size.to_le_bytes());
+    req
+}
+
 fn start_server(dir: &TestDir) -> std::process::Child {
     let mut child = spawn("server", dir.path(), &[]);
     wait_line(&mut child, "READY", Duration::from_secs(20));
@@ -226,10 +234,7 @@ fn every_message_kind() {
         .iter()
         .any(|p| p == b"pushed")));
     // Stream: items in order, then the end.
-    let mut req = vec![b'S'];
-    req.extend(100u32.to_le_bytes());
-    req.extend(1000u32.to_le_bytes());
-    let mut stream = client.stream(&req).unwrap();
+    let mut stream = client.stream(&stream_request(100, 1000)).unwrap();
     let mut n = 0u64;
     while let Some(item) = stream.next_item().unwrap() {
         assert_eq!(item, pattern(n, 1000), "stream item {n}");
@@ -246,10 +251,7 @@ fn every_message_kind() {
         u64::from_le_bytes(client.call(b"Q").unwrap()[..8].try_into().unwrap()) == before + 1
     }));
     // Cancelling a stream half way.
-    let mut req = vec![b'S'];
-    req.extend(1_000_000u32.to_le_bytes());
-    req.extend(64u32.to_le_bytes());
-    let mut stream = client.stream(&req).unwrap();
+    let mut stream = client.stream(&stream_request(1_000_000, 64)).unwrap();
     for i in 0..10 {
         assert_eq!(stream.next_item().unwrap().unwrap(), pattern(i, 64));
     }
@@ -348,10 +350,7 @@ fn server_death_is_seen_while_a_stream_reader_lags() {
     let mut server = start_server(&dir);
     let client = connect(&dir);
     // 64 items of 64 KiB: four times the client's stream queue, never read.
-    let mut req = vec![b'S'];
-    req.extend(64u32.to_le_bytes());
-    req.extend((64u32 << 10).to_le_bytes());
-    let mut stream = client.stream(&req).unwrap();
+    let mut stream = client.stream(&stream_request(64, 64 << 10)).unwrap();
     // No call is waiting, so the monitor thread reads the ring: let it fill the queue and wait
     // for the reader, with the ring behind it full.
     std::thread::sleep(Duration::from_millis(300));
