@@ -18,8 +18,6 @@ pub struct Consumer<R: Region> {
     head: u64,
     /// Last head stored to shared memory.
     published: u64,
-    /// Last validated shared tail.
-    cached_tail: u64,
     corruption: Option<Corruption>,
     region: R,
 }
@@ -39,12 +37,11 @@ impl<R: Region> Consumer<R> {
     /// As [`Producer::attach`](crate::Producer::attach), with "consumer" for
     /// "producer".
     pub fn attach(region: R) -> Result<Self, AttachError> {
-        let (raw, head, tail) = Raw::attach(&region, Side::Consumer)?;
+        let (raw, head, _tail) = Raw::attach(&region, Side::Consumer)?;
         Ok(Consumer {
             raw,
             head,
             published: head,
-            cached_tail: tail,
             corruption: None,
             region,
         })
@@ -86,24 +83,28 @@ impl<R: Region> Consumer<R> {
     }
 
     /// Bytes between the local head and a fresh read of the producer's tail
-    /// (records plus padding). 0 if the ring is corrupted or the tail read is
-    /// invalid (the next `try_peek` reports that).
+    /// (records plus padding; approximate: the tail is stored right after
+    /// the record word that publishes, so it may lag a record the consumer
+    /// already sees). 0 if the ring is corrupted or the tail read is invalid.
     #[must_use]
     pub fn used_bytes(&self) -> usize {
         if self.corruption.is_some() {
             return 0;
         }
         let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
-        match self.check_tail(tail) {
-            Ok(t) => (t - self.head) as usize,
-            Err(_) => 0,
+        if !tail.is_multiple_of(8) || tail.wrapping_sub(self.published) > self.raw.capacity() {
+            // Misaligned, behind our published head, or more than a ring
+            // ahead of it: not a tail an honest producer could store.
+            return 0;
         }
+        tail.saturating_sub(self.head) as usize
     }
 
-    /// Whether no published record is waiting (fresh read of the tail).
+    /// Whether no published record is waiting: the record word at the head
+    /// reads 0 (one Acquire load; true if the handle is poisoned).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.used_bytes() == 0
+        self.corruption.is_some() || self.raw.load_record(self.head) == 0
     }
 
     fn poison(&mut self, c: Corruption) -> Corrupted {
@@ -111,32 +112,13 @@ impl<R: Region> Consumer<R> {
         Corrupted
     }
 
-    fn check_tail(&self, tail: u64) -> Result<u64, Corruption> {
-        if !tail.is_multiple_of(8) {
-            Err(Corruption::CursorMisaligned)
-        } else if tail < self.cached_tail {
-            Err(Corruption::CursorBackwards)
-        } else if tail - self.published > self.raw.capacity() {
-            // The producer can only fill up to the head we published.
-            Err(Corruption::CursorAhead)
-        } else {
-            Ok(tail)
-        }
-    }
-
-    fn refresh_tail(&mut self) -> Result<(), Corrupted> {
-        let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
-        match self.check_tail(tail) {
-            Ok(t) => {
-                self.cached_tail = t;
-                Ok(())
-            }
-            Err(c) => Err(self.poison(c)),
-        }
-    }
-
     /// Finds the next DATA record, skipping (and consuming) one padding
     /// record. Returns `(payload offset, payload len, record size)`.
+    ///
+    /// A record is published when its word, at the head, turns nonzero
+    /// (Acquire load): the consumer reads only lines it needs anyway, never
+    /// the producer's cursor line.
+    #[inline]
     fn next_record(&mut self) -> Result<Option<(u64, usize, u64)>, Corrupted> {
         if self.corruption.is_some() {
             return Err(Corrupted);
@@ -145,17 +127,15 @@ impl<R: Region> Consumer<R> {
         // At most two rounds: a padding record only ever precedes a record
         // at offset 0, and padding at offset 0 is rejected.
         for _ in 0..2 {
-            if self.head == self.cached_tail {
-                self.refresh_tail()?;
-                if self.head == self.cached_tail {
-                    return Ok(None);
-                }
+            let word = self.raw.load_record(self.head);
+            if word == 0 {
+                return Ok(None);
             }
-            let avail = self.cached_tail - self.head;
             let off = self.raw.offset(self.head);
             let to_end = cap - off;
-            // Copy the header word out once, then validate the copy.
-            let word = self.raw.read_record(self.head);
+            // The producer may fill at most `capacity` bytes past the head we
+            // published (minus the terminator word).
+            let room = cap - (self.head - self.published);
             let (len, tag) = (word as u32, (word >> 32) as u32);
             match tag {
                 TAG_DATA => {
@@ -167,7 +147,7 @@ impl<R: Region> Consumer<R> {
                     if rec > to_end {
                         return Err(self.poison(Corruption::RecordCrossesEnd));
                     }
-                    if rec > avail {
+                    if rec + RECORD_HEADER_SIZE as u64 > room {
                         return Err(self.poison(Corruption::RecordPastTail));
                     }
                     return Ok(Some((off + RECORD_HEADER_SIZE as u64, len, rec)));
@@ -176,7 +156,7 @@ impl<R: Region> Consumer<R> {
                     if off == 0 || u64::from(len) + RECORD_HEADER_SIZE as u64 != to_end {
                         return Err(self.poison(Corruption::BadPadding));
                     }
-                    if to_end > avail {
+                    if to_end + RECORD_HEADER_SIZE as u64 > room {
                         return Err(self.poison(Corruption::RecordPastTail));
                     }
                     self.head += to_end;
@@ -188,8 +168,8 @@ impl<R: Region> Consumer<R> {
     }
 
     /// The next record, if one is published. Padding is skipped
-    /// transparently. Re-reads the producer's tail only when every record
-    /// seen so far has been consumed.
+    /// transparently. Reads the record word at the head (Acquire), never the
+    /// producer's tail.
     ///
     /// # Errors
     ///
@@ -264,7 +244,7 @@ impl<R: Region> Consumer<R> {
 
     /// Declares that the consumer is about to sleep until a record arrives:
     /// stores `token` into `consumer_sleep` (SeqCst), fences, re-reads the
-    /// producer's tail.
+    /// record word at the head.
     ///
     /// On [`SleepPrep::Sleep`], block while
     /// [`consumer_sleep_word`](Self::consumer_sleep_word) equals `token`, then
@@ -274,22 +254,20 @@ impl<R: Region> Consumer<R> {
     ///
     /// # Errors
     ///
-    /// [`Corrupted`] if the tail is invalid (the word is then cleared).
+    /// [`Corrupted`] if the handle is poisoned. (A garbage record word reads
+    /// as [`SleepPrep::Ready`]; the next [`try_peek`](Self::try_peek)
+    /// reports it.)
     pub fn prepare_sleep(&mut self, token: NonZeroU32) -> Result<SleepPrep, Corrupted> {
         if self.corruption.is_some() {
             return Err(Corrupted);
         }
-        if self.head != self.cached_tail {
+        if self.raw.load_record(self.head) != 0 {
             return Ok(SleepPrep::Ready);
         }
         let word = &self.raw.header().prod.consumer_sleep;
         word.store(token.get(), Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if let Err(e) = self.refresh_tail() {
-            self.cancel_sleep();
-            return Err(e);
-        }
-        if self.head != self.cached_tail {
+        if self.raw.load_record(self.head) != 0 {
             self.cancel_sleep();
             Ok(SleepPrep::Ready)
         } else {

@@ -12,7 +12,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"FERRYRNG");
 
 /// Version of the layout described in the crate docs. Bumped on any change
 /// of the header, the record encoding or the handshake.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Smallest data-area capacity accepted by [`init`](crate::init) and attach.
 pub const MIN_CAPACITY: usize = 64;
@@ -40,9 +40,19 @@ pub const TAG_PADDING: u32 = u32::from_le_bytes(*b"PAD!");
 pub const HEADER_SIZE: usize = core::mem::size_of::<RingHeader>();
 
 /// Bytes a region needs for a ring whose data area holds `capacity` bytes.
+#[cfg(not(loom))]
 #[must_use]
 pub const fn region_size(capacity: usize) -> usize {
     HEADER_SIZE + capacity
+}
+
+/// Bytes a region needs for a ring whose data area holds `capacity` bytes:
+/// under loom, plus a table of `capacity / 8` loom atomics standing for the
+/// record words (loom atomics cannot live in plain bytes).
+#[cfg(loom)]
+#[must_use]
+pub const fn region_size(capacity: usize) -> usize {
+    HEADER_SIZE + capacity + capacity / 8 * core::mem::size_of::<AtomicU64>()
 }
 
 /// Largest payload a single record may carry in a ring of `capacity` bytes:

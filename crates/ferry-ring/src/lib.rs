@@ -36,10 +36,11 @@
 //!
 //! # Layout
 //!
-//! All integers little-endian (x86_64 and aarch64). Header words are
-//! accessed with native atomics; record headers and payload in the data area
-//! are plain bytes whose visibility is ordered by the `tail`/`head` cursors
-//! (Release store, Acquire load), and are copied out before validation. The region must be [`REGION_ALIGN`]-aligned and at least
+//! All integers little-endian (x86_64 and aarch64). Header words and
+//! record words (the 8-byte word that starts each record) are accessed with
+//! native atomics; payload bytes are plain bytes whose visibility is ordered
+//! by the record words (Release store, Acquire load), and are copied out
+//! before validation. The region must be [`REGION_ALIGN`]-aligned and at least
 //! [`region_size`]`(capacity)` bytes.
 //!
 //! | offset | size | field | written by |
@@ -56,7 +57,7 @@
 //! | 264 | 4 | `producer_sleep`: token while the producer sleeps, else 0 | producer (consumer clears) |
 //! | 268 | 4 | `consumer_attached`: 1 while a consumer handle exists | consumer |
 //! | 272 | 112 | reserved, zero | [`init`] |
-//! | 384 = [`HEADER_SIZE`] | `capacity` | data area | producer |
+//! | 384 = [`HEADER_SIZE`] | `capacity` | data area (record words and payload) | producer |
 //!
 //! The three header lines are 128 bytes apart so that adjacent-line
 //! prefetching does not make the producer and consumer lines share. Each
@@ -70,24 +71,48 @@
 //! to wrap); a cursor's position in the data area is `cursor % capacity`.
 //! Always `head <= tail <= head + capacity`, both multiples of 8.
 //!
-//! A record is an 8-byte header (`len: u32` payload bytes, then `tag: u32`,
-//! [`TAG_DATA`] or [`TAG_PADDING`]), then the payload, padded to a multiple
-//! of 8. A record never crosses the end of the data area: if it does not
-//! fit before the end, a PADDING record whose `len` reaches exactly the end
-//! is written first and the record starts at offset 0. A payload is at most
-//! [`max_record_len`]`(capacity)` = `capacity / 2 - 8` bytes, so a maximal
-//! record plus padding always fits in an empty ring.
+//! A record is an 8-byte record word (`len: u32` payload bytes, then
+//! `tag: u32`, [`TAG_DATA`] or [`TAG_PADDING`]), then the payload, padded to
+//! a multiple of 8. A record never crosses the end of the data area: if it
+//! does not fit before the end, a PADDING record whose `len` reaches exactly
+//! the end is written first and the record starts at offset 0. A payload is
+//! at most [`max_record_len`]`(capacity)` = `capacity / 2 - 8` bytes, so a
+//! maximal record plus padding (plus the terminator, below) always fits in
+//! an empty ring.
+//!
+//! # Publication: the record word, not the tail (layout version 3)
+//!
+//! The consumer finds records by reading the record word at its head
+//! (Acquire): 0 means "nothing published yet", anything else is a record
+//! (validated as below). It never reads `tail` to find data, so per record
+//! it touches only the lines holding the record, which it needs anyway, and
+//! not the producer's cursor line (layout version 2 read `tail`, one more
+//! cache line moving between the cores per record whenever the consumer had
+//! caught up).
+//!
+//! To make "0 = nothing yet" true, the producer keeps the word where the
+//! next record will start at 0: with each record it writes a zero
+//! *terminator* word right after it (so a record needs 8 bytes of free space
+//! beyond its own size), and it writes the record word that publishes last,
+//! with Release. A batch (staged records) is published by storing the first
+//! staged record's word last; the other words of the batch are written
+//! before it (Relaxed). Stale bytes of earlier laps, which may look like
+//! record words (payload is arbitrary), are therefore never read as records.
+//! [`init`] zeroes the word at offset 0. `tail` is still stored (Release,
+//! after the record word) for attach, [`Consumer::used_bytes`] and
+//! diagnostics; `head` is still how the consumer frees space.
 //!
 //! # Trust
 //!
 //! Each side keeps its own cursor locally and never reads back the shared
-//! copy of its own cursor after attach. It reads the peer's cursor and
-//! validates every read: 8-aligned, never backwards, and within what the
-//! protocol allows (a tail at most `capacity` beyond our published head; a
-//! head no further than our published tail). The consumer validates every
-//! record header it reads (known tag, `len <= max_record_len`, record
-//! inside the published bytes and not crossing the end, padding ending
-//! exactly at the end). Any violation returns [`Corrupted`] (or the
+//! copy of its own cursor after attach. The producer reads the consumer's
+//! `head` and validates every read: 8-aligned, never backwards, and no
+//! further than our published tail. The consumer validates every record
+//! word it reads (known tag, `len <= max_record_len`, not crossing the end,
+//! padding ending exactly at the end, and the record plus its terminator
+//! within the `capacity` bytes the producer may fill past the head we
+//! published); it never relies on `tail` (a forged tail changes nothing but
+//! [`Consumer::used_bytes`], which reports 0 for an impossible one). Any violation returns [`Corrupted`] (or the
 //! `Corrupted` variant of the operation's error) and poisons the handle:
 //! every later operation fails the same way. [`Producer::corruption`] and
 //! [`Consumer::corruption`] say what was seen.
@@ -104,22 +129,25 @@
 //! waits to fit):
 //!
 //! 1. [`Consumer::prepare_sleep`]`(token)`: `consumer_sleep.store(token,
-//!    SeqCst)`; `fence(SeqCst)`; re-read `tail` (Acquire). If data arrived,
-//!    it stores 0 and returns [`SleepPrep::Ready`]: do not block.
+//!    SeqCst)`; `fence(SeqCst)`; re-read the record word at the head
+//!    (Acquire; the producer's side re-reads `head`). If data arrived, it
+//!    stores 0 and returns [`SleepPrep::Ready`]: do not block.
 //! 2. On [`SleepPrep::Sleep`]: block while `consumer_sleep_word() == token`
 //!    (futex semantics: the check and the sleep are atomic with respect to
 //!    a wake). Spurious returns are fine.
 //! 3. After waking: [`Consumer::cancel_sleep`] (store 0) and retry the read.
 //!
 //! Waker (the producer after [`Producer::publish`] or a commit; the
-//! consumer after a release): `tail.store(Release)`; `fence(SeqCst)`; if
+//! consumer after a release): store the record word (producer) or `head`
+//! (consumer) with Release; `fence(SeqCst)`; if
 //! `consumer_sleep != 0`, `swap(0)` and return a needed [`Wake`] carrying
 //! the swapped-out token. The caller must then wake the peer (e.g.
 //! `futex_wake(consumer_sleep_word)`).
 //!
 //! Why no wake-up is lost: the two SeqCst fences order "store token; read
-//! tail" against "store tail; read token", so at least one side sees the
-//! other's store: either the sleeper sees the new tail and does not block,
+//! record word" against "store record word; read token", so at least one
+//! side sees the other's store: either the sleeper sees the new record and
+//! does not block,
 //! or the waker sees the token. The waker resets the word to 0 *before*
 //! waking, so a sleeper that has not blocked yet finds `word != token` and
 //! returns at once. `tests/loom.rs` checks both directions.

@@ -21,6 +21,10 @@ pub struct Producer<R: Region> {
     published: u64,
     /// Last validated shared head.
     cached_head: u64,
+    /// The record word of the first staged record (at `published`), kept
+    /// back until [`publish`](Self::publish) stores it with Release: that
+    /// store is what makes the staged records visible.
+    pending: u64,
     corruption: Option<Corruption>,
     // Last field: dropped after `raw`'s users (Drop::drop runs first anyway).
     region: R,
@@ -49,6 +53,7 @@ impl<R: Region> Producer<R> {
             tail,
             published: tail,
             cached_head: head,
+            pending: 0,
             corruption: None,
             region,
         })
@@ -149,9 +154,23 @@ impl<R: Region> Producer<R> {
         }
     }
 
+    /// Whether `need` bytes, plus the zero record word that must follow them
+    /// (the terminator, see the crate docs), are free.
     #[inline]
     fn fits(&self, need: u64) -> bool {
-        self.raw.capacity() - (self.tail - self.cached_head) >= need
+        self.raw.capacity() - (self.tail - self.cached_head) >= need + RECORD_HEADER_SIZE as u64
+    }
+
+    /// Writes the record word at `cursor`: kept back in `pending` if it is
+    /// the first unpublished word (the publication point), else stored
+    /// Relaxed (published by that later Release store).
+    #[inline]
+    fn put_word(&mut self, cursor: u64, word: u64) {
+        if cursor == self.published {
+            self.pending = word;
+        } else {
+            self.raw.store_record(cursor, word, Ordering::Relaxed);
+        }
     }
 
     /// Reserves space for a record of exactly `len` payload bytes.
@@ -202,8 +221,9 @@ impl<R: Region> Producer<R> {
         Ok(grant.commit())
     }
 
-    /// Publishes every staged record with one Release store of `tail`, then
-    /// checks (after a SeqCst fence) whether the consumer sleeps.
+    /// Publishes every staged record with one Release store (of the first
+    /// staged record's word; `tail` follows), then checks (after a SeqCst
+    /// fence) whether the consumer sleeps.
     ///
     /// Returns [`Wake::NONE`] if nothing was staged or the handle is poisoned.
     #[inline]
@@ -212,6 +232,8 @@ impl<R: Region> Producer<R> {
             return Wake::NONE;
         }
         let h = self.raw.header();
+        self.raw
+            .store_record(self.published, self.pending, Ordering::Release);
         h.prod.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
         fence(Ordering::SeqCst);
@@ -372,8 +394,8 @@ impl<R: Region> WriteGrant<'_, R> {
         self.len == 0
     }
 
-    /// Writes the padding (if any) and the record header for `n` bytes and
-    /// advances the local tail.
+    /// Writes the padding (if any), the record word for `n` bytes and the
+    /// zero terminator after the record, and advances the local tail.
     #[inline]
     fn finish(&mut self, n: usize) {
         assert!(
@@ -385,12 +407,14 @@ impl<R: Region> WriteGrant<'_, R> {
         if self.padded {
             let to_end = p.raw.capacity() - p.raw.offset(p.tail);
             let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
-            p.raw
-                .write_record(p.tail, pack_record(pad_len, TAG_PADDING));
+            p.put_word(p.tail, pack_record(pad_len, TAG_PADDING));
             p.tail += to_end;
         }
-        p.raw.write_record(p.tail, pack_record(n as u32, TAG_DATA));
+        p.put_word(p.tail, pack_record(n as u32, TAG_DATA));
         p.tail += record_size(n);
+        // The word where the next record will start reads 0 ("nothing yet")
+        // until that record is published; `fits` reserved these 8 bytes.
+        p.raw.store_record(p.tail, 0, Ordering::Relaxed);
     }
 
     /// Publishes the record (and anything staged before it) now.

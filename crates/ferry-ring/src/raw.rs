@@ -8,7 +8,7 @@ use crate::layout::{
     HEADER_SIZE, LAYOUT_VERSION, MAGIC, REGION_ALIGN, RingHeader, capacity_ok, region_size,
 };
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Pointers into a region that passed [`Raw::attach`]'s checks.
 ///
@@ -107,6 +107,13 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
         h.cons.consumer_attached.store(0, Ordering::Relaxed);
         h.id.capacity.store(capacity as u32, Ordering::Relaxed);
         h.id.layout_version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        // The record word at the tail (0) must read 0: "no record yet".
+        // SAFETY: capacity >= MIN_CAPACITY, so the first data word is inside
+        // the region (checked above), 8-aligned (128-aligned data area), and
+        // no handle is attached (checked above), so nothing accesses it
+        // concurrently in this process.
+        unsafe { AtomicU64::from_ptr(base.as_ptr().wrapping_add(HEADER_SIZE).cast()) }
+            .store(0, Ordering::Relaxed);
         // Magic last, with Release: a header with the magic is complete.
         h.id.magic.store(MAGIC, Ordering::Release);
     }
@@ -121,6 +128,18 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
                 .as_ptr()
                 .write(RingHeader::new(capacity as u32))
         };
+        for i in 0..capacity / 8 {
+            let word = base
+                .as_ptr()
+                .wrapping_add(HEADER_SIZE + capacity)
+                .cast::<AtomicU64>()
+                .wrapping_add(i);
+            // SAFETY: the loom `region_size` reserves `capacity / 8` loom
+            // atomics after the data area (checked above: region.len() >=
+            // needed); the area is 8-aligned (header and capacity are
+            // multiples of 8) and not yet shared with any handle.
+            unsafe { word.write(AtomicU64::new(0)) };
+        }
     }
     Ok(())
 }
@@ -219,39 +238,61 @@ impl Raw {
         cursor & (self.capacity - 1) & !7
     }
 
-    /// Pointer to the record-header word at byte cursor `cursor` (taken
-    /// modulo the capacity and rounded down to 8, so always in bounds and
-    /// aligned).
+    /// The record-header word at byte cursor `cursor` (taken modulo the
+    /// capacity and rounded down to 8, so always in bounds and aligned), as
+    /// an atomic.
+    ///
+    /// Record words are the ring's publication points (see the crate docs):
+    /// every access to them is atomic. Payload bytes written at the same
+    /// offset in another lap are plain, ordered against these accesses by the
+    /// cursors (happens-before), never concurrent with them.
+    #[cfg(not(loom))]
     #[inline]
-    fn record_word(&self, cursor: u64) -> *mut u64 {
+    fn record_word(&self, cursor: u64) -> &AtomicU64 {
         let off = self.offset(cursor) as usize;
         // SAFETY: off + 8 <= capacity (capacity is a multiple of 8 and off is
-        // an 8-aligned offset below it), so the word is inside the data area.
-        unsafe { self.data.as_ptr().add(off).cast() }
+        // an 8-aligned offset below it), so the word is inside the data area,
+        // which is 128-aligned, so the word is 8-aligned. The region outlives
+        // `self` (struct invariant). Within this process every concurrent
+        // access to the word is atomic (this function); plain payload
+        // accesses to the same bytes in other laps happen-before or after
+        // them through the cursors. The peer is another process: whatever it
+        // writes is only ever read through this atomic and validated.
+        unsafe { AtomicU64::from_ptr(self.data.as_ptr().wrapping_add(off).cast()) }
     }
 
-    /// Reads the record header word at `cursor`: one volatile 8-byte read,
-    /// copied out before the caller validates it.
-    ///
-    /// Not atomic: record words are plain data ordered by the cursors (the
-    /// Acquire load of `tail` that made this record visible), like the
-    /// payload. A hostile peer rewriting the word concurrently can only make
-    /// the copy wrong, which validation then rejects.
+    /// Under loom the record words live in a table of loom atomics after the
+    /// data area (one per 8 data bytes), so that loom models their ordering;
+    /// payload bytes stay plain memory in the data area.
+    #[cfg(loom)]
     #[inline]
-    pub(crate) fn read_record(&self, cursor: u64) -> u64 {
-        // SAFETY: in bounds and 8-aligned (`record_word`; the data area is
-        // 128-aligned). The consumer reads only published bytes, which the
-        // producer does not write until the head moves past them.
-        unsafe { self.record_word(cursor).read_volatile() }
+    fn record_word(&self, cursor: u64) -> &AtomicU64 {
+        let index = (self.offset(cursor) / 8) as usize;
+        let word = self
+            .data
+            .as_ptr()
+            .wrapping_add(self.capacity as usize)
+            .cast::<AtomicU64>()
+            .wrapping_add(index);
+        // SAFETY: `init` wrote `capacity / 8` loom atomics right after the
+        // data area (the loom `region_size` includes them) and index <
+        // capacity / 8; the region outlives `self`.
+        unsafe { &*word }
     }
 
-    /// Writes the record header word at `cursor` (published by the next
-    /// Release store of `tail`).
+    /// Reads the record word at `cursor` (Acquire: a nonzero word published
+    /// by the producer makes the record it heads, and everything the
+    /// producer wrote before it, visible).
     #[inline]
-    pub(crate) fn write_record(&self, cursor: u64, word: u64) {
-        // SAFETY: in bounds and 8-aligned (`record_word`). The producer writes
-        // only free space, which the consumer does not read until published.
-        unsafe { self.record_word(cursor).write_volatile(word) }
+    pub(crate) fn load_record(&self, cursor: u64) -> u64 {
+        self.record_word(cursor).load(Ordering::Acquire)
+    }
+
+    /// Writes the record word at `cursor` with `order` (Release for the word
+    /// that publishes, Relaxed for words published by a later Release).
+    #[inline]
+    pub(crate) fn store_record(&self, cursor: u64, word: u64, order: Ordering) {
+        self.record_word(cursor).store(word, order);
     }
 
     /// Pointer to `len` bytes at data offset `off`.

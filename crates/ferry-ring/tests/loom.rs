@@ -68,15 +68,17 @@ fn push_pop_across_the_wrap() {
 fn full_then_drain() {
     loom::model(|| {
         let (mut p, mut c) = heap(64).unwrap();
-        push_spin(&mut p, &bytes(0, 24));
-        push_spin(&mut p, &bytes(1, 24));
+        // 0..24 and 24..48: full (a record needs the 8 bytes after it too).
+        push_spin(&mut p, &bytes(0, 16));
+        push_spin(&mut p, &bytes(1, 16));
         assert_eq!(p.try_push(&[0]), Err(ReserveError::Full));
         let t = thread::spawn(move || {
             for i in 0..3 {
-                assert_eq!(pop_spin(&mut c), bytes(i, 24));
+                assert_eq!(pop_spin(&mut c), bytes(i, 16));
             }
         });
-        push_spin(&mut p, &bytes(2, 24));
+        // Pads 48..64 and goes to 0: needs both records released.
+        push_spin(&mut p, &bytes(2, 16));
         t.join().unwrap();
     });
 }
@@ -103,8 +105,8 @@ fn batch_stage_publish_and_batch_release() {
         let (mut p, mut c) = heap(64).unwrap();
         let t = thread::spawn(move || {
             for i in 0..2 {
-                let mut g = p.try_reserve(24).unwrap();
-                g.as_mut_slice().copy_from_slice(&bytes(i, 24));
+                let mut g = p.try_reserve(16).unwrap();
+                g.as_mut_slice().copy_from_slice(&bytes(i, 16));
                 g.stage();
             }
             assert!(!p.publish().is_needed());
@@ -126,7 +128,7 @@ fn batch_stage_publish_and_batch_release() {
         while seen < 2 {
             match c.try_peek().unwrap() {
                 Some(g) => {
-                    assert_eq!(g.as_slice(), bytes(seen, 24));
+                    assert_eq!(g.as_slice(), bytes(seen, 16));
                     g.consume();
                     seen += 1;
                 }
@@ -197,18 +199,19 @@ fn consumer_sleeping_for_data_is_always_woken() {
 fn producer_sleeping_for_space_is_always_woken() {
     loom::model(|| {
         let (mut p, mut c) = heap(64).unwrap();
-        assert!(!p.try_push(&bytes(0, 24)).unwrap().is_needed());
-        assert!(!p.try_push(&bytes(1, 24)).unwrap().is_needed());
+        assert!(!p.try_push(&bytes(0, 16)).unwrap().is_needed()); // 0..24
+        assert!(!p.try_push(&bytes(1, 16)).unwrap().is_needed()); // 24..48: full
         let futex = Arc::new(Futex::default());
         let f = Arc::clone(&futex);
         let t = thread::spawn(move || {
             let (v, w) = c.try_pop_vec().unwrap().unwrap();
-            assert_eq!(v, bytes(0, 24));
+            assert_eq!(v, bytes(0, 16));
             f.wake(w, PRODUCER_TOKEN.get());
             c
         });
         loop {
-            match p.try_push(&bytes(2, 24)) {
+            // 48..64 (to the end; its terminator at 0 needs the first record released).
+            match p.try_push(&bytes(2, 8)) {
                 Ok(w) => {
                     assert!(!w.is_needed());
                     break;
@@ -216,7 +219,7 @@ fn producer_sleeping_for_space_is_always_woken() {
                 Err(ReserveError::Full) => {}
                 Err(e) => panic!("{e}"),
             }
-            match p.prepare_sleep(24, PRODUCER_TOKEN).unwrap() {
+            match p.prepare_sleep(8, PRODUCER_TOKEN).unwrap() {
                 SleepPrep::Ready => {}
                 SleepPrep::Sleep => {
                     futex.wait(p.producer_sleep_word(), PRODUCER_TOKEN.get());
@@ -225,15 +228,16 @@ fn producer_sleeping_for_space_is_always_woken() {
             }
         }
         let mut c = t.join().unwrap();
-        assert_eq!(pop_spin(&mut c), bytes(1, 24));
-        assert_eq!(pop_spin(&mut c), bytes(2, 24));
+        assert_eq!(pop_spin(&mut c), bytes(1, 16));
+        assert_eq!(pop_spin(&mut c), bytes(2, 8));
     });
 }
 
 #[test]
 fn both_sides_sleeping_ping_pong() {
-    // Three maximal records through a ring that holds two: the producer may
-    // sleep for space, the consumer for data, in any interleaving.
+    // Three records through a ring that holds two (the third pads to the
+    // end and wraps): the producer may sleep for space, the consumer for
+    // data, in any interleaving.
     loom::model(|| {
         let (mut p, mut c) = heap(64).unwrap();
         let futexes = Arc::new((Futex::default(), Futex::default())); // (consumer's, producer's)
@@ -241,7 +245,7 @@ fn both_sides_sleeping_ping_pong() {
         let t = thread::spawn(move || {
             for i in 0..3 {
                 loop {
-                    match p.try_push(&bytes(i, 24)) {
+                    match p.try_push(&bytes(i, 16)) {
                         Ok(w) => {
                             f.0.wake(w, CONSUMER_TOKEN.get());
                             break;
@@ -249,7 +253,7 @@ fn both_sides_sleeping_ping_pong() {
                         Err(ReserveError::Full) => {}
                         Err(e) => panic!("{e}"),
                     }
-                    if p.prepare_sleep(24, PRODUCER_TOKEN).unwrap() == SleepPrep::Sleep {
+                    if p.prepare_sleep(16, PRODUCER_TOKEN).unwrap() == SleepPrep::Sleep {
                         f.1.wait(p.producer_sleep_word(), PRODUCER_TOKEN.get());
                         p.cancel_sleep();
                     }
@@ -259,7 +263,7 @@ fn both_sides_sleeping_ping_pong() {
         let mut seen = 0;
         while seen < 3 {
             if let Some((v, w)) = c.try_pop_vec().unwrap() {
-                assert_eq!(v, bytes(seen, 24));
+                assert_eq!(v, bytes(seen, 16));
                 futexes.1.wake(w, PRODUCER_TOKEN.get());
                 seen += 1;
                 continue;

@@ -1,10 +1,11 @@
 //! Proptest: random operation sequences against a `VecDeque` model that also
-//! tracks the cursors, so `Full` is predicted exactly.
+//! tracks the cursors, so `Full` is predicted exactly (terminator word
+//! included).
 #![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 use std::collections::VecDeque;
 
-use ferry_ring::{PopError, ReserveError, heap, max_record_len};
+use ferry_ring::{PopError, ReserveError, TAG_DATA, heap, max_record_len};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -66,14 +67,24 @@ impl Model {
             (to_end + rec, to_end)
         }
     }
+    /// Whether the record fits with the 8-byte zero word (terminator) that
+    /// must follow it.
     fn fits(&self, len: usize) -> bool {
-        self.cap - (self.tail - self.pub_head) >= self.need(len).0
+        self.cap - (self.tail - self.pub_head) >= self.need(len).0 + 8
     }
+    /// Every other payload is made of valid-looking DATA record words: if
+    /// the consumer ever read a stale payload word as a record word (a broken
+    /// terminator), it would find phantom records and differ from the model.
     fn bytes(&mut self, len: usize) -> Vec<u8> {
         self.seq += 1;
-        (0..len)
-            .map(|i| (self.seq as usize * 7 + i) as u8)
-            .collect()
+        if self.seq.is_multiple_of(2) {
+            let word = 8u64 | (u64::from(TAG_DATA) << 32);
+            (0..len).map(|i| word.to_le_bytes()[i % 8]).collect()
+        } else {
+            (0..len)
+                .map(|i| (self.seq as usize * 7 + i) as u8)
+                .collect()
+        }
     }
     /// Records a reservation of `len` committed with `n` bytes.
     fn add(&mut self, len: usize, data: Vec<u8>) {

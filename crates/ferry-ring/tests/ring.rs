@@ -100,16 +100,23 @@ fn records_wrap_with_padding_and_start_at_offset_zero() {
 fn exact_fit_to_the_end_needs_no_padding() {
     let (mut p, mut c) = heap(64).unwrap();
     push(&mut p, &payload(0, 24)); // 0..32
-    push(&mut p, &payload(1, 24)); // 32..64: exactly to the end
-    assert_eq!(p.try_push(&[0]), Err(ReserveError::Full));
+    // 32..64 would fit, but not the zero word that must follow it (at 0).
+    assert_eq!(p.try_push(&payload(1, 24)), Err(ReserveError::Full));
+    assert_eq!(pop(&mut c).unwrap(), payload(0, 24));
+    push(&mut p, &payload(1, 24)); // 32..64: exactly to the end, word at 0 zeroed
     let region = Arc::clone(p.region());
     assert_eq!(peek_record(&*region, 32), (24, TAG_DATA));
-    assert_eq!(pop(&mut c).unwrap(), payload(0, 24));
-    // The head freed 0..32: a 24-byte record fits exactly at offset 0.
-    push(&mut p, &payload(2, 24));
-    assert_eq!(p.free_bytes(), 0);
+    assert_eq!(
+        peek_u64(&*region, data(0)),
+        0,
+        "the terminator wrapped to 0"
+    );
+    // 0..24 plus its terminator at 24 fit before the head (32).
+    push(&mut p, &payload(2, 16));
+    assert_eq!(p.free_bytes(), 8);
+    assert_eq!(p.try_push(&[]), Err(ReserveError::Full));
     assert_eq!(pop(&mut c).unwrap(), payload(1, 24));
-    assert_eq!(pop(&mut c).unwrap(), payload(2, 24));
+    assert_eq!(pop(&mut c).unwrap(), payload(2, 16));
     assert_eq!(pop(&mut c), None);
 }
 
@@ -199,11 +206,11 @@ fn commit_publishes_earlier_staged_records_too() {
 fn consumed_records_free_space_only_on_release_consumed() {
     let (mut p, mut c) = heap(64).unwrap();
     push(&mut p, &payload(0, 24));
-    push(&mut p, &payload(1, 24));
-    for i in 0..2u64 {
+    push(&mut p, &payload(1, 16));
+    for (i, len) in [(0u64, 24), (1, 16)] {
         let g = c.try_peek().unwrap().unwrap();
-        assert_eq!(g.as_slice(), payload(i, 24));
-        assert_eq!(g.len(), 24);
+        assert_eq!(g.as_slice(), payload(i, len));
+        assert_eq!(g.len(), len);
         assert!(!g.is_empty());
         g.consume();
     }
@@ -322,7 +329,7 @@ fn consumer_sleep_handshake_bookkeeping() {
     assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
     c.cancel_sleep();
     assert!(!p.try_push(b"y").unwrap().is_needed());
-    // Data published between the cached tail and the re-read: Ready, cleared.
+    // Data published before the re-read: Ready, cleared.
     let region = Arc::clone(c.region());
     assert_eq!(pop(&mut c).unwrap(), b"y");
     push(&mut p, b"z");
@@ -333,10 +340,10 @@ fn consumer_sleep_handshake_bookkeeping() {
 #[test]
 fn producer_sleep_handshake_bookkeeping() {
     let (mut p, mut c) = heap(64).unwrap();
-    push(&mut p, &payload(0, 24));
-    push(&mut p, &payload(1, 24));
+    push(&mut p, &payload(0, 24)); // 0..32
+    push(&mut p, &payload(1, 16)); // 32..56: full (the last 8 bytes are the terminator's)
     let token = NonZeroU32::new(0xABCD).unwrap();
-    assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Sleep));
+    assert_eq!(p.prepare_sleep(16, token), Ok(SleepPrep::Sleep));
     assert_eq!(
         p.producer_sleep_word()
             .load(std::sync::atomic::Ordering::SeqCst),
@@ -350,12 +357,14 @@ fn producer_sleep_handshake_bookkeeping() {
             .load(std::sync::atomic::Ordering::SeqCst),
         0
     );
-    // Space is there now.
-    assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Ready));
+    // Space is there now (padding 56..64, record 0..24, terminator 24..32).
+    assert_eq!(p.prepare_sleep(16, token), Ok(SleepPrep::Ready));
     // Full again; consumer releases before the producer re-reads: Ready.
-    push(&mut p, &payload(2, 24));
-    assert_eq!(pop(&mut c).unwrap(), payload(1, 24));
-    assert_eq!(p.prepare_sleep(24, token), Ok(SleepPrep::Ready));
+    push(&mut p, &payload(2, 16));
+    assert_eq!(p.prepare_sleep(16, token), Ok(SleepPrep::Sleep));
+    p.cancel_sleep();
+    assert_eq!(pop(&mut c).unwrap(), payload(1, 16));
+    assert_eq!(p.prepare_sleep(16, token), Ok(SleepPrep::Ready));
     assert_eq!(
         p.producer_sleep_word()
             .load(std::sync::atomic::Ordering::SeqCst),

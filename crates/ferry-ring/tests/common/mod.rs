@@ -9,9 +9,9 @@ pub const MAGIC_OFF: usize = 0;
 pub const VERSION_OFF: usize = 8;
 pub const CAPACITY_OFF: usize = 12;
 pub const TAIL_OFF: usize = 128;
-pub const CONSUMER_SLEEP_OFF: usize = 136; // in the producer line (layout v2)
+pub const CONSUMER_SLEEP_OFF: usize = 136; // in the producer line (since layout v2)
 pub const HEAD_OFF: usize = 256;
-pub const PRODUCER_SLEEP_OFF: usize = 264; // in the consumer line (layout v2)
+pub const PRODUCER_SLEEP_OFF: usize = 264; // in the consumer line (since layout v2)
 
 /// Offset in the region of data-area offset `off`.
 pub fn data(off: usize) -> usize {
