@@ -6,8 +6,13 @@
 //!   messages from a producer thread to a consumer thread, which copies each
 //!   one out. Throughput is messages (elements) per second.
 //!   - `ferry`: a 64 KiB ring, one record per message: `try_reserve` + copy +
-//!     `commit` (one tail store per message); consumer `try_peek` + copy +
-//!     `release` (one head store per message).
+//!     `commit` (one record-word store and a SeqCst fence per message, the
+//!     default); consumer `try_peek` + copy + `release` (one head store and a
+//!     fence per message).
+//!   - `ferry_fence_free`: the same with both handles fence-free
+//!     (`set_fence_free`, the heavy barrier from `ferry::notify::barrier`,
+//!     as the transport does on Linux): no fence per message; a side about to
+//!     sleep would run `membarrier` instead (nobody sleeps here).
 //!   - `ferry_batch32`: the same ring, 32 records staged per `publish`, 32
 //!     consumed per `release_consumed`.
 //!   - `rtrb`: `rtrb::RingBuffer<[u8; N]>` (fixed-size array elements, not
@@ -44,15 +49,30 @@ fn spin<T>(mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn one_way_ferry<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>, batch: u64) {
-    let name = if batch == 1 {
-        "ferry".to_string()
-    } else {
-        format!("ferry_batch{batch}")
+fn one_way_ferry<const N: usize>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    batch: u64,
+    fence_free: bool,
+) {
+    let name = match (batch, fence_free) {
+        (1, false) => "ferry".to_string(),
+        (1, true) => "ferry_fence_free".to_string(),
+        (b, false) => format!("ferry_batch{b}"),
+        (b, true) => format!("ferry_fence_free_batch{b}"),
     };
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let (mut p, mut c) = ring::heap(RING_BYTES).unwrap();
+            if fence_free {
+                assert!(
+                    ferry::notify::barrier::register_fence_free(),
+                    "membarrier GLOBAL_EXPEDITED is not available here"
+                );
+                p.set_heavy_barrier(ferry::notify::barrier::heavy_barrier());
+                c.set_heavy_barrier(ferry::notify::barrier::heavy_barrier());
+                p.set_fence_free(true);
+                c.set_fence_free(true);
+            }
             let total = iters * MSGS_PER_ITER;
             let msg = [0x5Au8; N];
             thread::scope(|s| {
@@ -164,8 +184,11 @@ fn one_way_crossbeam<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>) {
 fn one_way_size<const N: usize>(c: &mut Criterion, name: &str) {
     let mut group = c.benchmark_group(format!("ring_one_way/{name}"));
     group.throughput(Throughput::Elements(MSGS_PER_ITER));
-    one_way_ferry::<N>(&mut group, 1);
-    one_way_ferry::<N>(&mut group, 32);
+    one_way_ferry::<N>(&mut group, 1, false);
+    if cfg!(target_os = "linux") {
+        one_way_ferry::<N>(&mut group, 1, true);
+    }
+    one_way_ferry::<N>(&mut group, 32, false);
     one_way_rtrb::<N>(&mut group);
     one_way_crossbeam::<N>(&mut group);
     group.finish();

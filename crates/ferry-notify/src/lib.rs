@@ -114,6 +114,7 @@
 
 #![warn(missing_docs)]
 
+pub mod barrier;
 mod error;
 pub mod policy;
 mod sys;

@@ -3,11 +3,12 @@
 use core::num::NonZeroU32;
 
 use crate::error::{AttachError, Corrupted, Corruption, PopError, Side};
+use crate::fences::{Fences, HeavyBarrier};
 use crate::layout::{RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, record_size};
 use crate::producer::take_sleeper;
 use crate::raw::Raw;
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering, fence};
+use crate::sync::{AtomicU32, Ordering};
 use crate::wake::{SleepPrep, Wake};
 
 /// The reading end of a ring. See the [crate docs](crate) for the protocol.
@@ -18,6 +19,7 @@ pub struct Consumer<R: Region> {
     head: u64,
     /// Last head stored to shared memory.
     published: u64,
+    fences: Fences,
     corruption: Option<Corruption>,
     region: R,
 }
@@ -38,10 +40,13 @@ impl<R: Region> Consumer<R> {
     /// "producer".
     pub fn attach(region: R) -> Result<Self, AttachError> {
         let (raw, head, _tail) = Raw::attach(&region, Side::Consumer)?;
+        // A consumer that died fence-free left its flag set: start fenced.
+        raw.header().cons.fence_free.store(0, Ordering::SeqCst);
         Ok(Consumer {
             raw,
             head,
             published: head,
+            fences: Fences::default(),
             corruption: None,
             region,
         })
@@ -232,7 +237,7 @@ impl<R: Region> Consumer<R> {
         let h = self.raw.header();
         h.cons.head.store(self.head, Ordering::Release);
         self.published = self.head;
-        fence(Ordering::SeqCst);
+        self.fences.after_publish();
         take_sleeper(&h.cons.producer_sleep)
     }
 
@@ -264,9 +269,14 @@ impl<R: Region> Consumer<R> {
         if self.raw.load_record(self.head) != 0 {
             return Ok(SleepPrep::Ready);
         }
-        let word = &self.raw.header().prod.consumer_sleep;
-        word.store(token.get(), Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        let h = self.raw.header();
+        h.prod.consumer_sleep.store(token.get(), Ordering::SeqCst);
+        if !self.fences.before_recheck(&h.prod.fence_free) {
+            // The producer publishes fence-free and we have no heavy
+            // barrier: sleeping could miss its wake-up.
+            self.cancel_sleep();
+            return Ok(SleepPrep::Ready);
+        }
         if self.raw.load_record(self.head) != 0 {
             self.cancel_sleep();
             Ok(SleepPrep::Ready)
@@ -281,6 +291,27 @@ impl<R: Region> Consumer<R> {
         &self.raw.header().cons.producer_sleep
     }
 
+    /// Releases without the SeqCst fence (`on`), or with it (the default).
+    /// The mirror of [`Producer::set_fence_free`](crate::Producer::set_fence_free): turn it on only if the
+    /// producer's heavy barrier reaches this thread.
+    pub fn set_fence_free(&mut self, on: bool) {
+        let flag = &self.raw.header().cons.fence_free;
+        self.fences.set_fence_free(flag, on);
+    }
+
+    /// Whether this consumer releases fence-free.
+    #[must_use]
+    pub fn is_fence_free(&self) -> bool {
+        self.fences.is_fence_free()
+    }
+
+    /// The heavy barrier [`prepare_sleep`](Self::prepare_sleep) runs when
+    /// the producer publishes fence-free (`None`: never sleep on such a
+    /// producer).
+    pub fn set_heavy_barrier(&mut self, barrier: Option<HeavyBarrier>) {
+        self.fences.set_heavy_barrier(barrier);
+    }
+
     /// Clears `consumer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
         self.raw
@@ -293,6 +324,7 @@ impl<R: Region> Consumer<R> {
 
 impl<R: Region> Drop for Consumer<R> {
     fn drop(&mut self) {
+        self.set_fence_free(false);
         self.raw
             .attach_flag(Side::Consumer)
             .store(0, Ordering::Release);

@@ -5,6 +5,8 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// Reserved words: plain `core` atomics even under loom (never read, written
 /// only by `init`), so that no part of the header is non-atomic.
 type Reserved = [core::sync::atomic::AtomicU64; 14];
+/// The reserved words of the cursor lines (which also hold `fence_free`).
+type Reserved13 = [core::sync::atomic::AtomicU64; 13];
 
 /// Value of [`RingHeader`]'s `magic` word: the bytes `FERRYRNG` read as a
 /// little-endian `u64`.
@@ -112,7 +114,12 @@ pub struct ProducerLine {
     /// 1 while a `Producer` handle is attached (an in-process guard against
     /// attaching two producers; not a defence against a hostile peer).
     pub producer_attached: AtomicU32,
-    pub(crate) reserved: Reserved,
+    /// Nonzero while the producer publishes without a StoreLoad fence: a
+    /// consumer preparing to sleep must then run a heavy barrier (see the
+    /// crate docs, "Fence-free publication").
+    pub fence_free: AtomicU32,
+    pub(crate) reserved_u32: core::sync::atomic::AtomicU32,
+    pub(crate) reserved: Reserved13,
 }
 
 /// Line 2: the consumer's cursor, and the *producer's* sleep word (read by the
@@ -126,7 +133,11 @@ pub struct ConsumerLine {
     pub producer_sleep: AtomicU32,
     /// 1 while a `Consumer` handle is attached (see `producer_attached`).
     pub consumer_attached: AtomicU32,
-    pub(crate) reserved: Reserved,
+    /// Nonzero while the consumer releases without a StoreLoad fence (see
+    /// [`ProducerLine::fence_free`]).
+    pub fence_free: AtomicU32,
+    pub(crate) reserved_u32: core::sync::atomic::AtomicU32,
+    pub(crate) reserved: Reserved13,
 }
 
 /// The ring header at offset 0 of the region. See the crate docs for the
@@ -160,13 +171,17 @@ impl RingHeader {
                 tail: AtomicU64::new(0),
                 consumer_sleep: AtomicU32::new(0),
                 producer_attached: AtomicU32::new(0),
-                reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 14],
+                fence_free: AtomicU32::new(0),
+                reserved_u32: core::sync::atomic::AtomicU32::new(0),
+                reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 13],
             },
             cons: ConsumerLine {
                 head: AtomicU64::new(0),
                 producer_sleep: AtomicU32::new(0),
                 consumer_attached: AtomicU32::new(0),
-                reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 14],
+                fence_free: AtomicU32::new(0),
+                reserved_u32: core::sync::atomic::AtomicU32::new(0),
+                reserved: [const { core::sync::atomic::AtomicU64::new(0) }; 13],
             },
         }
     }
@@ -192,6 +207,8 @@ const _: () = {
     assert!(offset_of!(ConsumerLine, head) == 0);
     assert!(offset_of!(ConsumerLine, producer_sleep) == 8);
     assert!(offset_of!(ConsumerLine, consumer_attached) == 12);
+    assert!(offset_of!(ProducerLine, fence_free) == 16);
+    assert!(offset_of!(ConsumerLine, fence_free) == 16);
     assert!(size_of::<IdentityLine>() == 128);
     assert!(size_of::<ProducerLine>() == 128);
     assert!(size_of::<ConsumerLine>() == 128);

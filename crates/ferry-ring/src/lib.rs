@@ -152,6 +152,30 @@
 //! waking, so a sleeper that has not blocked yet finds `word != token` and
 //! returns at once. `tests/loom.rs` checks both directions.
 //!
+//! # Fence-free publication
+//!
+//! The SeqCst fence after every publish is what a sleeper's handshake
+//! needs, but it costs the publisher a wait for its store buffer to drain
+//! (the record's cache lines, on their way from the consumer's core): on this
+//! project's machine, 64-byte records one at a time ran at about half the
+//! rate without it. [`Producer::set_fence_free`] (and
+//! [`Consumer::set_fence_free`] for releases) drops it: a publish is then a
+//! Release store, a compiler fence and the load of the sleep word. The
+//! StoreLoad ordering becomes the sleeper's job: a handle preparing to sleep
+//! stores its token, fences, reads the peer's `fence_free` word (offset 16
+//! of the peer's line) and, if it is set, runs its [`HeavyBarrier`]
+//! ([`Consumer::set_heavy_barrier`]) before re-checking. A heavy barrier
+//! (Linux `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, from
+//! `ferry_notify::barrier`) makes every thread of every registered process
+//! execute a full barrier, which turns the publisher's compiler fence into
+//! the fence the handshake needs; the proof above then holds unchanged. A
+//! sleeper with no heavy barrier never sleeps on a fence-free peer
+//! (`prepare_sleep` says `Ready`). Turning fence-free on stores the flag
+//! and fences, so a sleeper that read the old flag is still seen by the
+//! next publish. The loom models cannot inject a fence into another
+//! thread: they keep the fence-free side's fence (the model of the heavy
+//! barrier) and check the protocol around it.
+//!
 //! Obligations: publish staged records before the producer sleeps, and
 //! release consumed records before the consumer sleeps, or each may wait for
 //! the other. The token comes back from shared memory: the waker must treat
@@ -166,6 +190,7 @@ extern crate std;
 
 mod consumer;
 mod error;
+mod fences;
 mod layout;
 mod producer;
 mod raw;
@@ -175,6 +200,7 @@ mod wake;
 
 pub use consumer::{Consumer, ReadGrant};
 pub use error::{AttachError, Corrupted, Corruption, PopError, PushError, ReserveError, Side};
+pub use fences::HeavyBarrier;
 pub use layout::{
     ConsumerLine, HEADER_SIZE, IdentityLine, LAYOUT_VERSION, MAGIC, MAX_CAPACITY, MIN_CAPACITY,
     ProducerLine, RECORD_HEADER_SIZE, REGION_ALIGN, RingHeader, TAG_DATA, TAG_PADDING,

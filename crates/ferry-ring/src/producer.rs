@@ -3,12 +3,13 @@
 use core::num::NonZeroU32;
 
 use crate::error::{AttachError, Corrupted, Corruption, ReserveError, Side};
+use crate::fences::{Fences, HeavyBarrier};
 use crate::layout::{
     RECORD_HEADER_SIZE, TAG_DATA, TAG_PADDING, max_record_len, pack_record, record_size,
 };
 use crate::raw::Raw;
 use crate::region::Region;
-use crate::sync::{AtomicU32, Ordering, fence};
+use crate::sync::{AtomicU32, Ordering};
 use crate::wake::{SleepPrep, Wake};
 
 /// The writing end of a ring. See the [crate docs](crate) for the protocol.
@@ -25,6 +26,7 @@ pub struct Producer<R: Region> {
     /// back until [`publish`](Self::publish) stores it with Release: that
     /// store is what makes the staged records visible.
     pending: u64,
+    fences: Fences,
     corruption: Option<Corruption>,
     // Last field: dropped after `raw`'s users (Drop::drop runs first anyway).
     region: R,
@@ -48,12 +50,15 @@ impl<R: Region> Producer<R> {
     /// already attached.
     pub fn attach(region: R) -> Result<Self, AttachError> {
         let (raw, head, tail) = Raw::attach(&region, Side::Producer)?;
+        // A producer that died fence-free left its flag set: start fenced.
+        raw.header().prod.fence_free.store(0, Ordering::SeqCst);
         Ok(Producer {
             raw,
             tail,
             published: tail,
             cached_head: head,
             pending: 0,
+            fences: Fences::default(),
             corruption: None,
             region,
         })
@@ -236,7 +241,7 @@ impl<R: Region> Producer<R> {
             .store_record(self.published, self.pending, Ordering::Release);
         h.prod.tail.store(self.tail, Ordering::Release);
         self.published = self.tail;
-        fence(Ordering::SeqCst);
+        self.fences.after_publish();
         take_sleeper(&h.prod.consumer_sleep)
     }
 
@@ -277,9 +282,14 @@ impl<R: Region> Producer<R> {
         if self.fits(need) {
             return Ok(SleepPrep::Ready);
         }
-        let word = &self.raw.header().cons.producer_sleep;
-        word.store(token.get(), Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        let h = self.raw.header();
+        h.cons.producer_sleep.store(token.get(), Ordering::SeqCst);
+        if !self.fences.before_recheck(&h.cons.fence_free) {
+            // The consumer releases fence-free and we have no heavy barrier:
+            // sleeping could miss its wake-up.
+            self.cancel_sleep();
+            return Ok(SleepPrep::Ready);
+        }
         if let Err(e) = self.refresh_head() {
             self.cancel_sleep();
             return Err(e.into());
@@ -314,6 +324,36 @@ impl<R: Region> Producer<R> {
         self.refresh_head().is_ok() && self.fits(need)
     }
 
+    /// Publishes without the SeqCst fence (`on`), or with it (the default).
+    ///
+    /// Fence-free, a publish is a Release store and a compiler fence: the
+    /// StoreLoad ordering the sleep handshake needs is then the consumer's
+    /// job, which it does with its [heavy barrier](crate::Consumer::set_heavy_barrier)
+    /// when it prepares to sleep (see the crate docs, "Fence-free
+    /// publication"). Turn it on only if this thread is reached by the
+    /// consumer's heavy barrier (Linux: this process registered for
+    /// `MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which `ferry_notify::barrier` does):
+    /// otherwise a sleeping consumer can miss a wake-up. A consumer without
+    /// a heavy barrier never sleeps on a fence-free producer (its
+    /// `prepare_sleep` says `Ready`), so it spins instead.
+    pub fn set_fence_free(&mut self, on: bool) {
+        let flag = &self.raw.header().prod.fence_free;
+        self.fences.set_fence_free(flag, on);
+    }
+
+    /// Whether this producer publishes fence-free.
+    #[must_use]
+    pub fn is_fence_free(&self) -> bool {
+        self.fences.is_fence_free()
+    }
+
+    /// The heavy barrier [`prepare_sleep`](Self::prepare_sleep) runs when
+    /// the consumer releases fence-free (`None`: never sleep on such a
+    /// consumer).
+    pub fn set_heavy_barrier(&mut self, barrier: Option<HeavyBarrier>) {
+        self.fences.set_heavy_barrier(barrier);
+    }
+
     /// Clears `producer_sleep` (after waking, or to abandon a prepared sleep).
     pub fn cancel_sleep(&self) {
         self.raw
@@ -326,6 +366,7 @@ impl<R: Region> Producer<R> {
 
 impl<R: Region> Drop for Producer<R> {
     fn drop(&mut self) {
+        self.set_fence_free(false);
         self.raw
             .attach_flag(Side::Producer)
             .store(0, Ordering::Release);

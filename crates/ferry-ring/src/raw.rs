@@ -99,6 +99,10 @@ pub(crate) fn init<R: Region>(region: &R, capacity: usize) -> Result<(), AttachE
         {
             w.store(0, Ordering::Relaxed);
         }
+        h.prod.reserved_u32.store(0, Ordering::Relaxed);
+        h.cons.reserved_u32.store(0, Ordering::Relaxed);
+        h.prod.fence_free.store(0, Ordering::Relaxed);
+        h.cons.fence_free.store(0, Ordering::Relaxed);
         h.prod.tail.store(0, Ordering::Relaxed);
         h.cons.producer_sleep.store(0, Ordering::Relaxed);
         h.prod.producer_attached.store(0, Ordering::Relaxed);

@@ -235,11 +235,34 @@ fn producer_sleeping_for_space_is_always_woken() {
 
 #[test]
 fn both_sides_sleeping_ping_pong() {
+    ping_pong(false);
+}
+
+/// The same with both handles fence-free and each sleeper running its heavy
+/// barrier. Loom cannot inject a fence into another thread, so the
+/// fence-free side keeps its SeqCst fence under loom (the model of what
+/// membarrier guarantees) and the heavy barrier is a no-op here: the model
+/// checks the protocol around it (flags read after the token, the sleeper
+/// that must not sleep without a barrier), not membarrier itself.
+#[test]
+fn both_sides_sleeping_fence_free() {
+    ping_pong(true);
+}
+
+fn no_op_heavy_barrier() {}
+
+fn ping_pong(fence_free: bool) {
     // Three records through a ring that holds two (the third pads to the
     // end and wraps): the producer may sleep for space, the consumer for
     // data, in any interleaving.
-    loom::model(|| {
+    loom::model(move || {
         let (mut p, mut c) = heap(64).unwrap();
+        if fence_free {
+            p.set_fence_free(true);
+            c.set_fence_free(true);
+            p.set_heavy_barrier(Some(no_op_heavy_barrier));
+            c.set_heavy_barrier(Some(no_op_heavy_barrier));
+        }
         let futexes = Arc::new((Futex::default(), Futex::default())); // (consumer's, producer's)
         let f = Arc::clone(&futexes);
         let t = thread::spawn(move || {

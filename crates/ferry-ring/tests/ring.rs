@@ -558,3 +558,86 @@ fn peer_sleep_words_and_can_reserve_agree_with_the_handshake() {
     let (_, _wake) = c.try_pop_into(&mut [0u8; 64]).unwrap().unwrap();
     assert!(p.can_reserve(40), "space freed by the consumer is seen");
 }
+
+static HEAVY_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counting_heavy_barrier() {
+    HEAVY_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Fence-free publication moves the StoreLoad ordering to the sleeper: it
+/// runs its heavy barrier when the peer is fence-free, and refuses to sleep
+/// (says Ready) if it has none.
+#[test]
+fn fence_free_peers_make_the_sleeper_run_its_heavy_barrier() {
+    let (mut p, mut c) = heap(256).unwrap();
+    let region = Arc::clone(p.region());
+    assert!(!p.is_fence_free() && !c.is_fence_free());
+    p.set_fence_free(true);
+    c.set_fence_free(true);
+    assert!(p.is_fence_free() && c.is_fence_free());
+    assert_eq!(
+        peek_u32(&*region, TAIL_OFF + 16),
+        1,
+        "producer's fence_free word"
+    );
+    assert_eq!(
+        peek_u32(&*region, HEAD_OFF + 16),
+        1,
+        "consumer's fence_free word"
+    );
+
+    // No heavy barrier: never sleeps on a fence-free peer, and leaves no token.
+    assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Ready));
+    assert_eq!(peek_u32(&*region, CONSUMER_SLEEP_OFF), 0);
+
+    let before = HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    c.set_heavy_barrier(Some(counting_heavy_barrier));
+    assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
+    assert_eq!(
+        HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+    // The fence-free publish still sees the sleeper and hands out its token.
+    let w = p.try_push(b"x").unwrap();
+    assert!(w.is_needed());
+    assert_eq!(w.token(), T1.get());
+    c.cancel_sleep();
+    assert_eq!(pop(&mut c).unwrap(), b"x");
+
+    // The producer side, waiting for space on a fence-free consumer.
+    while p.try_push(&[7; 100]).is_ok() {}
+    assert_eq!(
+        p.prepare_sleep(100, T1),
+        Ok(SleepPrep::Ready),
+        "no heavy barrier"
+    );
+    assert_eq!(peek_u32(&*region, PRODUCER_SLEEP_OFF), 0);
+    p.set_heavy_barrier(Some(counting_heavy_barrier));
+    let before = HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(p.prepare_sleep(100, T1), Ok(SleepPrep::Sleep));
+    assert_eq!(
+        HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+    let (_, w) = c.try_pop_vec().unwrap().unwrap();
+    assert!(
+        w.is_needed(),
+        "the fence-free release still wakes the producer"
+    );
+
+    // A fenced peer costs the sleeper no heavy barrier.
+    p.set_fence_free(false);
+    while pop(&mut c).is_some() {}
+    let before = HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
+    assert_eq!(
+        HEAVY_CALLS.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+    c.cancel_sleep();
+
+    // Dropping a handle (or attaching a new one) clears its word.
+    drop(c);
+    assert_eq!(peek_u32(&*region, HEAD_OFF + 16), 0);
+}

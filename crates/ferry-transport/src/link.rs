@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use ferry_frame::{
     DecodeLimits, Event, Flags, HEADER_LEN, Kind, Limits, Reassembler, ReassemblyLimits,
 };
-use ferry_notify::{Doorbell, WaitPolicy};
+use ferry_notify::{Doorbell, WaitPolicy, barrier};
 use ferry_ring::{Consumer, Producer, Region, ReserveError, SleepPrep, Wake};
 
 use crate::error::Error;
@@ -260,12 +260,18 @@ impl Tx {
     }
 
     pub(crate) fn new(
-        producer: Producer<RingSlice>,
+        mut producer: Producer<RingSlice>,
         peer_bell: Doorbell,
         limits: &Limits,
         policy: WaitPolicy,
         metrics: Arc<LinkCounters>,
     ) -> Self {
+        // Fence-free where the OS has a cross-process heavy barrier (Linux
+        // membarrier): a publish is then a Release store without a SeqCst
+        // fence, and the side about to sleep pays the barrier instead (see
+        // ferry-ring, "Fence-free publication"). Elsewhere: fenced.
+        producer.set_heavy_barrier(barrier::heavy_barrier());
+        producer.set_fence_free(barrier::register_fence_free());
         let fragment = fragment_payload(producer.capacity(), producer.max_record_len());
         Tx {
             producer: Mutex::new(producer),
@@ -654,11 +660,13 @@ pub(crate) enum Polled {
 
 impl Rx {
     pub(crate) fn new(
-        consumer: Consumer<RingSlice>,
+        mut consumer: Consumer<RingSlice>,
         peer_bell: Doorbell,
         limits: &Limits,
         metrics: Arc<LinkCounters>,
     ) -> Self {
+        consumer.set_heavy_barrier(barrier::heavy_barrier());
+        consumer.set_fence_free(barrier::register_fence_free());
         let max_record = consumer.max_record_len();
         Rx {
             reassembler: Reassembler::new(ReassemblyLimits::from(*limits)),
