@@ -80,37 +80,27 @@
 // client and server follow with issue 8. Elsewhere the crate is empty.
 #![cfg(any(target_os = "linux", target_os = "macos"))]
 
-#[cfg(target_os = "linux")]
 mod client;
 mod error;
-#[cfg(target_os = "linux")]
 mod link;
-#[cfg(target_os = "linux")]
 mod metrics;
-#[cfg(target_os = "linux")]
 mod server;
-#[cfg(target_os = "linux")]
 mod slots;
-#[cfg(all(feature = "tokio", target_os = "linux"))]
+#[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod unix;
 
-#[cfg(target_os = "linux")]
 pub use client::{
     Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
 };
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
-#[cfg(target_os = "linux")]
 pub use link::{MAX_RING, MIN_RING};
-#[cfg(target_os = "linux")]
 pub use metrics::read_server_metrics;
 /// The `prometheus-client` this crate exports its metrics through (for
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
-#[cfg(target_os = "linux")]
 pub use prometheus_client;
-#[cfg(target_os = "linux")]
 pub use server::{
     Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
 };

@@ -3,5 +3,6 @@
 
 pub mod control;
 pub mod listener;
+pub(crate) mod poller;
 pub mod service_dir;
 pub mod shm;
