@@ -3,9 +3,10 @@
 //!
 //! Sleep tokens (what a sleeper stores in its ring sleep word; the waker reads it back from the
 //! ring's `Wake` and treats it as untrusted bits):
-//! - [`TOKEN_FUTEX`]: threads of the sleeper's process block on the word itself (futex); the
-//!   waker calls `wake_all` on it.
-//! - [`TOKEN_DOORBELL`]: the sleeper polls its doorbell (eventfd); the waker rings it.
+//! - [`TOKEN_FUTEX`]: threads of the sleeper's process block on the word itself (futex; macOS:
+//!   `os_sync_wait_on_address`); the waker calls `wake_all` on it.
+//! - [`TOKEN_DOORBELL`]: the sleeper polls its doorbell (eventfd; macOS: a pipe); the waker
+//!   rings it.
 //!
 //! Unknown bits are ignored: a hostile peer can make us issue a spurious wake, nothing more.
 

@@ -316,7 +316,7 @@ impl Connection {
     pub fn id(&self) -> u64 {
         self.state.id
     }
-    /// The client's process id (from `SO_PEERCRED` at connect time).
+    /// The client's process id (from `SO_PEERCRED`, macOS `LOCAL_PEERPID`, at connect time).
     pub fn peer_pid(&self) -> i32 {
         self.state.peer_pid
     }
@@ -1102,7 +1102,7 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
         &welcome_fds(mem.fd(), &server_bell, &client_bell),
     )
     .map_err(failed)?;
-    drop(mem); // the rings keep the mapping; the memfd itself is no longer needed here
+    drop(mem); // the rings keep the mapping; its descriptor is no longer needed here
     sock.set_read_timeout(None)
         .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
     sock.set_nonblocking(true)
