@@ -1167,8 +1167,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
     let mut events = Events::with_capacity(256);
     // The hot list: connections polled every round (they were busy lately, or hold an answer
     // waiting for ring space). Every other connection is cold: its incoming ring is armed with
-    // our doorbell token, so its client rings the doorbell when it next writes, and the
-    // poller brings it back to the hot list. A round therefore costs what the busy connections cost,
+    // our doorbell token, so its client rings the doorbell when it next writes, and the poller
+    // brings it back to the hot list. A round therefore costs what the busy connections cost,
     // not what all 1000 of them cost. `quiet[key]`: rounds without progress, or `COLD`.
     let mut hot: Vec<usize> = Vec::new();
     let mut quiet: Vec<u32> = Vec::new();
