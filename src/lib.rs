@@ -7,5 +7,5 @@
 pub use ferry_frame as frame;
 pub use ferry_notify as notify;
 pub use ferry_ring as ring;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use ferry_transport as transport;

@@ -6,8 +6,8 @@
 //! `FERRY_TASKS=n` (default 1) runs `n` tasks calling concurrently on a multi-thread runtime
 //! (then the percentiles are per call, over all tasks).
 
-#[cfg(target_os = "linux")]
-mod linux {
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod unix {
     use std::time::Instant;
 
     use ferry_transport::tokio::AsyncClient;
@@ -86,12 +86,14 @@ mod linux {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    linux::main()
+    unix::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn main() {
-    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+    eprintln!(
+        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
+    );
 }

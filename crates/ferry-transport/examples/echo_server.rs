@@ -5,8 +5,8 @@
 //! cargo run --release -p ferry-transport --example echo_client   # in another terminal
 //! ```
 
-#[cfg(target_os = "linux")]
-mod linux {
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod unix {
     use ferry_transport::{Request, Server, ServerConfig};
 
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,12 +41,14 @@ mod linux {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    linux::main()
+    unix::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn main() {
-    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+    eprintln!(
+        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
+    );
 }

@@ -1,8 +1,8 @@
 //! The "editor" half of the editor ↔ engine example: asks for completions, starts a chat
 //! stream, cancels it half way, and prints the latencies it saw. Start `engine` first.
 
-#[cfg(target_os = "linux")]
-mod linux {
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+mod unix {
     use std::time::Instant;
 
     use ferry_transport::Client;
@@ -48,12 +48,14 @@ mod linux {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    linux::main()
+    unix::main()
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn main() {
-    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+    eprintln!(
+        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
+    );
 }

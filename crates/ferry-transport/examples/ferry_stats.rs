@@ -8,7 +8,7 @@
 //! server answers only users it accepts as clients. With `--watch`, the text is printed again
 //! every so many seconds until interrupted.
 
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 fn main() -> std::process::ExitCode {
     use std::path::PathBuf;
     use std::process::ExitCode;
@@ -63,7 +63,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 fn main() {
-    eprintln!("ferry-transport runs on Linux only for now (Windows and macOS: issue 8)");
+    eprintln!(
+        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
+    );
 }

@@ -14,7 +14,7 @@
 //! death (the socket hangs up) at once, failing every call in flight with [`Error::Closed`].
 //! The next call then reconnects, with backoff, until its deadline.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +28,8 @@ use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
 use crate::link::{
-    Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE, control_hung_up,
+    Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE, bell_from_fds,
+    control_hung_up, split_welcome_fds,
 };
 use crate::metrics::{CallError, ClientMetrics, LinkCounters};
 use crate::slots::{STREAM_QUEUE_BYTES, Slots, State, wait_slot};
@@ -1085,10 +1086,19 @@ fn arm_idle_reader(shared: &Shared, conn: &Conn) {
     }
 }
 
+/// What `poll` watches the control socket for: readable, and on Linux the server's shutdown
+/// (`POLLRDHUP`). macOS has no `POLLRDHUP`; there the server's close makes the socket readable
+/// (end of stream). Either way [`control_hung_up`] then tells a hang-up from a spurious wake.
+#[cfg(target_os = "linux")]
+const CONTROL_EVENTS: rustix::event::PollFlags =
+    rustix::event::PollFlags::IN.union(rustix::event::PollFlags::RDHUP);
+#[cfg(target_os = "macos")]
+const CONTROL_EVENTS: rustix::event::PollFlags = rustix::event::PollFlags::IN;
+
 /// Whether the server hung up the control socket, without waiting.
 fn server_hung_up_now(conn: &Conn) -> bool {
-    use rustix::event::{PollFd, PollFlags};
-    let mut fds = [PollFd::new(&conn.control, PollFlags::IN | PollFlags::RDHUP)];
+    use rustix::event::PollFd;
+    let mut fds = [PollFd::new(&conn.control, CONTROL_EVENTS)];
     let zero = rustix::time::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -1119,7 +1129,7 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
     }
     loop {
         let mut fds = [
-            PollFd::new(&conn.control, PollFlags::IN | PollFlags::RDHUP),
+            PollFd::new(&conn.control, CONTROL_EVENTS),
             PollFd::new(&conn.bell, PollFlags::IN),
         ];
         match rustix::event::poll(&mut fds, None) {
@@ -1132,7 +1142,7 @@ fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
         if conn.live.is_closed() {
             break;
         }
-        if hup.intersects(PollFlags::IN | PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+        if hup.intersects(CONTROL_EVENTS | PollFlags::HUP | PollFlags::ERR)
             && control_hung_up(&conn.control)
         {
             server_went_away(&s, &conn);
@@ -1331,20 +1341,14 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
     hello
         .check_welcome(&welcome)
         .map_err(|e| Error::Protocol(format!("unacceptable Welcome: {e}")))?;
-    let [mem_fd, server_bell, client_bell]: [OwnedFd; 3] =
-        frame.fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-            Error::Protocol(format!(
-                "Welcome carried {} descriptors, expected 3",
-                fds.len()
-            ))
-        })?;
+    let (mem_fd, server_bell, client_bell) = split_welcome_fds(frame.fds)?;
     let layout = Layout::new(&welcome.limits).map_err(Error::Protocol)?;
     let mem = Arc::new(SharedMemory::open(mem_fd, layout.total)?);
     let (c2s, s2c) = layout.slices(&mem);
     let producer = Producer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
     let consumer = Consumer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-    let server_bell = Doorbell::from_owned_fd(server_bell)?;
-    let bell = Doorbell::from_owned_fd(client_bell)?;
+    let server_bell = bell_from_fds(server_bell)?;
+    let bell = bell_from_fds(client_bell)?;
     sock.set_read_timeout(None)
         .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
     let _ = sock.as_fd();

@@ -95,7 +95,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Setting up a notifier (eventfd, event) failed.
+    /// Setting up a notifier (eventfd, pipe, event) failed.
     #[error(transparent)]
     Notify(#[from] ferry_notify::SetupError),
     /// Waking or waiting failed.

@@ -3,13 +3,15 @@
 //!
 //! Sleep tokens (what a sleeper stores in its ring sleep word; the waker reads it back from the
 //! ring's `Wake` and treats it as untrusted bits):
-//! - [`TOKEN_FUTEX`]: threads of the sleeper's process block on the word itself (futex); the
-//!   waker calls `wake_all` on it.
-//! - [`TOKEN_DOORBELL`]: the sleeper polls its doorbell (eventfd); the waker rings it.
+//! - [`TOKEN_FUTEX`]: threads of the sleeper's process block on the word itself (futex; macOS:
+//!   `os_sync_wait_on_address`); the waker calls `wake_all` on it.
+//! - [`TOKEN_DOORBELL`]: the sleeper polls its doorbell (eventfd; macOS: a pipe); the waker
+//!   rings it.
 //!
 //! Unknown bits are ignored: a hostile peer can make us issue a spurious wake, nothing more.
 
 use std::num::NonZeroU32;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use ferry_frame::{
     DecodeLimits, Event, Flags, HEADER_LEN, Kind, Limits, Reassembler, ReassemblyLimits,
 };
-use ferry_notify::{Doorbell, WaitPolicy, barrier};
+use ferry_notify::{Doorbell, NotifyError, WaitOutcome, WaitPolicy, barrier};
 use ferry_ring::{Consumer, Producer, Region, ReserveError, SleepPrep, Wake};
 
 use crate::error::Error;
@@ -119,10 +121,144 @@ impl Layout {
     }
 }
 
+/// Descriptors one doorbell travels as (`SCM_RIGHTS`, in the `Welcome`): Linux, its eventfd;
+/// macOS, its pipe's read end, then its write end.
+#[cfg(target_os = "linux")]
+pub(crate) const BELL_FDS: usize = 1;
+/// Descriptors one doorbell travels as (`SCM_RIGHTS`, in the `Welcome`): Linux, its eventfd;
+/// macOS, its pipe's read end, then its write end.
+#[cfg(target_os = "macos")]
+pub(crate) const BELL_FDS: usize = 2;
+
+/// Descriptors the `Welcome` carries, in this order: the shared memory, the server's doorbell
+/// ([`BELL_FDS`] of them), the client's doorbell (as many). See docs/protocol.md.
+pub(crate) const WELCOME_FDS: usize = 1 + 2 * BELL_FDS;
+const _: () = assert!(WELCOME_FDS <= crate::unix::control::MAX_FDS);
+
+/// The descriptors a doorbell is sent as.
+#[cfg(target_os = "linux")]
+pub(crate) fn bell_fds(bell: &Doorbell) -> [BorrowedFd<'_>; BELL_FDS] {
+    [bell.as_fd()]
+}
+
+/// The descriptors a doorbell is sent as: whoever waits on it needs the read end, whoever rings
+/// it the write end, and the client does both with its own.
+#[cfg(target_os = "macos")]
+pub(crate) fn bell_fds(bell: &Doorbell) -> [BorrowedFd<'_>; BELL_FDS] {
+    [bell.as_fd(), bell.write_fd()]
+}
+
+/// The `Welcome`'s descriptors, in wire order.
+pub(crate) fn welcome_fds<'a>(
+    mem: BorrowedFd<'a>,
+    server_bell: &'a Doorbell,
+    client_bell: &'a Doorbell,
+) -> [BorrowedFd<'a>; WELCOME_FDS] {
+    let mut fds = [mem; WELCOME_FDS];
+    fds[1..=BELL_FDS].copy_from_slice(&bell_fds(server_bell));
+    fds[1 + BELL_FDS..].copy_from_slice(&bell_fds(client_bell));
+    fds
+}
+
+/// Splits the descriptors a `Welcome` brought into the shared memory's, the server doorbell's
+/// and the client doorbell's.
+///
+/// # Errors
+/// [`Error::Protocol`] when the server sent another number of descriptors than
+/// [`WELCOME_FDS`] (they are all closed).
+pub(crate) fn split_welcome_fds(
+    fds: Vec<OwnedFd>,
+) -> Result<(OwnedFd, [OwnedFd; BELL_FDS], [OwnedFd; BELL_FDS]), Error> {
+    let fds: [OwnedFd; WELCOME_FDS] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        Error::Protocol(format!(
+            "Welcome carried {} descriptors, expected {WELCOME_FDS}",
+            fds.len()
+        ))
+    })?;
+    #[cfg(target_os = "linux")]
+    let [mem, server, client] = fds;
+    #[cfg(target_os = "linux")]
+    let (server, client) = ([server], [client]);
+    #[cfg(target_os = "macos")]
+    let [mem, server_read, server_write, client_read, client_write] = fds;
+    #[cfg(target_os = "macos")]
+    let (server, client) = ([server_read, server_write], [client_read, client_write]);
+    Ok((mem, server, client))
+}
+
+/// Rebuilds a doorbell from the descriptors the peer sent for it.
+///
+/// # Errors
+/// [`Error::Notify`] when the descriptor is not an eventfd.
+#[cfg(target_os = "linux")]
+pub(crate) fn bell_from_fds(fds: [OwnedFd; BELL_FDS]) -> Result<Doorbell, Error> {
+    let [fd] = fds;
+    Ok(Doorbell::from_owned_fd(fd)?)
+}
+
+/// Rebuilds a doorbell from the descriptors the peer sent for it: a pipe's read end, then its
+/// write end.
+///
+/// # Errors
+/// [`Error::Protocol`] when the two are not a read end and a write end (in that order);
+/// [`Error::Notify`] when they are not pipes.
+#[cfg(target_os = "macos")]
+pub(crate) fn bell_from_fds(fds: [OwnedFd; BELL_FDS]) -> Result<Doorbell, Error> {
+    use rustix::fs::{OFlags, fcntl_getfl};
+    let [read, write] = fds;
+    let mode = |fd: &OwnedFd| {
+        fcntl_getfl(fd)
+            .map(|fl| fl & OFlags::RWMODE)
+            .map_err(|e| Error::io("fcntl(F_GETFL) on a doorbell descriptor", e))
+    };
+    if mode(&read)? != OFlags::RDONLY || mode(&write)? != OFlags::WRONLY {
+        return Err(Error::Protocol(
+            "a doorbell's descriptors are not a pipe's read end and write end, in that order"
+                .into(),
+        ));
+    }
+    Ok(Doorbell::from_owned_fds(read, write)?)
+}
+
 /// Smallest ring accepted.
 pub const MIN_RING: usize = 4096;
 /// Largest ring accepted.
 pub const MAX_RING: usize = 1 << 30;
+
+/// How long a word wait sleeps where word waits are unsupported (macOS before 14.4).
+#[cfg(target_os = "macos")]
+const WORD_POLL: Duration = Duration::from_millis(1);
+
+/// Blocks while `word` holds `expected`, at most `timeout`: ferry-notify's word wait (Linux:
+/// futex; macOS 14.4+: `os_sync_wait_on_address`). Where word waits are unsupported (macOS
+/// before 14.4) it sleeps `WORD_POLL` instead and says "woken": every caller re-checks its
+/// condition after a wait, so this only costs wake-up latency (up to a millisecond) and a few
+/// wake-ups per second while waiting.
+#[inline]
+pub(crate) fn word_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> Result<WaitOutcome, NotifyError> {
+    #[cfg(target_os = "macos")]
+    if !ferry_notify::word::is_supported() {
+        std::thread::sleep(timeout.map_or(WORD_POLL, |t| t.min(WORD_POLL)));
+        return Ok(WaitOutcome::Woken);
+    }
+    ferry_notify::word::wait(word, expected, timeout)
+}
+
+/// Wakes every thread blocked in [`word_wait`] on `word`, in either process. Where word waits
+/// are unsupported (macOS before 14.4) nobody blocks on the word (they sleep short slices, see
+/// [`word_wait`]), so there is nothing to do.
+#[inline]
+pub(crate) fn word_wake_all(word: &AtomicU32) -> Result<(), NotifyError> {
+    #[cfg(target_os = "macos")]
+    if !ferry_notify::word::is_supported() {
+        return Ok(());
+    }
+    ferry_notify::word::wake_all(word)
+}
 
 /// Delivers a wake-up the ring asked for, counting it in `counters` (whose writer the caller
 /// is: the producer lock's holder, or the incoming ring's).
@@ -139,7 +275,7 @@ pub(crate) fn deliver(
     let t = wake.token();
     counters.woke(t & TOKEN_FUTEX != 0, t & TOKEN_DOORBELL != 0);
     if t & TOKEN_FUTEX != 0 {
-        ferry_notify::word::wake_all(word)?;
+        word_wake_all(word)?;
     }
     if t & TOKEN_DOORBELL != 0 {
         peer_bell.ring()?;
@@ -557,7 +693,7 @@ impl Tx {
                     // SAFETY: the word lives in the mapping, which `self.producer` keeps alive
                     // for as long as `self` lives; we only use it for the duration of this call.
                     let word = unsafe { &*word };
-                    let r = ferry_notify::word::wait(word, TOKEN_FUTEX, Some(slice));
+                    let r = word_wait(word, TOKEN_FUTEX, Some(slice));
                     self.lock().cancel_sleep();
                     r
                 },
@@ -632,7 +768,7 @@ impl Tx {
     pub(crate) fn wake_waiters(&self) {
         let p = self.lock();
         p.cancel_sleep();
-        let _ = ferry_notify::word::wake_all(p.producer_sleep_word());
+        let _ = word_wake_all(p.producer_sleep_word());
         drop(p);
         self.budget.cv.notify_all();
     }
@@ -760,7 +896,7 @@ impl Rx {
         token: u32,
         timeout: Duration,
     ) -> Result<ferry_notify::WaitOutcome, ferry_notify::NotifyError> {
-        ferry_notify::word::wait(self.consumer.consumer_sleep_word(), token, Some(timeout))
+        word_wait(self.consumer.consumer_sleep_word(), token, Some(timeout))
     }
 
     /// Retracts a prepared sleep.
@@ -771,5 +907,77 @@ impl Rx {
     /// Whether a record is waiting (cheap: cached cursor first).
     pub(crate) fn has_data(&self) -> bool {
         !self.consumer.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the server would send: duplicates of the Welcome's descriptors.
+    fn sent(mem: BorrowedFd<'_>, server: &Doorbell, client: &Doorbell) -> Vec<OwnedFd> {
+        welcome_fds(mem, server, client)
+            .iter()
+            .map(|fd| fd.try_clone_to_owned().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_welcome_descriptors_rebuild_both_doorbells() {
+        let mem = std::fs::File::open("/dev/null").unwrap();
+        let (server, client) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        let fds = sent(mem.as_fd(), &server, &client);
+        assert_eq!(fds.len(), WELCOME_FDS);
+        let (_mem, server_fds, client_fds) = split_welcome_fds(fds).unwrap();
+        let (server_rx, client_rx) = (
+            bell_from_fds(server_fds).unwrap(),
+            bell_from_fds(client_fds).unwrap(),
+        );
+        // Each rebuilt doorbell is the same doorbell: a ring on one side is seen on the other.
+        server_rx.ring().unwrap();
+        assert!(server.drain().unwrap());
+        assert!(!client.drain().unwrap());
+        client.ring().unwrap();
+        assert!(client_rx.drain().unwrap());
+    }
+
+    #[test]
+    fn a_wrong_number_of_descriptors_is_a_protocol_error() {
+        let mem = std::fs::File::open("/dev/null").unwrap();
+        let (server, client) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
+        for n in [0, 1, WELCOME_FDS - 1, WELCOME_FDS + 1] {
+            let mut fds = sent(mem.as_fd(), &server, &client);
+            fds.truncate(n);
+            while fds.len() < n {
+                fds.push(mem.as_fd().try_clone_to_owned().unwrap());
+            }
+            match split_welcome_fds(fds) {
+                Err(Error::Protocol(m)) => assert_eq!(
+                    m,
+                    format!("Welcome carried {n} descriptors, expected {WELCOME_FDS}")
+                ),
+                other => panic!("{n} descriptors: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_descriptor_that_is_no_doorbell_is_refused() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let fds: [OwnedFd; BELL_FDS] =
+            std::array::from_fn(|_| file.as_fd().try_clone_to_owned().unwrap());
+        assert!(bell_from_fds(fds).is_err());
+    }
+
+    /// macOS: a doorbell's pipe ends must come read end first.
+    #[cfg(target_os = "macos")]
+    #[test]
+    fn swapped_pipe_ends_are_a_protocol_error() {
+        let bell = Doorbell::new().unwrap();
+        let [read, write] = bell_fds(&bell).map(|fd| fd.try_clone_to_owned().unwrap());
+        assert!(matches!(
+            bell_from_fds([write, read]),
+            Err(Error::Protocol(_))
+        ));
     }
 }

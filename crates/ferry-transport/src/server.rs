@@ -5,10 +5,11 @@
 //! which reads its ring, runs the handler inline for each message, and writes answers back.
 //! While any of its connections is busy the worker spins on their rings (bounded by the wait
 //! policy and the process-wide spin governor); when all are idle it arms every ring's sleep word
-//! with its doorbell token and sleeps in `epoll_wait` on the doorbells and control sockets, so an
-//! idle server costs no CPU, and a client's death (its control socket hangs up) is seen at once.
+//! with its doorbell token and sleeps in `epoll_wait` (macOS: `kevent`) on the doorbells and
+//! control sockets, so an idle server costs no CPU, and a client's death (its control socket
+//! hangs up) is seen at once.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -21,13 +22,13 @@ use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Limits, ServerPolicy};
 use ferry_notify::policy::PROBE_EVERY;
 use ferry_notify::{Doorbell, WaitPolicy};
 use ferry_ring::{Consumer, Producer};
-use rustix::event::epoll;
 
 use crate::error::Error;
-use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx, control_hung_up};
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx, control_hung_up, welcome_fds};
 use crate::metrics::{CloseReason, LinkCounters, RefuseReason, ServerMetrics};
 use crate::unix::control::{self, peer_cred};
 use crate::unix::listener::BoundSocket;
+use crate::unix::poller::{Events, Interest, Poller};
 use crate::unix::service_dir::{self, ServicePaths};
 use crate::unix::shm::SharedMemory;
 
@@ -315,7 +316,7 @@ impl Connection {
     pub fn id(&self) -> u64 {
         self.state.id
     }
-    /// The client's process id (from `SO_PEERCRED` at connect time).
+    /// The client's process id (from `SO_PEERCRED`, macOS `LOCAL_PEERPID`, at connect time).
     pub fn peer_pid(&self) -> i32 {
         self.state.peer_pid
     }
@@ -742,6 +743,11 @@ impl Server {
             "ferry server shutting down"
         );
         let _ = rustix::net::shutdown(self.shared.bound.listener(), rustix::net::Shutdown::Both);
+        // On macOS shutting down a listening socket does not wake a thread blocked in `accept`
+        // (it fails with ENOTCONN); a connection of our own does, and the acceptor, seeing
+        // `stop`, drops it.
+        #[cfg(target_os = "macos")]
+        let _ = UnixStream::connect(&self.shared.bound.paths().socket);
         for w in &self.shared.workers {
             let _ = w.bell.ring();
         }
@@ -773,12 +779,31 @@ impl Drop for Server {
     }
 }
 
-/// Raises the soft open-file limit to the hard limit (each connection holds 4 descriptors).
+/// Raises the soft open-file limit to the hard limit (each connection holds 4 descriptors; 7 on
+/// macOS, where a doorbell is a pipe).
+#[cfg(target_os = "linux")]
 fn raise_fd_limit() {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
     if lim.current < lim.maximum {
         lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+}
+
+/// Raises the soft open-file limit as far as macOS allows (each connection holds 7
+/// descriptors: a doorbell is a pipe). macOS refuses a soft limit above `OPEN_MAX` with EINVAL
+/// and usually reports an unlimited hard limit, so the target is `min(OPEN_MAX, hard limit)`,
+/// as its setrlimit(2) page says.
+#[cfg(target_os = "macos")]
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    /// `OPEN_MAX` of `<sys/syslimits.h>`.
+    const OPEN_MAX: u64 = 10240;
+    let mut lim = getrlimit(Resource::Nofile);
+    let target = lim.maximum.map_or(OPEN_MAX, |hard| hard.min(OPEN_MAX));
+    if lim.current.is_some_and(|soft| soft < target) {
+        lim.current = Some(target);
         let _ = setrlimit(Resource::Nofile, lim);
     }
 }
@@ -1074,10 +1099,10 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
         Kind::Welcome,
         0,
         &welcome.to_bytes(),
-        &[mem.fd(), server_bell.as_fd(), client_bell.as_fd()],
+        &welcome_fds(mem.fd(), &server_bell, &client_bell),
     )
     .map_err(failed)?;
-    drop(mem); // the rings keep the mapping; the memfd itself is no longer needed here
+    drop(mem); // the rings keep the mapping; its descriptor is no longer needed here
     sock.set_read_timeout(None)
         .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
     sock.set_nonblocking(true)
@@ -1128,25 +1153,21 @@ const GOODBYE: &str = "the client said goodbye";
 /// One worker's event loop.
 fn worker(shared: Arc<ServerShared>, index: usize) {
     let inbox = &shared.workers[index];
-    let Ok(ep) = epoll::create(epoll::CreateFlags::CLOEXEC) else {
+    let Ok(poller) = Poller::new() else {
         return;
     };
-    if epoll::add(
-        &ep,
-        &inbox.bell,
-        epoll::EventData::new_u64(WAKE_KEY),
-        epoll::EventFlags::IN,
-    )
-    .is_err()
+    if poller
+        .add(&inbox.bell, WAKE_KEY, Interest::Readable)
+        .is_err()
     {
         return;
     }
     let mut conns: Vec<Option<Arc<ConnState>>> = Vec::new();
     let mut free_keys: Vec<usize> = Vec::new();
-    let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+    let mut events = Events::with_capacity(256);
     // The hot list: connections polled every round (they were busy lately, or hold an answer
     // waiting for ring space). Every other connection is cold: its incoming ring is armed with
-    // our doorbell token, so its client rings the doorbell when it next writes, and epoll
+    // our doorbell token, so its client rings the doorbell when it next writes, and the poller
     // brings it back to the hot list. A round therefore costs what the busy connections cost,
     // not what all 1000 of them cost. `quiet[key]`: rounds without progress, or `COLD`.
     let mut hot: Vec<usize> = Vec::new();
@@ -1222,7 +1243,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                             "ferry protocol error, closing the connection"
                         );
                     }
-                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, key, reason);
+                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, key, reason);
                     quiet[key] = COLD;
                     hot.swap_remove(i);
                     continue;
@@ -1231,7 +1252,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             i += 1;
         }
         rounds = rounds.wrapping_add(1);
-        // While busy or spinning, look at epoll now and then: doorbells of cold connections,
+        // While busy or spinning, look at the poller now and then: doorbells of cold connections,
         // hang-ups, new connections. Often when some connections are cold (their requests wait
         // for this), rarely when every connection is hot.
         let live = conns.len() - free_keys.len();
@@ -1295,16 +1316,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 Some(Duration::from_millis(1))
             };
         }
-        let ts = timeout.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs() as i64,
-            tv_nsec: i64::from(d.subsec_nanos()),
-        });
-        events.clear();
-        match epoll::wait(
-            &ep,
-            rustix::buffer::spare_capacity(&mut events),
-            ts.as_ref(),
-        ) {
+        match poller.wait(&mut events, timeout) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(_) => break,
         }
@@ -1317,8 +1329,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 sleeps = sleeps.wrapping_add(1);
             }
         }
-        for event in &events {
-            let key = event.data.u64();
+        for key in events.tokens() {
             if key == WAKE_KEY {
                 let _ = inbox.bell.drain();
                 continue;
@@ -1332,7 +1343,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 // connection as well).
                 if control_hung_up(&conn.control) {
                     let reason = serve_remaining(&shared, &conn);
-                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
+                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
                     if quiet[slot] != COLD {
                         quiet[slot] = COLD;
                         if let Some(pos) = hot.iter().position(|&k| k == slot) {
@@ -1357,7 +1368,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             for slot in 0..conns.len() {
                 if quiet[slot] == COLD && conns[slot].as_ref().is_some_and(|c| c.live.is_closed()) {
                     let reason = CloseReason::Protocol;
-                    drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
+                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
                 }
             }
         }
@@ -1371,24 +1382,14 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 conns.len() - 1
             });
             let k = (slot as u64) << 1;
-            let ok = epoll::add(
-                &ep,
-                &conn.control,
-                epoll::EventData::new_u64(k),
-                epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
-            )
-            .is_ok()
-                && epoll::add(
-                    &ep,
-                    &conn.bell,
-                    epoll::EventData::new_u64(k | 1),
-                    epoll::EventFlags::IN,
-                )
-                .is_ok();
+            let ok = poller
+                .add(&conn.control, k, Interest::ReadableOrHangUp)
+                .is_ok()
+                && poller.add(&conn.bell, k | 1, Interest::Readable).is_ok();
             conns[slot] = Some(conn.clone());
             if !ok {
                 let reason = CloseReason::Other;
-                drop_conn(&shared, &ep, &mut conns, &mut free_keys, slot, reason);
+                drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
                 continue;
             }
             if quiet[slot] == COLD {
@@ -1407,7 +1408,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 .unwrap_or(0);
             let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
             let reason = CloseReason::Shutdown;
-            drop_conn(&shared, &ep, &mut conns, &mut free_keys, key, reason);
+            drop_conn(&shared, &poller, &mut conns, &mut free_keys, key, reason);
         }
     }
     let _ = index;
@@ -1415,7 +1416,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
 
 fn drop_conn(
     shared: &ServerShared,
-    ep: &impl AsFd,
+    poller: &Poller,
     conns: &mut [Option<Arc<ConnState>>],
     free_keys: &mut Vec<usize>,
     slot: usize,
@@ -1424,8 +1425,8 @@ fn drop_conn(
     let Some(conn) = conns[slot].take() else {
         return;
     };
-    let _ = epoll::delete(ep, &conn.control);
-    let _ = epoll::delete(ep, &conn.bell);
+    let _ = poller.delete(&conn.control);
+    let _ = poller.delete(&conn.bell);
     conn.live.close("the connection was closed");
     conn.tx.wake_waiters();
     for d in conn.deferred.iter() {

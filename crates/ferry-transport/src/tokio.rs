@@ -38,7 +38,7 @@
 //!    briefly occupies the tokio worker, like any short computation between two `.await`s;
 //!    pick `ParkOnly` to never spin.
 //! 2. **Afterwards, a reader that may block.** The call registers its waker and leaves the
-//!    ring *armed*: the server rings the connection's eventfd doorbell when it next writes,
+//!    ring *armed*: the server rings the connection's doorbell when it next writes,
 //!    and the connection's monitor thread (which already sleeps on that doorbell and on the
 //!    control socket) reads the answer and wakes the task. If a blocking caller is leading
 //!    (reading for everybody) it completes async slots on the way. No wake-up can be lost:

@@ -2,7 +2,7 @@
 //! and wrong versions on the control socket. The server runs in this process so that its
 //! counters and descriptor table can be checked; clients are separate processes.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 
@@ -59,8 +59,7 @@ fn child_entry() {
                 Hello::new(small_rings(ferry_frame::Limits::default())),
             )
             .expect("handshake");
-            let server_bell =
-                ferry_notify::Doorbell::from_owned_fd(fds.into_iter().next().unwrap()).unwrap();
+            let server_bell = server_bell(fds);
             println!("CONNECTED");
             let mut x: u64 = 0x2545_F491_4F6C_DD1D;
             let end = Instant::now() + Duration::from_millis(300);

@@ -8,7 +8,7 @@
 //! the transport keeps no buffer larger than its retention threshold once a message is
 //! delivered.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! control socket (and being refused for a disallowed uid), and per-connection series that
 //! disappear when their connection closes.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 
@@ -480,7 +480,7 @@ fn a_corrupted_ring_is_a_protocol_error_and_closes_only_its_connection() {
     assert_eq!(frame.header.kind(), Kind::Welcome);
     let mut fds = frame.fds.into_iter();
     let mem_fd = fds.next().unwrap();
-    let server_bell = ferry_notify::Doorbell::from_owned_fd(fds.next().unwrap()).unwrap();
+    let server_bell = server_bell(fds);
     let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
     let mem = ferry_transport::unix::shm::SharedMemory::open(mem_fd, len).unwrap();
     // Both rings' headers and cursors become garbage.

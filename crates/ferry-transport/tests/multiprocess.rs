@@ -1,7 +1,7 @@
 //! Server and clients in separate processes: every message kind, message sizes from 0 B to
 //! 16 MiB, many threads on one client, cancellation, and the server's handler contract.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

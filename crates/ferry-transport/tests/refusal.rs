@@ -3,7 +3,7 @@
 //! refused and closed before reading the Hello, so a client that sent its Hello a moment later
 //! got EPIPE, "the peer closed the control socket", and never read the Refuse waiting for it.)
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! 1000 concurrent connections from 10 client processes, served by one server; every call's
 //! response is checked.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

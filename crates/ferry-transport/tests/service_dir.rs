@@ -1,6 +1,6 @@
 //! Bad service names and unsafe directories give clear errors, before anything is bound.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -2,7 +2,7 @@
 //! streams, cancellation by dropping futures and streams, the async server answering blocking
 //! and async clients, server death; and the zero-copy `call_with` / `respond_with`.
 
-#![cfg(all(target_os = "linux", feature = "tokio"))]
+#![cfg(all(any(target_os = "linux", target_os = "macos"), feature = "tokio"))]
 
 mod common;
 

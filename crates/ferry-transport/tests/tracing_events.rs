@@ -3,7 +3,7 @@
 //! handler panics, client connect, server death, backoff and reconnection; and no field of any
 //! event or span holds payload bytes.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

@@ -3,7 +3,7 @@
 //! client (the calling thread, its reader) run, metrics (counters, round-trip histogram)
 //! included.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", target_os = "macos"))]
 
 mod common;
 

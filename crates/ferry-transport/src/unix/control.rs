@@ -18,8 +18,16 @@ use rustix::net::{
 
 use crate::error::Error;
 
-/// Most descriptors one control frame may carry.
+/// Most descriptors one control frame may carry (the `Welcome` carries the most: the shared
+/// memory and two doorbells, one descriptor each on Linux and two each on macOS, where a
+/// doorbell is a pipe).
+#[cfg(target_os = "linux")]
 pub const MAX_FDS: usize = 4;
+/// Most descriptors one control frame may carry (the `Welcome` carries the most: the shared
+/// memory and two doorbells, one descriptor each on Linux and two each on macOS, where a
+/// doorbell is a pipe).
+#[cfg(target_os = "macos")]
+pub const MAX_FDS: usize = 5;
 /// Largest payload accepted on the control socket.
 pub const MAX_CONTROL_PAYLOAD: usize = 1 << 20;
 

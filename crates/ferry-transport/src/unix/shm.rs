@@ -12,7 +12,7 @@
 //! 0600, sizes it, and unlinks the name at once, before anything else happens; the descriptor is
 //! all that is left, and it travels with `SCM_RIGHTS` like the memfd. macOS has no seals either,
 //! but it refuses to resize a POSIX shared-memory object once it has been sized, which is the
-//! guarantee the seals give on Linux. (Compile-checked only: the macOS transport is issue 8.)
+//! guarantee the seals give on Linux. (Compile-checked only: it has never run on a Mac.)
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};

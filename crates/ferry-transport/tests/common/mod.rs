@@ -129,11 +129,29 @@ pub fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Open descriptors of this process.
+/// Open descriptors of this process (Linux: `/proc/self/fd`; macOS: `/dev/fd`, whose listing
+/// also counts the descriptor reading it, as `/proc/self/fd`'s does).
 pub fn fd_count() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    #[cfg(target_os = "linux")]
+    let dir = "/proc/self/fd";
+    #[cfg(target_os = "macos")]
+    let dir = "/dev/fd";
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The server's doorbell, from the descriptors a Welcome brought after the shared memory's
+/// (Linux: its eventfd, then the client's; macOS: its pipe's read and write ends, then the
+/// client's two).
+pub fn server_bell(fds: impl IntoIterator<Item = std::os::fd::OwnedFd>) -> ferry_notify::Doorbell {
+    let mut fds = fds.into_iter();
+    #[cfg(target_os = "linux")]
+    let bell = ferry_notify::Doorbell::from_owned_fd(fds.next().expect("the server's eventfd"));
+    #[cfg(target_os = "macos")]
+    let bell = ferry_notify::Doorbell::from_owned_fds(
+        fds.next().expect("the server's pipe read end"),
+        fds.next().expect("the server's pipe write end"),
+    );
+    bell.expect("the server's doorbell")
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
