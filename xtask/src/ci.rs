@@ -46,7 +46,14 @@ pub const MIRI_CRATES: &[&str] = &["ferry-ring"];
 /// Strict provenance keeps the ring's pointer arithmetic on provenance-preserving APIs.
 /// Isolation is off because proptest reads the working directory (for its failure-persistence
 /// file) and aborts under an isolated Miri; the tests use no other host state.
-pub const MIRIFLAGS: &str = "-Zmiri-strict-provenance -Zmiri-disable-isolation";
+/// Weak-memory emulation is off because Miri (nightly 2026-05-19) panics inside it
+/// (`concurrency/weak_memory.rs`, an internal compiler error, not a UB report) on
+/// `tests/stress.rs` since ring layout v3: a record word is an atomic in one lap and plain
+/// payload bytes in another. Miri still checks data races, provenance and UB on every test;
+/// the only multi-threaded test is `stress.rs`, and weak orderings of the ring protocol are
+/// what the loom models explore.
+pub const MIRIFLAGS: &str =
+    "-Zmiri-strict-provenance -Zmiri-disable-isolation -Zmiri-disable-weak-memory-emulation";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
