@@ -70,15 +70,19 @@
 //! its server's death. Nothing is logged per message, and no event carries payload bytes.
 //!
 //! # Platforms
-//! Linux: everything, tested. macOS: only the [`unix`] control plane so far (shared memory from
-//! `shm_open`, the peer's credentials from `getpeereid`), compile-checked, never run; the macOS
-//! client and server and the Windows transport are issue 8.
+//! Linux: everything, tested. macOS: only the `unix` control plane so far (shared memory from
+//! `shm_open`, the peer's credentials from `getpeereid`), compile-checked, never run. Windows:
+//! only the `windows` control plane so far (a named pipe restricted to the current user, the
+//! peer's process and user SID, handles duplicated into the client, unnamed file mappings),
+//! tested under Wine; the macOS and Windows clients and servers are not wired yet (issue 8).
 
 #![warn(missing_docs)]
 // Linux: everything. macOS: the Unix control plane (`unix`: service directory, socket, control
-// frames with the peer's credentials, shared memory from `shm_open`), compile-checked only; the
-// client and server follow with issue 8. Elsewhere the crate is empty.
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+// frames with the peer's credentials, shared memory from `shm_open`), compile-checked only.
+// Windows: the Windows control plane (`windows`: named pipe, SIDs, handle passing, file
+// mappings), tested under Wine. The macOS and Windows clients and servers follow with issue 8.
+// Elsewhere the crate is empty.
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 #[cfg(target_os = "linux")]
 mod client;
@@ -89,11 +93,15 @@ mod link;
 mod metrics;
 #[cfg(target_os = "linux")]
 mod server;
+mod service_name;
 #[cfg(target_os = "linux")]
 mod slots;
 #[cfg(all(feature = "tokio", target_os = "linux"))]
 pub mod tokio;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod unix;
+#[cfg(windows)]
+pub mod windows;
 
 #[cfg(target_os = "linux")]
 pub use client::{
