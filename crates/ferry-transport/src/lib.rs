@@ -1,6 +1,9 @@
 //! Ferry's transport: connections between two processes over shared-memory rings.
 //!
 //! ```no_run
+//! # // The client and server exist on Linux only so far (see Platforms).
+//! # #[cfg(target_os = "linux")]
+//! # fn main() -> Result<(), ferry_transport::Error> {
 //! use ferry_transport::{Client, Server, ServerConfig, Request};
 //!
 //! // The engine process:
@@ -14,7 +17,10 @@
 //! let response = client.call(b"complete: fn ma")?;
 //! assert_eq!(&*response, b"COMPLETE: FN MA");
 //! # drop(server);
-//! # Ok::<(), ferry_transport::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(target_os = "linux"))]
+//! # fn main() {}
 //! ```
 //!
 //! A server binds a *service name*; the name maps to a Unix-domain control socket in a per-user
