@@ -130,7 +130,7 @@ pub enum Error {
     BadSharedMemory(String),
     /// Creating or mapping shared memory failed.
     #[error(
-        "shared memory: {step} failed: {source} (check `ulimit -n`, memory limits and /proc/sys/vm settings)"
+        "shared memory: {step} failed: {source} (check `ulimit -n`, memory limits and /proc/sys/vm settings; on Windows, the commit limit and the process's handle count)"
     )]
     SharedMemory {
         /// The step that failed.

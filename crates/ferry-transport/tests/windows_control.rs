@@ -171,9 +171,9 @@ fn control_plane_end_to_end_with_a_child_client() {
     assert_eq!(hello.header.kind(), Kind::Hello);
     let hello = Hello::decode(&hello.payload).expect("valid Hello");
     let welcome = negotiate(&hello, &ServerPolicy::new(limits())).expect("negotiate");
-    control::send_frame(&pipe, Kind::Welcome, 0, &welcome.to_bytes()).expect("send Welcome");
 
-    // The connection's memory and doorbells, handed to the client.
+    // The connection's memory and doorbells, made before the Welcome (what fails here should
+    // be a Refuse that says why), then handed to the client right after it.
     let layout = Layout::new(&welcome.limits);
     let mem = Arc::new(SharedMemory::create(layout.total).expect("shared memory"));
     let (c2s, s2c) = layout.regions(&mem);
@@ -183,6 +183,7 @@ fn control_plane_end_to_end_with_a_child_client() {
     let mut to_client = Producer::attach(s2c).expect("attach s2c");
     let server_bell = Doorbell::new_unnamed().expect("server doorbell");
     let client_bell = Doorbell::new_unnamed().expect("client doorbell");
+    control::send_frame(&pipe, Kind::Welcome, 0, &welcome.to_bytes()).expect("send Welcome");
     send_handles(
         &pipe,
         &client,

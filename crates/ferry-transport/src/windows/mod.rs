@@ -8,8 +8,8 @@
 //!   `\\.\pipe\ferry-<user SID>-<name>`, so two users' services never share a name.
 //! - [`pipe`]: the server's [`PipeListener`](pipe::PipeListener) creates the first instance
 //!   with `FILE_FLAG_FIRST_PIPE_INSTANCE` (whoever created the name first owns it: a squatter
-//!   makes `bind` fail with [`Error::PipeSquatted`](crate::Error::PipeSquatted), a live server
-//!   of ours with [`Error::AlreadyServed`](crate::Error::AlreadyServed)),
+//!   makes `bind` fail with [`Error::PipeSquatted`], a live server
+//!   of ours with [`Error::AlreadyServed`]),
 //!   `PIPE_REJECT_REMOTE_CLIENTS`, and a DACL with one entry granting the current user's SID
 //!   (no one else can open the pipe or add instances to it). Accepting is overlapped, so
 //!   [`PipeListener::stop`](pipe::PipeListener::stop) ends a waiting accept at once. The
