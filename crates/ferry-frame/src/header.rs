@@ -114,11 +114,16 @@ pub enum Kind {
     /// Control socket only, server → client: the answer to a `MetricsQuery`, the server's
     /// metrics as UTF-8 text (the OpenMetrics text exposition).
     MetricsReply = 0x14,
+    /// Windows named pipe only, server → client, right after `Welcome`: the handles the server
+    /// duplicated into the client's process (shared memory, doorbells), a
+    /// [`Handles`](crate::Handles) payload. Where descriptors ride along with `Welcome`
+    /// (`SCM_RIGHTS` on Unix) it is never sent.
+    Handles = 0x15,
 }
 
 impl Kind {
     /// All kinds, in wire-value order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Request,
         Kind::Response,
         Kind::ErrorResponse,
@@ -134,6 +139,7 @@ impl Kind {
         Kind::Refuse,
         Kind::MetricsQuery,
         Kind::MetricsReply,
+        Kind::Handles,
     ];
 
     /// The kind with wire value `value`, or `None` if no kind has it.
@@ -155,6 +161,7 @@ impl Kind {
             0x12 => Kind::Refuse,
             0x13 => Kind::MetricsQuery,
             0x14 => Kind::MetricsReply,
+            0x15 => Kind::Handles,
             _ => return None,
         })
     }
@@ -186,13 +193,19 @@ impl Kind {
         matches!(self, Kind::Hello | Kind::Welcome | Kind::Refuse)
     }
 
-    /// Whether this kind travels only on the control socket: the handshake kinds and the
-    /// metrics query and reply. Such a frame in a ring is not part of the conversation.
+    /// Whether this kind travels only on the control socket (or named pipe): the handshake
+    /// kinds, the metrics query and reply, and `Handles`. Such a frame in a ring is not part of
+    /// the conversation.
     #[must_use]
     pub const fn is_control(self) -> bool {
         matches!(
             self,
-            Kind::Hello | Kind::Welcome | Kind::Refuse | Kind::MetricsQuery | Kind::MetricsReply
+            Kind::Hello
+                | Kind::Welcome
+                | Kind::Refuse
+                | Kind::MetricsQuery
+                | Kind::MetricsReply
+                | Kind::Handles
         )
     }
 }

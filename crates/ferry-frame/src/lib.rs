@@ -31,7 +31,9 @@
 //! by the [`Reassembler`] (feature `alloc`, on by default), which bounds memory.
 //! The handshake payloads [`Hello`] / [`Welcome`] and the [`ErrorPayload`] of
 //! error responses, `Goodbye` and `Refuse` have helpers here too, and so do the
-//! control-socket metrics exchange ([`check_metrics_query`], [`metrics_reply_text`]).
+//! control-socket metrics exchange ([`check_metrics_query`], [`metrics_reply_text`]) and
+//! the Windows `Handles` frame ([`Handles`]: which handles the server duplicated into the
+//! client, sent on the named pipe after `Welcome`).
 //!
 //! # What this crate is not
 //!
@@ -67,6 +69,7 @@ extern crate std;
 
 mod codec;
 pub mod crc;
+mod handles;
 mod header;
 mod metrics;
 mod payload;
@@ -77,6 +80,7 @@ pub use codec::{
     DEFAULT_MAX_MESSAGE_SIZE, DecodeError, DecodeLimits, EncodeError, Frame, decode, decode_header,
     encode, encode_header_in_place,
 };
+pub use handles::{HandleEntry, HandleRole, Handles};
 pub use header::{
     Flags, HEADER_LEN, Header, Kind, MAGIC, MAX_PAYLOAD_LEN, MAX_SUPPORTED_VERSION,
     MIN_SUPPORTED_VERSION, VERSION, offset,

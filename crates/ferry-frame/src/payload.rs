@@ -1,6 +1,6 @@
 //! Structured payloads: [`ErrorPayload`] (for `ErrorResponse`, `Goodbye`,
 //! `Refuse`), and the handshake structs [`Hello`] and [`Welcome`] with their
-//! [`Limits`].
+//! [`Limits`]. (`Handles`, Windows only, is in `handles.rs`.)
 //!
 //! All are little-endian; `Hello` and `Welcome` are fixed 24-byte structs laid out
 //! with zerocopy (size and offsets asserted at compile time).
@@ -97,6 +97,46 @@ pub enum PayloadError {
         min: u8,
         /// Highest offered.
         max: u8,
+    },
+    /// A `Handles` payload lists no handle, or more than allowed.
+    #[error(
+        "Handles payload lists {count} handles, but 1 to {max} are allowed; the server is broken \
+         or hostile, close the connection"
+    )]
+    BadHandleCount {
+        /// The count found.
+        count: u32,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A `Handles` entry has a role this version does not define.
+    #[error(
+        "Handles payload has an entry with unknown role {role}; the server uses an unnegotiated \
+         feature, close the connection"
+    )]
+    UnknownHandleRole {
+        /// The role found.
+        role: u32,
+    },
+    /// A `Handles` payload lists the same role twice.
+    #[error(
+        "Handles payload lists role {role} twice; each role may appear once, close the connection"
+    )]
+    DuplicateHandleRole {
+        /// The repeated role.
+        role: u32,
+    },
+    /// A `Handles` entry's value cannot be a handle.
+    #[error(
+        "Handles payload gives role {role} the value {value:#x}, which is not a handle number \
+         (non-zero, a multiple of 4, below 2^31); the server is broken or hostile, close the \
+         connection"
+    )]
+    BadHandleValue {
+        /// The entry's role.
+        role: u32,
+        /// The value found.
+        value: u64,
     },
     /// The server agreed to a limit above what the client asked for.
     #[error(

@@ -26,7 +26,11 @@ fn kind_classes() {
         if handshake {
             assert!(!kind.is_fragmentable());
         }
-        let control = handshake || matches!(kind, Kind::MetricsQuery | Kind::MetricsReply);
+        let control = handshake
+            || matches!(
+                kind,
+                Kind::MetricsQuery | Kind::MetricsReply | Kind::Handles
+            );
         assert_eq!(kind.is_control(), control, "{kind}");
         if control {
             assert!(!kind.is_fragmentable(), "{kind} must fit in one frame");
@@ -35,6 +39,9 @@ fn kind_classes() {
     assert_eq!(Kind::from_u8(0x13), Some(Kind::MetricsQuery));
     assert_eq!(Kind::from_u8(0x14), Some(Kind::MetricsReply));
     assert_eq!(Kind::MetricsReply.to_string(), "MetricsReply (0x14)");
+    assert_eq!(Kind::from_u8(0x15), Some(Kind::Handles));
+    assert_eq!(Kind::Handles.to_string(), "Handles (0x15)");
+    assert!(!Kind::Handles.is_handshake());
     assert!(Kind::StreamItem.is_fragmentable());
     assert!(!Kind::Cancel.is_fragmentable());
     assert_eq!(Kind::ErrorResponse.to_string(), "ErrorResponse (0x03)");

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use ferry_frame::{
-    DecodeLimits, ErrorCode, ErrorPayload, Event, Flags, Frame, HEADER_LEN, Hello, Kind, Limits,
-    Reassembler, ReassemblyLimits, Welcome, check_metrics_query, decode, encode,
-    encode_header_in_place, metrics_reply_text, offset,
+    DecodeLimits, ErrorCode, ErrorPayload, Event, Flags, Frame, HEADER_LEN, HandleEntry,
+    HandleRole, Handles, Hello, Kind, Limits, Reassembler, ReassemblyLimits, Welcome,
+    check_metrics_query, decode, encode, encode_header_in_place, metrics_reply_text, offset,
 };
 
 const SPEC: &str = include_str!("../../../docs/protocol.md");
@@ -78,6 +78,21 @@ fn vectors() -> Vec<Vector> {
     out
 }
 
+/// `# handles: 1=0x40 2=0x44` as entries.
+fn handles_of(v: &Vector) -> Vec<HandleEntry> {
+    v.field("handles")
+        .split_whitespace()
+        .map(|pair| {
+            let (role, value) = pair.split_once('=').expect("`role=value`");
+            HandleEntry {
+                role: HandleRole::from_u32(u32::try_from(parse_num(role)).unwrap())
+                    .expect("known role"),
+                value: parse_num(value),
+            }
+        })
+        .collect()
+}
+
 fn limits_of(v: &Vector) -> Limits {
     let n = |k| u32::try_from(v.num(k)).unwrap();
     Limits {
@@ -107,6 +122,7 @@ fn spec_has_the_required_vectors() {
         "abort",
         "metrics-query",
         "metrics-reply",
+        "handles",
     ] {
         assert!(
             names.contains(&required),
@@ -164,6 +180,10 @@ fn vectors_decode_to_their_fields() {
                 let text = metrics_reply_text(frame.payload).unwrap();
                 assert_eq!(text, v.field("text").replace("\\n", "\n"), "{name}: text");
             }
+            Kind::Handles => {
+                let handles = Handles::decode(frame.payload).unwrap();
+                assert_eq!(handles.entries(), handles_of(&v), "{name}: handles");
+            }
             _ => {}
         }
     }
@@ -201,6 +221,9 @@ fn fields_encode_to_the_vector_bytes() {
             }
             .to_bytes()
             .to_vec()
+        } else if kind == Kind::Handles {
+            let (bytes, len) = Handles::new(&handles_of(&v)).unwrap().to_bytes();
+            bytes[..len].to_vec()
         } else {
             v.bytes[HEADER_LEN..].to_vec()
         };

@@ -22,9 +22,12 @@ type Inner = crate::sys::macos::pipe::Pipe;
 ///   shared by both processes; implements `AsFd`/`AsRawFd` for epoll and tokio `AsyncFd`
 ///   (wait for readability, then call [`drain`](Self::drain)). Send it with `SCM_RIGHTS` and
 ///   rebuild it with `Doorbell::from_owned_fd`.
-/// * Windows: a named auto-reset event (`Local\ferry-<SID>-<random>`); implements
-///   `AsHandle`/`AsRawHandle` for `WaitForMultipleObjects` and friends. Send
-///   `Doorbell::name` to the peer, which calls `Doorbell::open_named`.
+/// * Windows: an auto-reset event; implements `AsHandle`/`AsRawHandle` for
+///   `WaitForMultipleObjects` and friends. Either named (`Local\ferry-<SID>-<random>`,
+///   what `Doorbell::new` makes): send `Doorbell::name` to the peer, which calls
+///   `Doorbell::open_named`. Or unnamed (`Doorbell::new_unnamed`), which no other process can
+///   find: duplicate its handle into the peer (`DuplicateHandle` with the raw handle from
+///   `AsRawHandle`), which rebuilds it with `Doorbell::from_owned_handle`.
 /// * macOS: a non-blocking pipe; `AsFd` is the read end (for kqueue), ringing writes to the
 ///   write end. Send both with `SCM_RIGHTS` and rebuild with `Doorbell::from_owned_fds`.
 #[derive(Debug)]
@@ -178,7 +181,7 @@ mod apple_fd {
 #[cfg(windows)]
 mod windows_handle {
     use super::*;
-    use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, RawHandle};
+    use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle, RawHandle};
 
     impl Doorbell {
         /// Creates a doorbell backed by a new named auto-reset event
@@ -205,9 +208,46 @@ mod windows_handle {
             })
         }
 
-        /// The event's name, to send to the peer.
+        /// The event's name, to send to the peer; empty for an unnamed doorbell
+        /// ([`new_unnamed`](Self::new_unnamed), [`from_owned_handle`](Self::from_owned_handle)).
         pub fn name(&self) -> &str {
             self.inner.name()
+        }
+
+        /// Creates a doorbell backed by a new *unnamed* auto-reset event. No other process can
+        /// open it by name: hand it to the peer by duplicating its handle
+        /// ([`AsRawHandle::as_raw_handle`] gives the source for `DuplicateHandle`; grant
+        /// `EVENT_MODIFY_STATE | SYNCHRONIZE`), and have the peer call
+        /// [`from_owned_handle`](Self::from_owned_handle).
+        ///
+        /// # Errors
+        ///
+        /// Handle limits ([`SetupError::ProcessLimit`], [`SetupError::SystemLimit`]).
+        pub fn new_unnamed() -> Result<Self, SetupError> {
+            Ok(Self {
+                inner: Inner::create_unnamed()?,
+            })
+        }
+
+        /// Rebuilds a doorbell from an event handle the peer duplicated into this process.
+        /// The handle is checked to refer to an event (`NtQueryObject`'s type name); it
+        /// should be an auto-reset event with `EVENT_MODIFY_STATE | SYNCHRONIZE` access (a
+        /// manual-reset one would stay rung after a wait: spurious wake-ups, never lost ones).
+        ///
+        /// # Errors
+        ///
+        /// [`SetupError::NotADoorbell`] if the handle is not an event (it is closed then);
+        /// [`SetupError::Os`] if the type cannot be queried.
+        pub fn from_owned_handle(handle: OwnedHandle) -> Result<Self, SetupError> {
+            Ok(Self {
+                inner: Inner::from_owned_handle(handle)?,
+            })
+        }
+    }
+
+    impl From<Doorbell> for OwnedHandle {
+        fn from(d: Doorbell) -> OwnedHandle {
+            d.inner.into_handle()
         }
     }
 
@@ -287,6 +327,43 @@ mod tests {
             "{:?}",
             Doorbell::open_named(&gone)
         );
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn unnamed_doorbell_rings_and_survives_a_handle_round_trip() {
+        use std::os::windows::io::OwnedHandle;
+        let d = Doorbell::new_unnamed().expect("unnamed doorbell");
+        assert_eq!(d.name(), "", "an unnamed doorbell has no name to send");
+        assert_eq!(d.drain(), Ok(false));
+        // What the peer gets: another handle to the same event, adopted after the type check.
+        let dup: OwnedHandle = d.try_clone().expect("duplicate").into();
+        let peer = Doorbell::from_owned_handle(dup).expect("an event handle is accepted");
+        peer.ring().expect("ring");
+        assert_eq!(d.wait(Some(Duration::from_secs(5))), Ok(WaitOutcome::Woken));
+        assert_eq!(
+            d.drain(),
+            Ok(false),
+            "auto-reset: the wait consumed the ring"
+        );
+        d.ring().expect("ring back");
+        assert_eq!(peer.drain(), Ok(true));
+        // A named doorbell's handle is an event too.
+        let named: OwnedHandle = Doorbell::create_named().expect("named").into();
+        Doorbell::from_owned_handle(named).expect("named event handle");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn from_owned_handle_rejects_other_objects() {
+        use std::os::windows::io::OwnedHandle;
+        let file = std::fs::File::open(std::env::current_exe().expect("exe")).expect("open");
+        let err = Doorbell::from_owned_handle(OwnedHandle::from(file))
+            .expect_err("a file is not a doorbell");
+        let SetupError::NotADoorbell { found } = &err else {
+            panic!("wrong error: {err}");
+        };
+        assert!(found.contains("File"), "{found}");
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -51,8 +51,9 @@
 //!   random bits (`WaitOnAddress` does not work across processes). macOS: `os_sync` where
 //!   available, else a POSIX named semaphore.
 //! * [`Doorbell`]: a wake-up an event loop can poll (tokio `AsyncFd`, epoll, a server
-//!   watching many connections). Linux: an eventfd. Windows: a named auto-reset event
-//!   (a waitable handle). macOS: a non-blocking pipe.
+//!   watching many connections). Linux: an eventfd. Windows: an auto-reset event (a
+//!   waitable handle), named, or unnamed and handed over with `DuplicateHandle`. macOS: a
+//!   non-blocking pipe.
 //! * [`WaitPolicy`]: spin ([`core::hint::spin_loop`]) for a bounded budget, then
 //!   [`std::thread::yield_now`], then park; with a process-wide spin governor
 //!   ([`policy::spinning_threads`]) so that more spinners than CPUs never happens.

@@ -70,6 +70,50 @@ pub enum Error {
         /// The uids accepted.
         allowed: Vec<u32>,
     },
+    /// Windows: the service's named pipe exists but was not created by a Ferry server of this
+    /// user (another user's process took the name first), so this side will not use it.
+    #[error(
+        "refusing the named pipe {pipe}: {why}. Ferry's pipes are only ever created by a server of \
+         the same user; another process may be squatting on the name: find and stop it, or pick \
+         another service name"
+    )]
+    PipeSquatted {
+        /// The pipe's name.
+        pipe: String,
+        /// What gave it away.
+        why: String,
+    },
+    /// Windows: a server of this user already serves this name (or, with no `pid`, the pipe
+    /// exists and every instance was busy, so who serves it could not be checked).
+    #[error("{}", already_served(pipe, *pid))]
+    AlreadyServed {
+        /// The pipe's name.
+        pipe: String,
+        /// The serving process, when it could be asked (`None` while every instance was busy).
+        pid: Option<u32>,
+    },
+    /// Windows: no server serves this name.
+    #[error(
+        "no Ferry server is serving the named pipe {pipe} (is the server started, with the same service name and user?)"
+    )]
+    PipeNotFound {
+        /// The pipe looked for.
+        pipe: String,
+    },
+    /// Windows: the peer runs as a user (SID) this side does not accept.
+    #[error(
+        "peer process {pid} runs as {sid}, which is not allowed to talk to this {side} (allowed: {allowed:?})"
+    )]
+    PeerSidNotAllowed {
+        /// Which side refused: "server" or "client".
+        side: &'static str,
+        /// The peer's user SID, in string form.
+        sid: String,
+        /// The peer's process id.
+        pid: u32,
+        /// The SIDs accepted.
+        allowed: Vec<String>,
+    },
     /// The server refused the handshake.
     #[error("the server refused the connection: {message} (code {code:#x})")]
     Refused {
@@ -86,7 +130,7 @@ pub enum Error {
     BadSharedMemory(String),
     /// Creating or mapping shared memory failed.
     #[error(
-        "shared memory: {step} failed: {source} (check `ulimit -n`, memory limits and /proc/sys/vm settings)"
+        "shared memory: {step} failed: {source} (check `ulimit -n`, memory limits and /proc/sys/vm settings; on Windows, the commit limit and the process's handle count)"
     )]
     SharedMemory {
         /// The step that failed.
@@ -142,6 +186,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+fn already_served(pipe: &str, pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!(
+            "a Ferry server (process {pid}, your user) is already serving the named pipe {pipe}; \
+             stop it or pick another service name"
+        ),
+        None => format!(
+            "the named pipe {pipe} is taken and every instance of it was busy, so its owner could \
+             not be checked (a busy Ferry server of yours, or another process holding the name); \
+             stop it or pick another service name"
+        ),
+    }
 }
 
 impl Error {

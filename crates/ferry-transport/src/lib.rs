@@ -1,6 +1,9 @@
 //! Ferry's transport: connections between two processes over shared-memory rings.
 //!
 //! ```no_run
+//! # // The client and server exist on Linux and macOS so far (see Platforms).
+//! # #[cfg(unix)]
+//! # fn main() -> Result<(), ferry_transport::Error> {
 //! use ferry_transport::{Client, Server, ServerConfig, Request};
 //!
 //! // The engine process:
@@ -14,7 +17,10 @@
 //! let response = client.call(b"complete: fn ma")?;
 //! assert_eq!(&*response, b"COMPLETE: FN MA");
 //! # drop(server);
-//! # Ok::<(), ferry_transport::Error>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(unix))]
+//! # fn main() {}
 //! ```
 //!
 //! A server binds a *service name*; the name maps to a Unix-domain control socket in a per-user
@@ -83,34 +89,50 @@
 //! `POLLRDHUP`), and waits on a ring's sleep word use `os_sync_wait_on_address` (macOS 14.4+;
 //! older systems sleep in 1 ms slices instead).
 //!
-//! Windows: no transport yet (issue 8); the crate is empty there.
+//! Windows: only the `windows` control plane so far (a named pipe restricted to the current
+//! user, the peer's process and user SID, handles duplicated into the client, unnamed file
+//! mappings), tested under Wine; the Windows client and server are not wired yet (issue 8).
 
 #![warn(missing_docs)]
 // Linux: everything, tested. macOS: everything, compile-checked only (see "Platforms").
-// Elsewhere the crate is empty.
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+// Windows: the control plane (`windows`), tested under Wine. Elsewhere the crate is empty.
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
+#[cfg(unix)]
 mod client;
 mod error;
+#[cfg(unix)]
 mod link;
+#[cfg(unix)]
 mod metrics;
+#[cfg(unix)]
 mod server;
+mod service_name;
+#[cfg(unix)]
 mod slots;
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", unix))]
 pub mod tokio;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod unix;
+#[cfg(windows)]
+pub mod windows;
 
+#[cfg(unix)]
 pub use client::{
     Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
 };
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
+#[cfg(unix)]
 pub use link::{MAX_RING, MIN_RING};
+#[cfg(unix)]
 pub use metrics::read_server_metrics;
 /// The `prometheus-client` this crate exports its metrics through (for
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
+#[cfg(unix)]
 pub use prometheus_client;
+#[cfg(unix)]
 pub use server::{
     Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
 };

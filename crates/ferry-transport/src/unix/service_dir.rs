@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-/// Longest service name accepted.
-pub const MAX_NAME_LEN: usize = 64;
+pub use crate::service_name::{MAX_NAME_LEN, validate_name};
 
 /// `sun_path` holds 108 bytes including the terminating NUL on Linux (104 on macOS).
 #[cfg(target_os = "linux")]
@@ -31,33 +30,6 @@ pub struct ServicePaths {
     pub socket: PathBuf,
     /// The lock file a live server holds with `flock`.
     pub lock: PathBuf,
-}
-
-/// Checks that `name` is usable as a service name: 1 to 64 characters from `[A-Za-z0-9._-]`,
-/// not starting with a dot.
-pub fn validate_name(name: &str) -> Result<(), Error> {
-    let bad = |why: &str| Error::InvalidServiceName {
-        name: name.to_owned(),
-        why: why.to_owned(),
-    };
-    if name.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(bad("it is longer than 64 bytes"));
-    }
-    if name.starts_with('.') {
-        return Err(bad("it starts with a dot"));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(bad(&format!(
-            "it contains {c:?}; use only ASCII letters, digits, '.', '_' and '-'"
-        )));
-    }
-    Ok(())
 }
 
 fn env_nonempty(key: &str) -> Option<OsString> {

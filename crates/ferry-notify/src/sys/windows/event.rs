@@ -1,10 +1,15 @@
-//! Named auto-reset events in the per-session `Local\` namespace.
+//! Auto-reset events: named ones in the per-session `Local\` namespace, and unnamed ones that
+//! the transport hands to the peer with `DuplicateHandle`.
 //!
 //! Names are `Local\ferry-<user SID>-<32 hex digits>`: the SID keeps two users' objects
 //! apart (and [`validate_name`] refuses to open a name with another SID), the 128 random bits
 //! (from the OS generator behind `std`'s `RandomState`) keep connections apart and make names
 //! unguessable. Creating fails rather than reuses an existing object (`ERROR_ALREADY_EXISTS`),
 //! so a squatter cannot hand us its event.
+//!
+//! An unnamed event has no name another process could guess or open: only a process the owner
+//! duplicates the handle into can use it. A handle received that way is checked to be an event
+//! (`NtQueryObject`'s type name) before it becomes a doorbell.
 //!
 //! `WaitOnAddress` only works within one process, hence events.
 //! See [CreateEventW](https://learn.microsoft.com/en-us/windows/win32/api/synchapi/nf-synchapi-createeventw),
@@ -18,9 +23,10 @@ use std::os::windows::io::{
 };
 use std::sync::OnceLock;
 
+use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectTypeInformation};
 use windows_sys::Win32::Foundation::{
-    ERROR_ALREADY_EXISTS, ERROR_INVALID_HANDLE, GetLastError, HANDLE, LocalFree, WAIT_OBJECT_0,
-    WAIT_TIMEOUT,
+    ERROR_ALREADY_EXISTS, ERROR_INVALID_HANDLE, GetLastError, HANDLE, LocalFree, UNICODE_STRING,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::{GetTokenInformation, TOKEN_QUERY, TOKEN_USER, TokenUser};
@@ -106,6 +112,45 @@ impl Event {
         })
     }
 
+    /// Creates an unnamed auto-reset, non-signalled event.
+    pub(crate) fn create_unnamed() -> Result<Self, SetupError> {
+        // SAFETY: null security attributes (default DACL of our token) and a null name (an
+        // anonymous event); no pointers are retained.
+        let raw = unsafe { CreateEventW(core::ptr::null(), 0, 0, core::ptr::null()) };
+        if raw.is_null() {
+            return Err(SetupError::from_io(
+                "CreateEventW",
+                "an event",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` is a valid handle we own (non-null return of CreateEventW).
+        let handle = unsafe { OwnedHandle::from_raw_handle(raw as RawHandle) };
+        Ok(Self {
+            handle,
+            name: String::new(),
+        })
+    }
+
+    /// Adopts a handle received from the peer (duplicated into this process) after checking
+    /// that it refers to an event.
+    pub(crate) fn from_owned_handle(handle: OwnedHandle) -> Result<Self, SetupError> {
+        let kind = object_type_name(&handle)?;
+        if kind != "Event" {
+            return Err(SetupError::NotADoorbell {
+                found: format!("a handle to a {kind} object, not an Event"),
+            });
+        }
+        Ok(Self {
+            handle,
+            name: String::new(),
+        })
+    }
+
+    pub(crate) fn into_handle(self) -> OwnedHandle {
+        self.handle
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -172,6 +217,51 @@ impl AsRawHandle for Event {
     fn as_raw_handle(&self) -> RawHandle {
         self.handle.as_raw_handle()
     }
+}
+
+/// The kernel object type of `handle` (`Event`, `Section`, `Process`, `File`, ...), from
+/// `NtQueryObject(ObjectTypeInformation)`.
+fn object_type_name(handle: &OwnedHandle) -> Result<String, SetupError> {
+    // OBJECT_TYPE_INFORMATION starts with the UNICODE_STRING type name, whose buffer follows
+    // the structure in our buffer; 1 KiB holds it with room to spare. u64 elements give the
+    // buffer the alignment of the structure.
+    let mut buf = [0u64; 128];
+    let mut got = 0u32;
+    // SAFETY: `handle` is a live handle; `buf` is writable for the size passed and `got` is a
+    // valid out pointer. The call writes within the buffer only.
+    let status = unsafe {
+        NtQueryObject(
+            handle.as_raw_handle() as HANDLE,
+            ObjectTypeInformation,
+            buf.as_mut_ptr().cast(),
+            size_of_val(&buf) as u32,
+            &mut got,
+        )
+    };
+    if status < 0 {
+        return Err(SetupError::Os {
+            op: "NtQueryObject(ObjectTypeInformation)",
+            source: std::io::Error::other(format!("NTSTATUS {:#010x}", status as u32)),
+        });
+    }
+    // SAFETY: on success the buffer starts with a UNICODE_STRING (the buffer is 8-byte
+    // aligned, enough for it); reading it copies two integers and a pointer.
+    let name: UNICODE_STRING = unsafe { buf.as_ptr().cast::<UNICODE_STRING>().read() };
+    let start = buf.as_ptr() as usize;
+    let end = start + size_of_val(&buf);
+    let at = name.Buffer as usize;
+    let len = usize::from(name.Length / 2);
+    // The name must lie inside our buffer; anything else would be a broken kernel answer.
+    if name.Buffer.is_null() || at < start || at + len * 2 > end || !at.is_multiple_of(2) {
+        return Err(SetupError::Os {
+            op: "NtQueryObject(ObjectTypeInformation)",
+            source: std::io::Error::other("the type name is outside the buffer"),
+        });
+    }
+    // SAFETY: `name.Buffer` points to `len` u16s inside `buf` (checked above), which is alive
+    // and not written while the slice exists.
+    let wide = unsafe { core::slice::from_raw_parts(name.Buffer.cast_const(), len) };
+    Ok(String::from_utf16_lossy(wide))
 }
 
 fn last_notify_error() -> NotifyError {

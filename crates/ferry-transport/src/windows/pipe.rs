@@ -1,0 +1,887 @@
+//! The control pipe: the server's [`PipeListener`] (its instances, their security descriptor,
+//! accepting), the client's [`connect`], and [`Pipe`], one connected end with overlapped reads
+//! and writes under a timeout.
+//!
+//! Binding: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, which fails if
+//! the name exists at all. Before that, and again if the creation fails, the listener looks at
+//! the existing pipe by connecting to it as a client and opening the process serving it: one of
+//! ours ([`Error::AlreadyServed`]), or someone else's, or one that refuses us access
+//! ([`Error::PipeSquatted`]). That probe is an ordinary connection that hangs up before its
+//! `Hello`; a live server counts it as a failed handshake. (The look comes first because Wine
+//! ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows the flag closes the race between the
+//! look and the creation.)
+//!
+//! Every instance carries a security descriptor whose DACL has a single entry: the current
+//! user's SID, `FILE_ALL_ACCESS`. No other user (no `Everyone`, no anonymous logon) can open
+//! the pipe or create instances of it; `PIPE_REJECT_REMOTE_CLIENTS` refuses connections from
+//! other machines. The listener always keeps one instance open, so the name never lapses while
+//! the server lives.
+//!
+//! All pipe handles are overlapped: a read, write or accept waits on an event with a timeout,
+//! and a waiting accept also wakes on the listener's stop event, so [`PipeListener::stop`] ends
+//! the accept loop at once. An operation that times out or is stopped is cancelled
+//! (`CancelIoEx`) and reaped before the call returns, so no buffer is left in the kernel's
+//! hands.
+
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_BROKEN_PIPE, ERROR_FILE_NOT_FOUND,
+    ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError,
+    HANDLE, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
+use windows_sys::Win32::Security::{
+    ACCESS_ALLOWED_ACE, ACL, ACL_REVISION, AddAccessAllowedAce, InitializeAcl,
+    InitializeSecurityDescriptor, PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES, SECURITY_DESCRIPTOR,
+    SetSecurityDescriptorDacl,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, FILE_ALL_ACCESS, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED,
+    OPEN_EXISTING, PIPE_ACCESS_DUPLEX, ReadFile, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
+    WriteFile,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, DisconnectNamedPipe, GetNamedPipeClientProcessId,
+    GetNamedPipeServerProcessId, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE,
+    PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, PeekNamedPipe, WaitNamedPipeW,
+};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, INFINITE, SetEvent, WaitForMultipleObjects, WaitForSingleObject,
+};
+
+use super::identity::{PeerAccess, PeerProcess, Sid};
+use super::{owned, pipe_name, to_wide};
+use crate::error::Error;
+
+/// Size of each instance's in and out buffers: control frames are small.
+const PIPE_BUFFER: u32 = 64 * 1024;
+
+/// `SECURITY_DESCRIPTOR_REVISION` (winnt.h); windows-sys has it only in a large feature.
+const SECURITY_DESCRIPTOR_REVISION: u32 = 1;
+
+/// Which end of the pipe this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The server's end (an instance the listener accepted a client on).
+    Server,
+    /// The client's end.
+    Client,
+}
+
+/// One connected end of a control pipe.
+#[derive(Debug)]
+pub struct Pipe {
+    handle: OwnedHandle,
+    end: End,
+    timeout: Mutex<Option<Duration>>,
+}
+
+impl Pipe {
+    fn new(handle: OwnedHandle, end: End) -> Self {
+        Self {
+            handle,
+            end,
+            timeout: Mutex::new(None),
+        }
+    }
+
+    /// Which end this is.
+    pub fn end(&self) -> End {
+        self.end
+    }
+
+    /// Limits how long each later [`read`](Self::read) and [`write_all`](Self::write_all) may
+    /// wait (`None`: no limit, the default).
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        *lock(&self.timeout) = timeout;
+    }
+
+    /// The limit set with [`set_timeout`](Self::set_timeout).
+    pub fn timeout(&self) -> Option<Duration> {
+        *lock(&self.timeout)
+    }
+
+    /// Reads at most `buf.len()` bytes; `Ok(0)` means the peer closed its end.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when nothing arrived within the timeout; [`Error::Io`] for other
+    /// failures.
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let timeout = self.timeout();
+        let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+        let ptr = buf.as_mut_ptr();
+        let outcome = run_overlapped(self.raw(), timeout, None, |ov| {
+            // SAFETY: `ptr` is valid for writes of `len` bytes (it is `buf`, borrowed for the
+            // whole of `run_overlapped`, which returns only after the operation completed or
+            // was cancelled and reaped); `ov` is the live OVERLAPPED of this operation.
+            unsafe { ReadFile(self.raw(), ptr, len, core::ptr::null_mut(), ov) }
+        })?;
+        match outcome {
+            Outcome::Done(n) => Ok(n as usize),
+            Outcome::Failed(ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA) => Ok(0),
+            Outcome::Failed(code) => Err(Error::io(
+                "reading from the control pipe",
+                std::io::Error::from_raw_os_error(code as i32),
+            )),
+            Outcome::TimedOut | Outcome::Stopped => {
+                Err(Error::Timeout(timeout.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Writes all of `buf`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the peer closed its end; [`Error::Timeout`] when the peer does
+    /// not read within the timeout; [`Error::Io`] for other failures.
+    pub fn write_all(&self, mut buf: &[u8]) -> Result<(), Error> {
+        let timeout = self.timeout();
+        while !buf.is_empty() {
+            let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
+            let ptr = buf.as_ptr();
+            let outcome = run_overlapped(self.raw(), timeout, None, |ov| {
+                // SAFETY: `ptr` is valid for reads of `len` bytes for the whole of
+                // `run_overlapped` (see `read`); `ov` is this operation's OVERLAPPED.
+                unsafe { WriteFile(self.raw(), ptr, len, core::ptr::null_mut(), ov) }
+            })?;
+            match outcome {
+                Outcome::Done(0) => return Err(Error::Closed("the peer closed the control pipe")),
+                Outcome::Done(n) => buf = &buf[(n as usize).min(buf.len())..],
+                Outcome::Failed(ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA) => {
+                    return Err(Error::Closed("the peer closed the control pipe"));
+                }
+                Outcome::Failed(code) => {
+                    return Err(Error::io(
+                        "writing to the control pipe",
+                        std::io::Error::from_raw_os_error(code as i32),
+                    ));
+                }
+                Outcome::TimedOut | Outcome::Stopped => {
+                    return Err(Error::Timeout(timeout.unwrap_or_default()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The process id of the other end, as the pipe recorded it when it connected
+    /// (`GetNamedPipeClientProcessId` on the server's end, `GetNamedPipeServerProcessId` on the
+    /// client's).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the pipe does not say (it is not connected).
+    pub fn peer_pid(&self) -> Result<u32, Error> {
+        let mut pid = 0u32;
+        let (ok, what) = match self.end {
+            // SAFETY: our live pipe handle; `pid` is a valid out pointer.
+            End::Server => (
+                unsafe { GetNamedPipeClientProcessId(self.raw(), &mut pid) },
+                "GetNamedPipeClientProcessId",
+            ),
+            // SAFETY: as above.
+            End::Client => (
+                unsafe { GetNamedPipeServerProcessId(self.raw(), &mut pid) },
+                "GetNamedPipeServerProcessId",
+            ),
+        };
+        if ok == 0 {
+            return Err(Error::io(what, std::io::Error::last_os_error()));
+        }
+        Ok(pid)
+    }
+
+    /// Opens the process at the other end and reads its user: the server's view of a client
+    /// ([`PeerAccess::WatchAndGrant`], to duplicate handles into it) or the client's view of
+    /// the server ([`PeerAccess::Watch`]). Checks afterwards that the pipe is still connected,
+    /// so the process opened is the one that connected (its id cannot have been reused while
+    /// its end of the pipe is open).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the peer hung up meanwhile; [`Error::Io`] if its process cannot be
+    /// opened or its token read.
+    pub fn peer_process(&self, access: PeerAccess) -> Result<PeerProcess, Error> {
+        let pid = self.peer_pid()?;
+        let peer = PeerProcess::open(pid, access)?;
+        if self.is_broken() {
+            return Err(Error::Closed(
+                "the peer hung up while its identity was being checked",
+            ));
+        }
+        Ok(peer)
+    }
+
+    /// Whether the pipe is broken: the peer closed its end or exited (`PeekNamedPipe` fails,
+    /// with `ERROR_BROKEN_PIPE` for a peer that is gone). One system call that never waits:
+    /// cheap enough to poll every few milliseconds.
+    pub fn is_broken(&self) -> bool {
+        let mut avail = 0u32;
+        // SAFETY: our live pipe handle; a zero-length peek with a null buffer is allowed;
+        // `avail` is a valid out pointer.
+        let ok = unsafe {
+            PeekNamedPipe(
+                self.raw(),
+                core::ptr::null_mut(),
+                0,
+                core::ptr::null_mut(),
+                &mut avail,
+                core::ptr::null_mut(),
+            )
+        };
+        // Any failure (broken, disconnected, closing) means the pipe can no longer be used.
+        ok == 0
+    }
+
+    fn raw(&self) -> HANDLE {
+        self.handle.as_raw_handle() as HANDLE
+    }
+}
+
+impl AsHandle for Pipe {
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.handle.as_handle()
+    }
+}
+
+/// Connects to the pipe of service `service` of the current user, waiting up to `timeout`
+/// while every instance is busy.
+///
+/// # Errors
+/// As [`connect_pipe`], and [`Error::InvalidServiceName`] for a bad name.
+pub fn connect(service: &str, timeout: Duration) -> Result<Pipe, Error> {
+    connect_pipe(&pipe_name::resolve(service)?, timeout)
+}
+
+/// Connects to the pipe named `pipe` (`\\.\pipe\...`), waiting up to `timeout` while every
+/// instance is busy. The client identifies itself only at `SECURITY_IDENTIFICATION` level: the
+/// server may learn who it is, but cannot act as it.
+///
+/// # Errors
+/// [`Error::PipeNotFound`] when nothing serves the name; [`Error::PipeSquatted`] when the pipe
+/// refuses us access (a Ferry server of ours would grant it); [`Error::Timeout`] when every
+/// instance stayed busy; [`Error::Io`] otherwise.
+pub fn connect_pipe(pipe: &str, timeout: Duration) -> Result<Pipe, Error> {
+    let wide = to_wide(pipe);
+    let deadline = Instant::now() + timeout;
+    loop {
+        match open_client(&wide) {
+            Ok(handle) => return Ok(Pipe::new(handle, End::Client)),
+            Err(ERROR_FILE_NOT_FOUND) => {
+                return Err(Error::PipeNotFound {
+                    pipe: pipe.to_owned(),
+                });
+            }
+            Err(ERROR_ACCESS_DENIED) => {
+                return Err(Error::PipeSquatted {
+                    pipe: pipe.to_owned(),
+                    why: "it refuses you access, which a Ferry server of your user never does \
+                          (unless this process runs at a lower integrity level than the server)"
+                        .into(),
+                });
+            }
+            Err(ERROR_PIPE_BUSY) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(timeout));
+                }
+                let ms = u32::try_from(left.as_millis().clamp(1, 100)).unwrap_or(100);
+                // SAFETY: `wide` is NUL-terminated and outlives the call. Its result does not
+                // matter: the loop tries again either way.
+                unsafe { WaitNamedPipeW(wide.as_ptr(), ms) };
+            }
+            Err(code) => {
+                return Err(Error::io(
+                    format!("opening the named pipe {pipe}"),
+                    std::io::Error::from_raw_os_error(code as i32),
+                ));
+            }
+        }
+    }
+}
+
+/// One `CreateFileW` on the client side; the Win32 error code on failure.
+fn open_client(wide: &[u16]) -> Result<OwnedHandle, u32> {
+    // SAFETY: `wide` is NUL-terminated and outlives the call; no security attributes, no
+    // template.
+    let raw = unsafe {
+        CreateFileW(
+            wide.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            core::ptr::null(),
+            OPEN_EXISTING,
+            FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+            core::ptr::null_mut(),
+        )
+    };
+    // SAFETY: `raw` was just returned by CreateFileW on this thread.
+    unsafe { owned(raw) }.map_err(|e| e.raw_os_error().unwrap_or(0) as u32)
+}
+
+/// The security descriptor of every instance: a DACL with one entry, the current user.
+struct PipeSecurity {
+    descriptor: Box<SECURITY_DESCRIPTOR>,
+    // The DACL the descriptor points to; u64 elements keep it aligned.
+    _acl: Box<[u64]>,
+}
+
+// SAFETY: the descriptor's only pointer is to `_acl`, a heap block owned by this struct that is
+// never written after construction; Win32 only reads both. Moving the struct moves the boxes,
+// not their contents.
+unsafe impl Send for PipeSecurity {}
+// SAFETY: as above: shared access only ever reads.
+unsafe impl Sync for PipeSecurity {}
+
+impl std::fmt::Debug for PipeSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PipeSecurity(DACL: current user only)")
+    }
+}
+
+impl PipeSecurity {
+    fn for_user(sid: &Sid) -> Result<Self, Error> {
+        let fail = |op: &str| {
+            Error::io(
+                format!("building the pipe's DACL: {op}"),
+                std::io::Error::last_os_error(),
+            )
+        };
+        let sid_words = sid.to_binary();
+        // ACL header, then one ACCESS_ALLOWED_ACE whose last field (SidStart, 4 bytes) is the
+        // start of the SID. A multiple of 4, as InitializeAcl requires.
+        let acl_len = size_of::<ACL>() + size_of::<ACCESS_ALLOWED_ACE>() - size_of::<u32>()
+            + sid.binary_len();
+        let mut acl = vec![0u64; acl_len.div_ceil(8)].into_boxed_slice();
+        let acl_ptr = acl.as_mut_ptr().cast::<ACL>();
+        // SAFETY: `acl_ptr` points to at least `acl_len` writable, 8-byte aligned bytes.
+        if unsafe { InitializeAcl(acl_ptr, acl_len as u32, ACL_REVISION) } == 0 {
+            return Err(fail("InitializeAcl"));
+        }
+        // SAFETY: `acl_ptr` is the ACL initialized above, with room for exactly this entry;
+        // `sid_words` is a valid binary SID (4-byte aligned) that AddAccessAllowedAce copies.
+        if unsafe {
+            AddAccessAllowedAce(
+                acl_ptr,
+                ACL_REVISION,
+                FILE_ALL_ACCESS,
+                sid_words.as_ptr().cast_mut().cast(),
+            )
+        } == 0
+        {
+            return Err(fail("AddAccessAllowedAce"));
+        }
+        let mut descriptor = Box::new(SECURITY_DESCRIPTOR::default());
+        let sd: PSECURITY_DESCRIPTOR = (&raw mut *descriptor).cast();
+        // SAFETY: `sd` points to a writable SECURITY_DESCRIPTOR.
+        if unsafe { InitializeSecurityDescriptor(sd, SECURITY_DESCRIPTOR_REVISION) } == 0 {
+            return Err(fail("InitializeSecurityDescriptor"));
+        }
+        // SAFETY: `sd` is initialized; `acl_ptr` is a valid ACL that lives as long as the
+        // descriptor (both are owned by the returned struct).
+        if unsafe { SetSecurityDescriptorDacl(sd, 1, acl_ptr, 0) } == 0 {
+            return Err(fail("SetSecurityDescriptorDacl"));
+        }
+        Ok(Self {
+            descriptor,
+            _acl: acl,
+        })
+    }
+
+    fn attributes(&self) -> SECURITY_ATTRIBUTES {
+        SECURITY_ATTRIBUTES {
+            nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: (&raw const *self.descriptor).cast_mut().cast(),
+            bInheritHandle: 0,
+        }
+    }
+}
+
+/// The server's side of a service's pipe: holds the name (one instance is always open) and
+/// accepts clients.
+#[derive(Debug)]
+pub struct PipeListener {
+    name: String,
+    wide: Vec<u16>,
+    security: PipeSecurity,
+    /// The instance waiting for the next client (`None` only if creating it failed).
+    waiting: Mutex<Option<OwnedHandle>>,
+    /// Manual-reset event: set by [`stop`](Self::stop).
+    stop: OwnedHandle,
+}
+
+impl PipeListener {
+    /// Binds service `service` of the current user.
+    ///
+    /// # Errors
+    /// As [`bind_pipe`](Self::bind_pipe), and [`Error::InvalidServiceName`].
+    pub fn bind(service: &str) -> Result<Self, Error> {
+        Self::bind_pipe(pipe_name::resolve(service)?)
+    }
+
+    /// Binds the pipe named `name` (`\\.\pipe\...`): creates its first instance, which fails if
+    /// the name exists at all.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyServed`] when a server of this user holds the name;
+    /// [`Error::PipeSquatted`] when another user's process does, or the pipe refuses us;
+    /// [`Error::Io`] otherwise.
+    pub fn bind_pipe(name: String) -> Result<Self, Error> {
+        let me = Sid::current_user()?;
+        let listener = Self {
+            wide: to_wide(&name),
+            security: PipeSecurity::for_user(&me)?,
+            waiting: Mutex::new(None),
+            stop: new_event()?,
+            name,
+        };
+        for _ in 0..4 {
+            // Look first: Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE (it creates the instance
+            // with FILE_OPEN_IF), so there the flag alone would let a second server share the
+            // name. On Windows the flag closes the gap between this look and the creation.
+            diagnose_taken(&listener.name, &me)?;
+            match listener.create_instance(true) {
+                Ok(h) => {
+                    *lock(&listener.waiting) = Some(h);
+                    return Ok(listener);
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error().map(|c| c as u32),
+                        Some(ERROR_ACCESS_DENIED | ERROR_ALREADY_EXISTS | ERROR_PIPE_BUSY)
+                    ) =>
+                {
+                    // The name exists: say whose it is (or bind again if it just went away).
+                    diagnose_taken(&listener.name, &me)?;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("creating the named pipe {}", listener.name),
+                        e,
+                    ));
+                }
+            }
+        }
+        Err(Error::io(
+            format!("creating the named pipe {}", listener.name),
+            std::io::Error::other("the name kept appearing and vanishing while we bound it"),
+        ))
+    }
+
+    /// The pipe's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn create_instance(&self, first: bool) -> std::io::Result<OwnedHandle> {
+        let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+        if first {
+            open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+        }
+        let sa = self.security.attributes();
+        // SAFETY: `self.wide` is NUL-terminated; `sa` and the descriptor and DACL it points to
+        // are alive for the call (owned by `self`).
+        let raw = unsafe {
+            CreateNamedPipeW(
+                self.wide.as_ptr(),
+                open_mode,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                PIPE_BUFFER,
+                PIPE_BUFFER,
+                0,
+                &sa,
+            )
+        };
+        // SAFETY: `raw` was just returned by CreateNamedPipeW on this thread.
+        unsafe { owned(raw) }
+    }
+
+    /// Waits for the next client, up to `timeout` (`None`: no limit). Returns `Ok(None)` once
+    /// [`stop`](Self::stop) has been called (at once if it already was).
+    ///
+    /// The connected pipe has no timeout set; the caller identifies the client
+    /// ([`Pipe::peer_process`]) before trusting anything it sends.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when no client came in time; [`Error::Io`] when an instance cannot be
+    /// created or waiting fails.
+    pub fn accept(&self, timeout: Option<Duration>) -> Result<Option<Pipe>, Error> {
+        let mut waiting = lock(&self.waiting);
+        loop {
+            if self.is_stopped() {
+                return Ok(None);
+            }
+            let instance = match waiting.take() {
+                Some(h) => h,
+                None => self
+                    .create_instance(false)
+                    .map_err(|e| Error::io(format!("creating an instance of {}", self.name), e))?,
+            };
+            let raw = instance.as_raw_handle() as HANDLE;
+            let outcome = run_overlapped(
+                raw,
+                timeout,
+                Some(self.stop.as_raw_handle() as HANDLE),
+                |ov| {
+                    // SAFETY: `raw` is the live instance (owned by `instance` for the whole call);
+                    // `ov` is this operation's OVERLAPPED.
+                    unsafe { ConnectNamedPipe(raw, ov) }
+                },
+            );
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    *waiting = Some(instance);
+                    return Err(e);
+                }
+            };
+            match outcome {
+                Outcome::Done(_) | Outcome::Failed(ERROR_PIPE_CONNECTED) => {
+                    // Keep the name held and the next client served: a fresh instance now
+                    // (if that fails, the next accept tries again).
+                    *waiting = self.create_instance(false).ok();
+                    return Ok(Some(Pipe::new(instance, End::Server)));
+                }
+                Outcome::Failed(ERROR_NO_DATA) => {
+                    // A client connected and left before we looked: reset the instance.
+                    // SAFETY: `raw` is our live instance.
+                    unsafe { DisconnectNamedPipe(raw) };
+                    *waiting = Some(instance);
+                }
+                Outcome::Stopped => {
+                    *waiting = Some(instance);
+                    return Ok(None);
+                }
+                Outcome::TimedOut => {
+                    *waiting = Some(instance);
+                    return Err(Error::Timeout(timeout.unwrap_or_default()));
+                }
+                Outcome::Failed(code) => {
+                    // Replace the instance before dropping it, so the name is never released.
+                    *waiting = Some(match self.create_instance(false) {
+                        Ok(fresh) => fresh,
+                        Err(_) => instance,
+                    });
+                    return Err(Error::io(
+                        format!("waiting for a client on {}", self.name),
+                        std::io::Error::from_raw_os_error(code as i32),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Ends the accept loop: a waiting [`accept`](Self::accept) returns `Ok(None)` at once, and
+    /// so does every later one. Connected pipes are not affected.
+    pub fn stop(&self) {
+        // SAFETY: `self.stop` is our live event.
+        unsafe { SetEvent(self.stop.as_raw_handle() as HANDLE) };
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        // SAFETY: `self.stop` is our live event; a zero timeout only polls it.
+        unsafe { WaitForSingleObject(self.stop.as_raw_handle() as HANDLE, 0) == WAIT_OBJECT_0 }
+    }
+}
+
+/// Says why the pipe `name` could not be created: `Ok(())` if it no longer exists (bind again),
+/// else the error naming who holds it.
+fn diagnose_taken(name: &str, me: &Sid) -> Result<(), Error> {
+    match open_client(&to_wide(name)) {
+        Ok(handle) => {
+            let pipe = Pipe::new(handle, End::Client);
+            let pid = pipe.peer_pid()?;
+            match PeerProcess::open(pid, PeerAccess::Watch) {
+                Ok(p) if p.sid() == me => Err(Error::AlreadyServed {
+                    pipe: name.to_owned(),
+                    pid: Some(pid),
+                }),
+                Ok(p) => Err(Error::PipeSquatted {
+                    pipe: name.to_owned(),
+                    why: format!(
+                        "it is served by process {pid}, which runs as {}, not as you ({me})",
+                        p.sid()
+                    ),
+                }),
+                Err(e) => Err(Error::PipeSquatted {
+                    pipe: name.to_owned(),
+                    why: format!(
+                        "it is served by process {pid}, which you cannot inspect ({e}), so it is \
+                         not yours"
+                    ),
+                }),
+            }
+        }
+        Err(ERROR_FILE_NOT_FOUND) => Ok(()),
+        Err(ERROR_ACCESS_DENIED) => Err(Error::PipeSquatted {
+            pipe: name.to_owned(),
+            why: "it exists and refuses you access, which a Ferry server of your user never does"
+                .into(),
+        }),
+        Err(ERROR_PIPE_BUSY) => Err(Error::AlreadyServed {
+            pipe: name.to_owned(),
+            pid: None,
+        }),
+        Err(code) => Err(Error::io(
+            format!("inspecting the existing named pipe {name}"),
+            std::io::Error::from_raw_os_error(code as i32),
+        )),
+    }
+}
+
+/// A manual-reset, non-signalled, unnamed event.
+fn new_event() -> Result<OwnedHandle, Error> {
+    // SAFETY: null attributes and name; nothing is retained.
+    let raw = unsafe { CreateEventW(core::ptr::null(), 1, 0, core::ptr::null()) };
+    // SAFETY: `raw` was just returned by CreateEventW on this thread.
+    unsafe { owned(raw) }.map_err(|e| Error::io("CreateEventW", e))
+}
+
+/// How an overlapped operation ended.
+enum Outcome {
+    /// Completed, with this many bytes transferred.
+    Done(u32),
+    /// Failed with this Win32 error.
+    Failed(u32),
+    /// The timeout passed; the operation was cancelled.
+    TimedOut,
+    /// The stop event was set; the operation was cancelled.
+    Stopped,
+}
+
+/// Runs one overlapped operation on `file`: `start` issues it with the OVERLAPPED it is given;
+/// this waits for it (up to `timeout`, or until `stop` is set) and, if it must give up, cancels
+/// it and waits for the cancellation. When this returns the kernel no longer uses the
+/// OVERLAPPED or the operation's buffer.
+fn run_overlapped(
+    file: HANDLE,
+    timeout: Option<Duration>,
+    stop: Option<HANDLE>,
+    start: impl FnOnce(*mut OVERLAPPED) -> i32,
+) -> Result<Outcome, Error> {
+    let event = new_event()?;
+    let mut ov = OVERLAPPED {
+        hEvent: event.as_raw_handle() as HANDLE,
+        ..OVERLAPPED::default()
+    };
+    let ovp: *mut OVERLAPPED = &mut ov;
+    if start(ovp) != 0 {
+        return Ok(reap(file, ovp, false));
+    }
+    // SAFETY: reads the calling thread's last-error value, set by the call in `start`.
+    let err = unsafe { GetLastError() };
+    if err != ERROR_IO_PENDING {
+        // Nothing is pending: the call failed outright (or, for ConnectNamedPipe, a client
+        // was already connected: ERROR_PIPE_CONNECTED).
+        return Ok(Outcome::Failed(err));
+    }
+    let ms = millis(timeout);
+    let mut handles = [event.as_raw_handle() as HANDLE, core::ptr::null_mut()];
+    let n = match stop {
+        Some(s) => {
+            handles[1] = s;
+            2
+        }
+        None => 1,
+    };
+    // SAFETY: `handles[..n]` are live event handles.
+    let woke = unsafe { WaitForMultipleObjects(n, handles.as_ptr(), 0, ms) };
+    Ok(match woke {
+        WAIT_OBJECT_0 => reap(file, ovp, false),
+        w if w == WAIT_OBJECT_0 + 1 => cancel(file, ovp, Outcome::Stopped),
+        WAIT_TIMEOUT => cancel(file, ovp, Outcome::TimedOut),
+        _ => {
+            // SAFETY: reads the calling thread's last-error value, set by the failed wait.
+            let code = unsafe { GetLastError() };
+            match cancel(file, ovp, Outcome::Failed(code)) {
+                Outcome::Failed(_) => Outcome::Failed(code),
+                other => other,
+            }
+        }
+    })
+}
+
+/// Cancels the operation of `ov` and waits until the kernel is done with it; `cancelled` if it
+/// was indeed cancelled, its real outcome if it completed meanwhile.
+fn cancel(file: HANDLE, ov: *mut OVERLAPPED, cancelled: Outcome) -> Outcome {
+    // SAFETY: `file` is live and `ov` is the OVERLAPPED of its pending operation. A failure
+    // (ERROR_NOT_FOUND: it completed already) is fine: `reap` waits either way.
+    unsafe { CancelIoEx(file, ov) };
+    match reap(file, ov, true) {
+        Outcome::Failed(ERROR_OPERATION_ABORTED) => cancelled,
+        other => other,
+    }
+}
+
+/// `GetOverlappedResult`, waiting for completion when `wait`.
+fn reap(file: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> Outcome {
+    let mut n = 0u32;
+    // SAFETY: `file` is live and `ov` is the OVERLAPPED of an operation issued on it; `n` is a
+    // valid out pointer.
+    if unsafe { GetOverlappedResult(file, ov, &mut n, i32::from(wait)) } != 0 {
+        Outcome::Done(n)
+    } else {
+        // SAFETY: reads the calling thread's last-error value, set by GetOverlappedResult.
+        Outcome::Failed(unsafe { GetLastError() })
+    }
+}
+
+fn millis(timeout: Option<Duration>) -> u32 {
+    timeout.map_or(INFINITE, |d| {
+        u32::try_from(d.as_nanos().div_ceil(1_000_000))
+            .map_or(INFINITE - 1, |m| m.min(INFINITE - 1))
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn unique(tag: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "unit-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn bind_connect_and_exchange_bytes_both_ways() {
+        let service = unique("bytes");
+        let listener = Arc::new(PipeListener::bind(&service).expect("bind"));
+        assert!(listener.name().ends_with(&service));
+        let l = listener.clone();
+        let server = std::thread::spawn(move || {
+            let pipe = l
+                .accept(Some(Duration::from_secs(10)))
+                .expect("accept")
+                .expect("not stopped");
+            assert_eq!(pipe.end(), End::Server);
+            let mut buf = [0u8; 5];
+            let mut got = 0;
+            while got < 5 {
+                got += pipe.read(&mut buf[got..]).expect("read");
+            }
+            assert_eq!(&buf, b"hello");
+            pipe.write_all(b"world").expect("write");
+            pipe.peer_pid().expect("client pid")
+        });
+        let client = connect(&service, Duration::from_secs(10)).expect("connect");
+        assert_eq!(client.end(), End::Client);
+        client.write_all(b"hello").expect("write");
+        let mut buf = [0u8; 5];
+        let mut got = 0;
+        while got < 5 {
+            got += client.read(&mut buf[got..]).expect("read");
+        }
+        assert_eq!(&buf, b"world");
+        assert_eq!(server.join().expect("server"), std::process::id());
+        assert_eq!(client.peer_pid().expect("server pid"), std::process::id());
+        // The server thread dropped its end: the client sees the pipe broken, and reads EOF.
+        assert!(client.is_broken());
+        assert_eq!(client.read(&mut buf).expect("eof"), 0);
+    }
+
+    #[test]
+    fn a_second_bind_on_the_same_name_is_refused_clearly() {
+        let service = unique("twice");
+        let first = PipeListener::bind(&service).expect("first bind");
+        let err = PipeListener::bind(&service).expect_err("second bind");
+        match &err {
+            Error::AlreadyServed { pipe, pid } => {
+                assert_eq!(pipe, first.name());
+                assert_eq!(*pid, Some(std::process::id()));
+            }
+            other => panic!("expected AlreadyServed, got {other}"),
+        }
+        assert!(err.to_string().contains("already serving"), "{err}");
+        // Once the first listener is gone, the name is free again (a restarted server binds).
+        drop(first);
+        PipeListener::bind(&service).expect("bind after the first server went away");
+    }
+
+    #[test]
+    fn stop_ends_a_waiting_accept_at_once() {
+        let listener = Arc::new(PipeListener::bind(&unique("stop")).expect("bind"));
+        let l = listener.clone();
+        let t = std::thread::spawn(move || {
+            let started = Instant::now();
+            let r = l.accept(None).expect("accept");
+            (r.is_none(), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let stopped_at = Instant::now();
+        listener.stop();
+        let (none, _) = t.join().expect("acceptor");
+        assert!(none, "a stopped accept returns None");
+        let latency = stopped_at.elapsed();
+        assert!(latency < Duration::from_secs(1), "stop took {latency:?}");
+        assert!(listener.is_stopped());
+        assert!(
+            listener.accept(None).expect("accept").is_none(),
+            "and so does every later one"
+        );
+    }
+
+    #[test]
+    fn accept_and_read_time_out() {
+        let service = unique("timeout");
+        let listener = PipeListener::bind(&service).expect("bind");
+        let err = listener
+            .accept(Some(Duration::from_millis(20)))
+            .expect_err("nobody connects");
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        let client = connect(&service, Duration::from_secs(5)).expect("connect");
+        let server = listener
+            .accept(Some(Duration::from_secs(5)))
+            .expect("accept after a timeout")
+            .expect("not stopped");
+        server.set_timeout(Some(Duration::from_millis(20)));
+        let mut buf = [0u8; 4];
+        let err = server.read(&mut buf).expect_err("nothing sent");
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        // The cancelled read lost nothing: bytes sent afterwards arrive.
+        client.write_all(b"late").expect("write");
+        server.set_timeout(Some(Duration::from_secs(5)));
+        let mut got = 0;
+        while got < 4 {
+            got += server.read(&mut buf[got..]).expect("read");
+        }
+        assert_eq!(&buf, b"late");
+    }
+
+    #[test]
+    fn connecting_to_a_name_nobody_serves_says_so() {
+        let err = connect(&unique("nobody"), Duration::from_millis(100)).expect_err("no server");
+        assert!(matches!(err, Error::PipeNotFound { .. }), "{err}");
+        assert!(err.to_string().contains("is the server started"), "{err}");
+    }
+
+    #[test]
+    fn the_client_sees_a_server_hang_up() {
+        let service = unique("hangup");
+        let listener = PipeListener::bind(&service).expect("bind");
+        let client = connect(&service, Duration::from_secs(5)).expect("connect");
+        let server = listener
+            .accept(Some(Duration::from_secs(5)))
+            .unwrap()
+            .unwrap();
+        assert!(!client.is_broken());
+        assert!(!server.is_broken());
+        drop(server);
+        assert!(client.is_broken());
+        let err = client.write_all(b"x").expect_err("nobody reads");
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+    }
+}
