@@ -10,9 +10,10 @@
 //!     default); consumer `try_peek` + copy + `release` (one head store and a
 //!     fence per message).
 //!   - `ferry_fence_free`: the same with both handles fence-free
-//!     (`set_fence_free`, the heavy barrier from `ferry::notify::barrier`,
-//!     as the transport does on Linux): no fence per message; a side about to
-//!     sleep would run `membarrier` instead (nobody sleeps here).
+//!     (`set_fence_free`, the heavy barrier from `ferry::notify::barrier`):
+//!     no fence per message; a side about to sleep would run `membarrier`
+//!     instead (nobody sleeps here). An opt-in mode: the transport stays
+//!     fenced (see `ferry-ring`'s "Fence-free publication").
 //!   - `ferry_batch32`: the same ring, 32 records staged per `publish`, 32
 //!     consumed per `release_consumed`.
 //!   - `rtrb`: `rtrb::RingBuffer<[u8; N]>` (fixed-size array elements, not

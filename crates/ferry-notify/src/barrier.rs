@@ -7,7 +7,8 @@
 //! of a registered process. On Linux that is
 //! `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` (Linux 4.16+; an IPI to the
 //! CPUs running registered processes, about a microsecond on this project's
-//! machine): the fence-free process must first
+//! machine, and the interrupted CPU loses time too, so it suits streams that
+//! rarely sleep, not request/response): the fence-free process must first
 //! [`register_fence_free`]. Elsewhere there is no cross-process equivalent
 //! (Windows' `FlushProcessWriteBuffers` and macOS have none that reaches
 //! another process), so rings stay fenced there: [`register_fence_free`]
