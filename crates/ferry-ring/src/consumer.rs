@@ -112,6 +112,41 @@ impl<R: Region> Consumer<R> {
         self.corruption.is_some() || self.raw.load_record(self.head) == 0
     }
 
+    /// Validates the producer's `tail`, poisoning the handle if it is
+    /// impossible.
+    ///
+    /// The tail is not how records are found (the record words are), so no
+    /// read depends on it; but a peer that stores garbage there is broken or
+    /// hostile, and the owner of this handle should hear of it. Call it off
+    /// the hot path, e.g. when about to sleep (the transport does, after a
+    /// `prepare_sleep` that said Sleep). An honest tail is 8-aligned and
+    /// within `capacity` of the head we published: at most that far ahead
+    /// (the producer fills at most `capacity` bytes past it), and at most
+    /// that far behind (it is stored after the record word that publishes, so
+    /// it may lag what we consumed, by less than one batch).
+    ///
+    /// # Errors
+    ///
+    /// [`Corrupted`] (`CursorMisaligned`, `CursorAhead` or
+    /// `CursorBackwards`), or if the handle was already poisoned.
+    pub fn check_tail(&mut self) -> Result<(), Corrupted> {
+        if self.corruption.is_some() {
+            return Err(Corrupted);
+        }
+        let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
+        let cap = self.raw.capacity();
+        let bad = if !tail.is_multiple_of(8) {
+            Corruption::CursorMisaligned
+        } else if tail > self.published.saturating_add(cap) {
+            Corruption::CursorAhead
+        } else if tail.saturating_add(cap) < self.published {
+            Corruption::CursorBackwards
+        } else {
+            return Ok(());
+        };
+        Err(self.poison(bad))
+    }
+
     fn poison(&mut self, c: Corruption) -> Corrupted {
         self.corruption = Some(c);
         Corrupted
@@ -261,7 +296,8 @@ impl<R: Region> Consumer<R> {
     ///
     /// [`Corrupted`] if the handle is poisoned. (A garbage record word reads
     /// as [`SleepPrep::Ready`]; the next [`try_peek`](Self::try_peek)
-    /// reports it.)
+    /// reports it. The tail is not checked here: see
+    /// [`check_tail`](Self::check_tail).)
     pub fn prepare_sleep(&mut self, token: NonZeroU32) -> Result<SleepPrep, Corrupted> {
         if self.corruption.is_some() {
             return Err(Corrupted);

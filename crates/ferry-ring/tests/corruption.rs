@@ -230,26 +230,57 @@ fn ring_with(records: &[&[u8]]) -> (P, C, Arc<HeapRegion>) {
 }
 
 /// The consumer never reads the producer's cursor to find records (the
-/// record word at its head decides, see the crate docs): a forged tail can
-/// neither make it read unpublished bytes nor stop it; the `&self` probe
-/// `used_bytes` reports 0 for a tail no honest producer could store.
+/// record word at its head decides, see the crate docs): a forged tail
+/// cannot make it read unpublished bytes, and the reads go on; the `&self`
+/// probe `used_bytes` reports 0 for it, and `check_tail` (which the
+/// transport runs before sleeping) poisons the handle.
 #[test]
-fn a_forged_tail_is_ignored_by_the_reads_and_reported_as_nothing() {
-    for forged in [256 + 8 + 16, 7, 12, 0] {
+fn a_forged_tail_is_caught_by_check_tail() {
+    for (forged, why) in [
+        (256 + 8 + 32, Corruption::CursorAhead),
+        (1 << 40, Corruption::CursorAhead),
+        (12, Corruption::CursorMisaligned),
+    ] {
         let (_p, mut c, r) = ring_with(&[b"a", b"b"]); // 32 bytes published
         poke_u64(&*r, TAIL_OFF, forged);
-        if forged != 0 {
-            assert_eq!(c.used_bytes(), 0, "tail {forged}");
-        }
+        assert_eq!(c.used_bytes(), 0, "tail {forged}");
         assert_eq!(c.try_pop_vec().unwrap().unwrap().0, b"a");
         assert_eq!(c.try_pop_vec().unwrap().unwrap().0, b"b");
         assert!(c.try_peek().unwrap().is_none());
-        assert!(c.is_empty());
+        assert!(!c.is_corrupted());
         assert_eq!(c.prepare_sleep(TOKEN), Ok(SleepPrep::Sleep));
-        assert_eq!(peek_u32(&*r, CONSUMER_SLEEP_OFF), TOKEN.get());
         c.cancel_sleep();
-        assert!(!c.is_corrupted(), "tail {forged}");
+        assert_eq!(c.check_tail(), Err(Corrupted), "tail {forged}");
+        assert_consumer_poisoned(&mut c, why);
     }
+}
+
+#[test]
+fn a_tail_more_than_a_ring_behind_is_caught_by_check_tail() {
+    let (mut p, mut c) = heap(256).unwrap();
+    let r = Arc::clone(p.region());
+    for i in 0..40u64 {
+        assert!(!p.try_push(&payload(i, 24)).unwrap().is_needed());
+        assert_eq!(c.try_pop_vec().unwrap().unwrap().0, payload(i, 24));
+    }
+    // 40 x 32 = 1280 bytes published and released; 1280 - 256 - 8 is too far behind.
+    poke_u64(&*r, TAIL_OFF, 1280 - 256 - 8);
+    assert_eq!(c.check_tail(), Err(Corrupted));
+    assert_consumer_poisoned(&mut c, Corruption::CursorBackwards);
+}
+
+/// The tail is stored after the record word that publishes, so a consumer
+/// may see it lag what it already consumed and released: not corruption.
+#[test]
+fn a_tail_lagging_what_was_consumed_is_not_corruption() {
+    let (_p, mut c, r) = ring_with(&[b"a", b"b"]);
+    assert_eq!(c.try_pop_vec().unwrap().unwrap().0, b"a");
+    assert_eq!(c.try_pop_vec().unwrap().unwrap().0, b"b");
+    poke_u64(&*r, TAIL_OFF, 16); // as if the last tail store were not visible yet
+    assert_eq!(c.check_tail(), Ok(()));
+    poke_u64(&*r, TAIL_OFF, 32 + 256); // as far ahead as a producer may get
+    assert_eq!(c.check_tail(), Ok(()));
+    assert!(!c.is_corrupted());
 }
 
 #[test]

@@ -881,9 +881,25 @@ impl Rx {
     pub(crate) fn prepare_sleep(&mut self, token: u32) -> Result<bool, Error> {
         let token = NonZeroU32::new(token).expect("tokens are nonzero");
         match self.consumer.prepare_sleep(token) {
-            Ok(SleepPrep::Sleep) => Ok(true),
+            // The peer's tail is not how records are found; about to sleep is the time to
+            // make sure it is not garbage (a broken or hostile peer).
+            Ok(SleepPrep::Sleep) => match self.consumer.check_tail() {
+                Ok(()) => Ok(true),
+                Err(_) => {
+                    self.consumer.cancel_sleep();
+                    Err(self.corrupted())
+                }
+            },
             Ok(SleepPrep::Ready) => Ok(false),
-            Err(_) => Err(Error::Protocol("the incoming ring is corrupted".into())),
+            Err(_) => Err(self.corrupted()),
+        }
+    }
+
+    /// The error for a corrupted incoming ring, naming what the ring saw.
+    fn corrupted(&self) -> Error {
+        match self.consumer.corruption() {
+            Some(c) => Error::Protocol(format!("the incoming ring is corrupted: {c}")),
+            None => Error::Protocol("the incoming ring is corrupted".into()),
         }
     }
 

@@ -1228,12 +1228,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                     }
                 }
                 Err(e) => {
-                    let reason = match &e {
-                        Error::Closed(GOODBYE) => CloseReason::Goodbye,
-                        // Closed by another thread: a responder found the outgoing ring corrupted.
-                        Error::Protocol(_) | Error::Closed(_) => CloseReason::Protocol,
-                        _ => CloseReason::Other,
-                    };
+                    let reason = close_reason(&e, CloseReason::Other);
                     if reason == CloseReason::Protocol {
                         tracing::warn!(
                             service = &*shared.service,
@@ -1475,12 +1470,21 @@ fn serve_remaining(shared: &ServerShared, conn: &Arc<ConnState>) -> CloseReason 
         match serve_conn(shared, conn) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(Error::Closed(GOODBYE)) => return CloseReason::Goodbye,
-            Err(Error::Protocol(_)) => return CloseReason::Protocol,
-            Err(_) => break,
+            Err(e) => return close_reason(&e, CloseReason::Hangup),
         }
     }
     CloseReason::Hangup
+}
+
+/// Why a connection closes, from the error serving it returned; `otherwise` for errors that say
+/// nothing about the peer (the worker's main loop: `Other`; after a hang-up: `Hangup`).
+fn close_reason(e: &Error, otherwise: CloseReason) -> CloseReason {
+    match e {
+        Error::Closed(GOODBYE) => CloseReason::Goodbye,
+        // Closed by another thread: a responder found the outgoing ring corrupted.
+        Error::Protocol(_) | Error::Closed(_) => CloseReason::Protocol,
+        _ => otherwise,
+    }
 }
 
 /// Serves one connection: flushes its pending answer, then handles what it sent.
