@@ -140,8 +140,8 @@
 //! Waker (the producer after [`Producer::publish`] or a commit; the
 //! consumer after a release): store the record word (producer) or `head`
 //! (consumer) with Release; `fence(SeqCst)`; if
-//! `consumer_sleep != 0`, `swap(0)` and return a needed [`Wake`] carrying
-//! the swapped-out token. The caller must then wake the peer (e.g.
+//! `consumer_sleep != 0`, reset it to 0 (compare-exchange) and return a
+//! needed [`Wake`] carrying the token taken out. The caller must then wake the peer (e.g.
 //! `futex_wake(consumer_sleep_word)`).
 //!
 //! Why no wake-up is lost: the two SeqCst fences order "store token; read
@@ -151,11 +151,9 @@
 //! or the waker sees the token. The waker resets the word to 0 *before*
 //! waking, so a sleeper that has not blocked yet finds `word != token` and
 //! returns at once. `tests/loom.rs` checks both directions, with
-//! `LOOM_MAX_PREEMPTIONS=3` (what the gate runs). Open question: at 4, loom
-//! 0.7.3 reports a lost wake-up in the both-sides-sleeping model (layout
-//! version 2 as well as 3), in an execution the fence rule above forbids;
-//! standalone loom models of the same pattern pass, and the cause (loom's
-//! partial SeqCst support, or the ring) is not settled yet.
+//! `LOOM_MAX_PREEMPTIONS=4` (what the gate runs). The waker resets the word
+//! with a compare-exchange, not a swap: see `take_sleeper` for the loom false
+//! positive a swap caused.
 //!
 //! # Fence-free publication
 //!

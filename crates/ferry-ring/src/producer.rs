@@ -377,13 +377,28 @@ impl<R: Region> Drop for Producer<R> {
 ///
 /// Resetting the word before the caller wakes the peer is what makes a racing
 /// `futex_wait(word, token)` return at once instead of sleeping.
+///
+/// A compare-exchange rather than a swap: a take that finds the word already
+/// back at 0 (the peer cancelled its sleep meanwhile) writes nothing. Both are
+/// correct, but loom models the modification order as a partial order and,
+/// with a swap that rewrote 0 over the peer's cancellation, let a later load
+/// read that 0 as if it came after the peer's next token: a lost wake-up the
+/// C++ model forbids (RMW atomicity puts the swap before that token), which
+/// loom 0.7.3 reported at `LOOM_MAX_PREEMPTIONS=4`. A peer that keeps changing
+/// the word cannot hold us here: after a few failed exchanges, a swap.
 #[inline]
 pub(crate) fn take_sleeper(word: &AtomicU32) -> Wake {
-    if word.load(Ordering::Relaxed) == 0 {
-        Wake::NONE
-    } else {
-        Wake::from_token(word.swap(0, Ordering::AcqRel))
+    let mut seen = word.load(Ordering::Relaxed);
+    for _ in 0..4 {
+        if seen == 0 {
+            return Wake::NONE;
+        }
+        match word.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(token) => return Wake::from_token(token),
+            Err(now) => seen = now,
+        }
     }
+    Wake::from_token(word.swap(0, Ordering::AcqRel))
 }
 
 /// Space reserved for one record; see [`Producer::try_reserve`].

@@ -2,7 +2,7 @@
 //! of records), including the sleep/wake handshake on both sides with a
 //! futex stand-in. Loom reports a deadlock if a wake-up is ever lost.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p ferry-ring --release --test loom`
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p ferry-ring --release --test loom`
 #![cfg(loom)]
 
 use std::num::NonZeroU32;
