@@ -38,7 +38,9 @@ impl Corruption {
             Corruption::CursorMisaligned => "the peer's cursor is not 8-byte aligned",
             Corruption::BadTag => "a record header has an unknown tag",
             Corruption::BadLength => "a record header declares a length above max_record_len",
-            Corruption::RecordPastTail => "a record extends past the published tail",
+            Corruption::RecordPastTail => {
+                "a record extends past what the producer may have written (the released head plus the capacity)"
+            }
             Corruption::RecordCrossesEnd => "a record crosses the end of the data area",
             Corruption::BadPadding => "a padding record does not end at the end of the data area",
         }

@@ -499,3 +499,37 @@ impl<R: Region> WriteGrant<'_, R> {
         self.finish(n);
     }
 }
+
+#[cfg(all(test, not(loom), not(miri)))]
+mod tests {
+    use super::take_sleeper;
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    /// A peer that keeps rewriting its sleep word cannot hold a waker in
+    /// `take_sleeper`: every take ends, with nothing or one of the peer's
+    /// tokens, and leaves the word at 0 when it took one.
+    #[test]
+    fn a_peer_flipping_its_sleep_word_cannot_hold_the_waker() {
+        let word = AtomicU32::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut v = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    word.store(v, Ordering::Relaxed);
+                    v = if v == 1 { 2 } else { 1 };
+                }
+            });
+            let mut taken = 0u32;
+            for _ in 0..200_000 {
+                let w = take_sleeper(&word);
+                if w.is_needed() {
+                    assert!(matches!(w.token(), 1 | 2), "token {}", w.token());
+                    taken += 1;
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+            assert!(taken > 0, "the flipping peer's tokens were never taken");
+        });
+    }
+}

@@ -206,6 +206,7 @@ fn assert_consumer_poisoned(c: &mut C, why: Corruption) {
     assert_eq!(c.prepare_sleep(TOKEN), Err(Corrupted));
     assert_eq!(c.release_consumed(), Wake::NONE);
     assert_eq!(c.used_bytes(), 0);
+    assert_eq!(c.check_tail(), Err(Corrupted));
     assert_eq!(c.corruption(), Some(why), "the first reason is kept");
 }
 
@@ -501,4 +502,26 @@ fn a_poisoned_consumer_does_not_release() {
     assert_eq!(c.release_consumed(), Wake::NONE);
     assert_eq!(peek_u64(&*r, HEAD_OFF), 0);
     assert_eq!(p.prepare_sleep(8, TOKEN), Ok(SleepPrep::Ready));
+}
+
+/// Each kind of corruption says what was wrong, in its own words (the
+/// transport puts them into its protocol errors).
+#[test]
+fn every_corruption_says_what_was_wrong() {
+    let all = [
+        (Corruption::CursorBackwards, "backwards"),
+        (Corruption::CursorAhead, "ahead"),
+        (Corruption::CursorMisaligned, "aligned"),
+        (Corruption::BadTag, "tag"),
+        (Corruption::BadLength, "length"),
+        (Corruption::RecordPastTail, "capacity"),
+        (Corruption::RecordCrossesEnd, "crosses the end"),
+        (Corruption::BadPadding, "padding"),
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for (c, word) in all {
+        let text = c.to_string();
+        assert!(text.contains(word), "{c:?}: {text}");
+        assert!(seen.insert(text), "{c:?} shares its message");
+    }
 }
