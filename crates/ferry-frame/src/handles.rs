@@ -89,17 +89,22 @@ impl Handles {
                 max: Self::MAX_HANDLES,
             });
         }
-        let mut out = Handles {
+        let mut out = Handles::empty();
+        for e in entries {
+            out.push(*e)?;
+        }
+        Ok(out)
+    }
+
+    /// No entries (the unused slots are never read: `len` bounds them).
+    const fn empty() -> Self {
+        Handles {
             entries: [HandleEntry {
                 role: HandleRole::SharedMemory,
                 value: 0,
             }; Self::MAX_HANDLES],
             len: 0,
-        };
-        for e in entries {
-            out.push(*e)?;
         }
-        Ok(out)
     }
 
     fn push(&mut self, e: HandleEntry) -> Result<(), PayloadError> {
@@ -218,13 +223,7 @@ impl Handles {
                 value: reserved,
             });
         }
-        let mut out = Handles {
-            entries: [HandleEntry {
-                role: HandleRole::SharedMemory,
-                value: 0,
-            }; Self::MAX_HANDLES],
-            len: 0,
-        };
+        let mut out = Handles::empty();
         for chunk in bytes[HEAD..].chunks_exact(ENTRY) {
             let role = read_u32(chunk, 0);
             let Some(role) = HandleRole::from_u32(role) else {

@@ -97,11 +97,11 @@ impl<R: Region> Consumer<R> {
             return 0;
         }
         let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
-        if !tail.is_multiple_of(8) || tail.wrapping_sub(self.published) > self.raw.capacity() {
-            // Misaligned, behind our published head, or more than a ring
-            // ahead of it: not a tail an honest producer could store.
+        if self.tail_problem(tail).is_some() {
+            // Not a tail an honest producer could store.
             return 0;
         }
+        // A tail lagging what we consumed counts as nothing left.
         tail.saturating_sub(self.head) as usize
     }
 
@@ -134,17 +134,25 @@ impl<R: Region> Consumer<R> {
             return Err(Corrupted);
         }
         let tail = self.raw.header().prod.tail.load(Ordering::Acquire);
+        match self.tail_problem(tail) {
+            None => Ok(()),
+            Some(bad) => Err(self.poison(bad)),
+        }
+    }
+
+    /// What is wrong with `tail` as a producer's tail, if anything (the rule
+    /// of [`check_tail`](Self::check_tail)).
+    fn tail_problem(&self, tail: u64) -> Option<Corruption> {
         let cap = self.raw.capacity();
-        let bad = if !tail.is_multiple_of(8) {
-            Corruption::CursorMisaligned
+        if !tail.is_multiple_of(8) {
+            Some(Corruption::CursorMisaligned)
         } else if tail > self.published.saturating_add(cap) {
-            Corruption::CursorAhead
+            Some(Corruption::CursorAhead)
         } else if tail.saturating_add(cap) < self.published {
-            Corruption::CursorBackwards
+            Some(Corruption::CursorBackwards)
         } else {
-            return Ok(());
-        };
-        Err(self.poison(bad))
+            None
+        }
     }
 
     fn poison(&mut self, c: Corruption) -> Corrupted {
