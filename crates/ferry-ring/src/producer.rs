@@ -520,6 +520,11 @@ mod tests {
                     v = if v == 1 { 2 } else { 1 };
                 }
             });
+            // Start once the peer has written a token: the first take then
+            // always gets one (only takes write 0, and the peer writes 1 or 2).
+            while word.load(Ordering::Relaxed) == 0 {
+                std::hint::spin_loop();
+            }
             let mut taken = 0u32;
             for _ in 0..200_000 {
                 let w = take_sleeper(&word);
