@@ -44,6 +44,11 @@
 //!   wake one/all waiters. Linux: shared futex. macOS 14.4+: `os_sync_wait_on_address` with
 //!   `OS_SYNC_WAIT_ON_ADDRESS_SHARED` (resolved at run time). Elsewhere
 //!   [`word::is_supported`] is `false` and the calls return [`NotifyError::Unsupported`].
+//!   Between the threads of **one** process, [`word::wait_in_process`] and
+//!   [`word::wake_one_in_process`] / [`word::wake_all_in_process`] work on every OS. Linux:
+//!   private futex (`FUTEX_PRIVATE_FLAG`). Windows: `WaitOnAddress` / `WakeByAddressSingle` /
+//!   `WakeByAddressAll`. macOS 14.4+: `os_sync_wait_on_address` without the `SHARED` flag;
+//!   older macOS: a process-wide table of condition variables keyed by the word's address.
 //! * [`Parker`] / [`Unparker`] / [`ParkerSpec`]: the same "wait on a word" on **every** OS.
 //!   The waiting side creates a `Parker` and sends its [`ParkerSpec`] (a short string) to the
 //!   peer, which opens an `Unparker`. Linux: a futex on the word (the spec names no object).
@@ -145,6 +150,10 @@ pub enum WaitOutcome {
 /// the page at different addresses. Supported on Linux (futex) and on macOS 14.4+
 /// (`os_sync_wait_on_address`); see [`is_supported`](crate::word::is_supported). Use [`Parker`] for code that must run
 /// everywhere.
+///
+/// Between the threads of one process, [`wait_in_process`](crate::word::wait_in_process) and
+/// its two wakes work on every OS, on any word (shared memory or not). The two families do not
+/// mix: a waiter of one is not guaranteed to be woken by the other's wakes.
 pub mod word {
     use super::*;
 
@@ -225,6 +234,216 @@ pub mod word {
         {
             let _ = word;
             Err(NotifyError::Unsupported)
+        }
+    }
+
+    /// Blocks while `*word == expected`, for at most `timeout` (`None` = no limit); woken only
+    /// by [`wake_one_in_process`] / [`wake_all_in_process`] from threads of **this** process.
+    ///
+    /// The semantics of [`wait`], on every OS: [`WaitOutcome::Woken`] at once if the word does
+    /// not hold `expected`, after a wake, or spuriously; [`WaitOutcome::TimedOut`] after the
+    /// timeout. The caller re-checks its condition either way. Allocation-free.
+    ///
+    /// Linux: futex `FUTEX_WAIT | FUTEX_PRIVATE_FLAG`. Windows: `WaitOnAddress` (millisecond
+    /// resolution, rounded up). macOS 14.4+: `os_sync_wait_on_address_with_timeout` without
+    /// `OS_SYNC_WAIT_ON_ADDRESS_SHARED`; before 14.4 a process-wide table of 64 mutex +
+    /// condition variable buckets keyed by the word's address (a wake takes the bucket's mutex;
+    /// words sharing a bucket see spurious wake-ups).
+    ///
+    /// # Errors
+    ///
+    /// [`NotifyError::InvalidObject`] if the kernel rejects the address; [`NotifyError::Os`]
+    /// for any other failure the OS reports.
+    pub fn wait_in_process(
+        word: &AtomicU32,
+        expected: u32,
+        timeout: Option<Duration>,
+    ) -> Result<WaitOutcome, NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wait_private(word, expected, timeout);
+        #[cfg(windows)]
+        return crate::sys::windows::address::wait(word, expected, timeout);
+        #[cfg(target_vendor = "apple")]
+        {
+            use crate::sys::macos::os_sync;
+            if os_sync::is_supported() {
+                os_sync::wait_scoped(word, expected, timeout, os_sync::Scope::Process)
+            } else {
+                Ok(crate::sys::address_table::wait(word, expected, timeout))
+            }
+        }
+    }
+
+    /// Wakes at most one thread of this process blocked in [`wait_in_process`] on `word` (on
+    /// macOS before 14.4: every such thread, see there).
+    ///
+    /// Change the word *before* waking (see the [sleep handshake](crate#the-sleep-handshake)).
+    /// Waking with no waiter is cheap.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_in_process`] (never on Windows, where waking cannot fail).
+    pub fn wake_one_in_process(word: &AtomicU32) -> Result<(), NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wake_private(word, 1);
+        #[cfg(windows)]
+        {
+            crate::sys::windows::address::wake(word, false);
+            Ok(())
+        }
+        #[cfg(target_vendor = "apple")]
+        {
+            use crate::sys::macos::os_sync;
+            if os_sync::is_supported() {
+                os_sync::wake_scoped(word, false, os_sync::Scope::Process)
+            } else {
+                crate::sys::address_table::wake(word);
+                Ok(())
+            }
+        }
+    }
+
+    /// Wakes every thread of this process blocked in [`wait_in_process`] on `word`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wake_one_in_process`].
+    pub fn wake_all_in_process(word: &AtomicU32) -> Result<(), NotifyError> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        return crate::sys::linux::futex::wake_private(word, i32::MAX as u32);
+        #[cfg(windows)]
+        {
+            crate::sys::windows::address::wake(word, true);
+            Ok(())
+        }
+        #[cfg(target_vendor = "apple")]
+        {
+            use crate::sys::macos::os_sync;
+            if os_sync::is_supported() {
+                os_sync::wake_scoped(word, true, os_sync::Scope::Process)
+            } else {
+                crate::sys::address_table::wake(word);
+                Ok(())
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod in_process_tests {
+        use super::*;
+        use core::sync::atomic::Ordering::SeqCst;
+        use std::sync::Arc;
+        use std::time::Instant;
+
+        /// A thread blocked with a 10 s timeout, woken by `wake` 50 ms later: returns Woken,
+        /// well before its timeout.
+        fn woken_by(wake: fn(&AtomicU32) -> Result<(), NotifyError>) {
+            let word = Arc::new(AtomicU32::new(7));
+            let w = word.clone();
+            let waiter = std::thread::spawn(move || {
+                let started = Instant::now();
+                // Spurious wake-ups are allowed: wait again while the word is unchanged.
+                for waits in 1.. {
+                    let outcome = wait_in_process(&w, 7, Some(Duration::from_secs(10)));
+                    if outcome != Ok(WaitOutcome::Woken) || w.load(SeqCst) != 7 {
+                        return (outcome, started.elapsed(), waits);
+                    }
+                }
+                unreachable!()
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let woke_at = Instant::now();
+            word.store(8, SeqCst);
+            wake(&word).expect("wake");
+            let (outcome, took, waits) = waiter.join().expect("waiter");
+            assert_eq!(outcome, Ok(WaitOutcome::Woken));
+            // A wait that does not block would have returned thousands of times in 50 ms.
+            assert!(waits < 50, "{waits} waits: the wait does not block");
+            assert!(
+                took < Duration::from_secs(5),
+                "the wait ended after {took:?}, so not by the wake"
+            );
+            let latency = woke_at.elapsed();
+            assert!(
+                latency < Duration::from_secs(5),
+                "woken {latency:?} after the wake"
+            );
+        }
+
+        #[test]
+        fn a_waiter_is_woken_by_wake_one_in_process() {
+            woken_by(wake_one_in_process);
+        }
+
+        #[test]
+        fn a_waiter_is_woken_by_wake_all_in_process() {
+            woken_by(wake_all_in_process);
+        }
+
+        #[test]
+        fn wake_all_in_process_wakes_every_waiter() {
+            let word = Arc::new(AtomicU32::new(1));
+            let waiters: Vec<_> = (0..4)
+                .map(|_| {
+                    let w = word.clone();
+                    std::thread::spawn(move || {
+                        let started = Instant::now();
+                        while w.load(SeqCst) == 1 {
+                            let outcome = wait_in_process(&w, 1, Some(Duration::from_secs(10)));
+                            assert_eq!(outcome, Ok(WaitOutcome::Woken), "timed out, not woken");
+                        }
+                        started.elapsed()
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(50));
+            word.store(2, SeqCst);
+            wake_all_in_process(&word).expect("wake all");
+            for w in waiters {
+                let took = w.join().expect("waiter");
+                assert!(took < Duration::from_secs(5), "woken after {took:?}");
+            }
+        }
+
+        #[test]
+        fn wait_in_process_returns_at_once_when_the_word_differs() {
+            let word = AtomicU32::new(3);
+            let started = Instant::now();
+            assert_eq!(
+                wait_in_process(&word, 4, Some(Duration::from_secs(10))),
+                Ok(WaitOutcome::Woken)
+            );
+            assert_eq!(wait_in_process(&word, 4, None), Ok(WaitOutcome::Woken));
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(5), "took {took:?}");
+        }
+
+        #[test]
+        fn wait_in_process_times_out_when_nobody_wakes() {
+            let word = AtomicU32::new(5);
+            let started = Instant::now();
+            // Spurious wake-ups may end a wait early; the deadline is what must hold.
+            let mut spurious = 0;
+            let outcome = loop {
+                let left = Duration::from_millis(50).saturating_sub(started.elapsed());
+                match wait_in_process(&word, 5, Some(left)) {
+                    Ok(WaitOutcome::Woken) if spurious < 50 => spurious += 1,
+                    other => break other,
+                }
+            };
+            let took = started.elapsed();
+            assert_eq!(outcome, Ok(WaitOutcome::TimedOut));
+            // Windows rounds to milliseconds and its timer ticks may end a wait a little
+            // early; allow a few milliseconds of slack.
+            assert!(
+                took >= Duration::from_millis(40),
+                "timed out after only {took:?}"
+            );
+            assert!(took < Duration::from_secs(5), "timed out after {took:?}");
+            assert_eq!(
+                wait_in_process(&word, 5, Some(Duration::ZERO)),
+                Ok(WaitOutcome::TimedOut)
+            );
         }
     }
 }

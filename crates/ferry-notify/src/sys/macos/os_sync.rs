@@ -1,6 +1,7 @@
-//! `os_sync_wait_on_address` / `os_sync_wake_by_address_{any,all}` with the `*_SHARED` flags
-//! (macOS 14.4+), looked up with `dlsym` at run time so that the binary still starts on older
-//! systems (where [`is_supported`] is `false`).
+//! `os_sync_wait_on_address` / `os_sync_wake_by_address_{any,all}` (macOS 14.4+), with the
+//! `*_SHARED` flags for words in shared memory or without them for waits within this process,
+//! looked up with `dlsym` at run time so that the binary still starts on older systems (where
+//! [`is_supported`] is `false`).
 //!
 //! See `man 3 os_sync_wait_on_address` and `<os/os_sync_wait_on_address.h>`.
 
@@ -72,17 +73,40 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Which waiters an address names: any process's (the word is in shared memory) or only this
+/// process's threads (no `*_SHARED` flag; the kernel keys the wait by address space).
+#[derive(Clone, Copy)]
+pub(crate) enum Scope {
+    Shared,
+    Process,
+}
+
+/// Waits while `*word == expected` (shared scope: woken from any process).
 pub(crate) fn wait(
     word: &AtomicU32,
     expected: u32,
     timeout: Option<Duration>,
 ) -> Result<WaitOutcome, NotifyError> {
+    wait_scoped(word, expected, timeout, Scope::Shared)
+}
+
+/// Waits while `*word == expected`, woken by a [`wake_scoped`] of the same `scope`.
+pub(crate) fn wait_scoped(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+    scope: Scope,
+) -> Result<WaitOutcome, NotifyError> {
     let f = fns().ok_or(NotifyError::Unsupported)?;
+    let flags = match scope {
+        Scope::Shared => WAIT_SHARED,
+        Scope::Process => 0,
+    };
     let addr = word.as_ptr().cast::<c_void>();
     let rc = match timeout {
         // SAFETY: `addr` points at a live, aligned 4-byte atomic for the whole call; the
         // kernel only reads it.
-        None => unsafe { (f.wait)(addr, u64::from(expected), 4, WAIT_SHARED) },
+        None => unsafe { (f.wait)(addr, u64::from(expected), 4, flags) },
         Some(d) => {
             // A zero timeout is rejected (EINVAL); 1 ns behaves as "check once".
             let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
@@ -92,7 +116,7 @@ pub(crate) fn wait(
                     addr,
                     u64::from(expected),
                     4,
-                    WAIT_SHARED,
+                    flags,
                     CLOCK_MACH_ABSOLUTE_TIME,
                     ns,
                 )
@@ -110,12 +134,22 @@ pub(crate) fn wait(
     }
 }
 
+/// Wakes one or all waiters of `word` (shared scope: in any process).
 pub(crate) fn wake(word: &AtomicU32, all: bool) -> Result<(), NotifyError> {
+    wake_scoped(word, all, Scope::Shared)
+}
+
+/// Wakes one or all waiters of `word` that wait in `scope`.
+pub(crate) fn wake_scoped(word: &AtomicU32, all: bool, scope: Scope) -> Result<(), NotifyError> {
     let f = fns().ok_or(NotifyError::Unsupported)?;
+    let flags = match scope {
+        Scope::Shared => WAKE_SHARED,
+        Scope::Process => 0,
+    };
     let addr = word.as_ptr().cast::<c_void>();
     let wake = if all { f.wake_all } else { f.wake_any };
     // SAFETY: `addr` points at a live, aligned 4-byte atomic; the kernel does not access it.
-    if unsafe { wake(addr, 4, WAKE_SHARED) } == 0 {
+    if unsafe { wake(addr, 4, flags) } == 0 {
         return Ok(());
     }
     match errno() {

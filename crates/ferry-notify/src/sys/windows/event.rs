@@ -31,7 +31,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Security::Authorization::ConvertSidToStringSidW;
 use windows_sys::Win32::Security::{GetTokenInformation, TOKEN_QUERY, TOKEN_USER, TokenUser};
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, EVENT_MODIFY_STATE, GetCurrentProcess, INFINITE, OpenEventW, OpenProcessToken,
+    CreateEventW, EVENT_MODIFY_STATE, GetCurrentProcess, OpenEventW, OpenProcessToken,
     SYNCHRONIZATION_SYNCHRONIZE, SetEvent, WaitForSingleObject,
 };
 
@@ -185,14 +185,7 @@ impl Event {
 
     /// `WaitForSingleObject`; an auto-reset event resets itself when the wait succeeds.
     pub(crate) fn wait(&self, timeout: Option<Duration>) -> Result<WaitOutcome, NotifyError> {
-        let ms = match timeout {
-            None => INFINITE,
-            // Round up so that a wait never returns before its timeout; cap below INFINITE.
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                u32::try_from(ms).map_or(INFINITE - 1, |m| m.min(INFINITE - 1))
-            }
-        };
+        let ms = super::millis(timeout);
         // SAFETY: `self.handle` is a live event handle with SYNCHRONIZE access.
         match unsafe { WaitForSingleObject(self.raw(), ms) } {
             WAIT_OBJECT_0 => Ok(WaitOutcome::Woken),
