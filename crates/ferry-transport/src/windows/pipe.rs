@@ -730,7 +730,9 @@ fn reap(file: HANDLE, ov: *mut OVERLAPPED, wait: bool) -> Outcome {
     }
 }
 
-fn millis(timeout: Option<Duration>) -> u32 {
+/// A wait's timeout in milliseconds: `INFINITE` for none; rounded up, so that a wait never
+/// returns before its timeout; capped just below `INFINITE`.
+pub(crate) fn millis(timeout: Option<Duration>) -> u32 {
     timeout.map_or(INFINITE, |d| {
         u32::try_from(d.as_nanos().div_ceil(1_000_000))
             .map_or(INFINITE - 1, |m| m.min(INFINITE - 1))
