@@ -24,6 +24,13 @@
 //!   doorbells into the client with `DuplicateHandle` and sends their values; the client checks
 //!   each one is what it claims), and [`peer_gone`](control::peer_gone), cheap enough to poll
 //!   every few milliseconds.
+//! - [`pipe::HangupWatch`]: after the handshake, a pending one-byte read on the control pipe
+//!   whose event fires when the peer closes, exits or (a protocol violation) writes; and
+//!   [`Pipe::disconnect`](pipe::Pipe::disconnect), the server's `shutdown`, which fires the
+//!   client's watch at once.
+//! - `poller` (crate-private): the server workers' wait on any number of handles (doorbells,
+//!   watches, process handles): an I/O completion port fed by thread-pool waits, the
+//!   counterpart of `unix::poller`'s epoll.
 //! - [`shm`]: a connection's memory, an unnamed pagefile-backed file mapping; nothing names it,
 //!   so only the processes holding a handle can map it.
 //!

@@ -1,6 +1,7 @@
 //! The control pipe: the server's [`PipeListener`] (its instances, their security descriptor,
-//! accepting), the client's [`connect`], and [`Pipe`], one connected end with overlapped reads
-//! and writes under a timeout.
+//! accepting), the client's [`connect`], [`Pipe`], one connected end with overlapped reads
+//! and writes under a timeout, and [`HangupWatch`], which signals an event when the peer hangs
+//! up after the handshake.
 //!
 //! Binding: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, which fails if
 //! the name exists at all. Before that, and again if the creation fails, the listener looks at
@@ -23,8 +24,9 @@
 //! (`CancelIoEx`) and reaped before the call returns, so no buffer is left in the kernel's
 //! hands.
 
+use std::cell::UnsafeCell;
 use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -235,6 +237,46 @@ impl Pipe {
         ok == 0
     }
 
+    /// Ends the conversation without closing the handle, as `shutdown` does on a socket.
+    ///
+    /// On the server's end: `DisconnectNamedPipe`, which breaks the client's end at once (its
+    /// pending and later reads fail with a broken pipe, its [`HangupWatch`] fires) and discards
+    /// what it had not read; pending operations on this end fail too. Disconnecting an end
+    /// whose client already left is not an error.
+    ///
+    /// On the client's end a pipe cannot be disconnected short of closing it: this cancels the
+    /// operations pending on this end (`CancelIoEx` on the handle: a waiting
+    /// [`read`](Self::read) or [`write_all`](Self::write_all) fails, this end's
+    /// [`HangupWatch`] fires), and the server learns nothing until the handle is closed (drop
+    /// every `Arc` of the pipe, watches included).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if `DisconnectNamedPipe` fails for another reason than the client having
+    /// left.
+    pub fn disconnect(&self) -> Result<(), Error> {
+        match self.end {
+            End::Server => {
+                // SAFETY: our live pipe handle, the server's end of an instance.
+                if unsafe { DisconnectNamedPipe(self.raw()) } == 0 {
+                    // SAFETY: reads the calling thread's last-error value.
+                    let code = unsafe { GetLastError() };
+                    if code != ERROR_PIPE_NOT_CONNECTED {
+                        return Err(Error::io(
+                            "disconnecting the control pipe",
+                            std::io::Error::from_raw_os_error(code as i32),
+                        ));
+                    }
+                }
+            }
+            End::Client => {
+                // SAFETY: our live pipe handle; a null OVERLAPPED cancels every operation
+                // pending on it. Failing (ERROR_NOT_FOUND: nothing pending) is fine.
+                unsafe { CancelIoEx(self.raw(), core::ptr::null()) };
+            }
+        }
+        Ok(())
+    }
+
     fn raw(&self) -> HANDLE {
         self.handle.as_raw_handle() as HANDLE
     }
@@ -243,6 +285,159 @@ impl Pipe {
 impl AsHandle for Pipe {
     fn as_handle(&self) -> BorrowedHandle<'_> {
         self.handle.as_handle()
+    }
+}
+
+/// A pending one-byte overlapped read on a control pipe, with a manual-reset event that becomes
+/// signalled when the read completes: the peer closed its end, exited, or wrote something
+/// (which after the handshake is a protocol violation, handled the same way: the connection
+/// ends), or this end was [disconnected](Pipe::disconnect).
+///
+/// The Windows counterpart of polling the control socket for `EPOLLRDHUP` on Linux: register
+/// [`event`](Self::event) with the server's poller (`Interest::ReadableOrHangUp`), or wait on
+/// it. Start it once the handshake is over: nothing else may read from the pipe afterwards (a
+/// byte would go to whichever read is pending).
+///
+/// The watch holds the pipe (an `Arc`), so its handle stays open while the read is pending;
+/// dropping the watch cancels the read (`CancelIoEx`) and waits for the cancellation before it
+/// frees the read's `OVERLAPPED` and buffer. The pipe stays usable afterwards.
+pub struct HangupWatch {
+    pipe: Arc<Pipe>,
+    /// Manual-reset; the read's completion event.
+    event: OwnedHandle,
+    /// The read's OVERLAPPED and buffer, at a stable heap address the kernel writes to while
+    /// the read is pending; only ever reached through raw pointers.
+    io: Box<UnsafeCell<WatchIo>>,
+    /// Whether a read is outstanding (it returned `ERROR_IO_PENDING`), so `drop` must cancel
+    /// and reap it.
+    pending: bool,
+}
+
+/// `repr(C)` with the OVERLAPPED first, so a pointer to the block is one to its OVERLAPPED.
+#[repr(C)]
+struct WatchIo {
+    overlapped: OVERLAPPED,
+    buf: [u8; 1],
+}
+
+impl WatchIo {
+    /// The OVERLAPPED and the buffer of the block at `block`, as raw pointers (no reference
+    /// is made: the kernel may be writing to them).
+    fn parts(block: *mut WatchIo) -> (*mut OVERLAPPED, *mut u8) {
+        let buf = block
+            .cast::<u8>()
+            .wrapping_add(core::mem::offset_of!(WatchIo, buf));
+        (block.cast::<OVERLAPPED>(), buf)
+    }
+}
+
+// SAFETY: the raw pointers inside (the OVERLAPPED's event handle, the boxed I/O block) are
+// used by no thread but the one dropping the watch; `pipe` and `event` are Send handles.
+unsafe impl Send for HangupWatch {}
+// SAFETY: `&self` methods only wait on `event` (a kernel handle, safe to share); the I/O block
+// is touched by `start` and `drop` only, which own the watch.
+unsafe impl Sync for HangupWatch {}
+
+impl HangupWatch {
+    /// Starts the read on `pipe`. If the peer is gone already, the watch is signalled at once.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the event cannot be created or the read fails for another reason than
+    /// a broken or disconnected pipe.
+    pub fn start(pipe: Arc<Pipe>) -> Result<HangupWatch, Error> {
+        let event = new_event()?;
+        let io = Box::new(UnsafeCell::new(WatchIo {
+            overlapped: OVERLAPPED {
+                hEvent: event.as_raw_handle() as HANDLE,
+                ..OVERLAPPED::default()
+            },
+            buf: [0],
+        }));
+        let (ov, buf) = WatchIo::parts(io.get());
+        // SAFETY: `ov` and `buf` (one byte) point into the boxed I/O block, which lives at this
+        // address until `drop` has reaped the read; nothing else references it. The pipe
+        // handle stays open as long as the watch holds `pipe`.
+        let done = unsafe { ReadFile(pipe.raw(), buf, 1, core::ptr::null_mut(), ov) } != 0;
+        let mut watch = HangupWatch {
+            pipe,
+            event,
+            io,
+            pending: false,
+        };
+        if done {
+            // A byte was there already: completed at once.
+            watch.signal();
+            return Ok(watch);
+        }
+        // SAFETY: reads the calling thread's last-error value, set by ReadFile.
+        match unsafe { GetLastError() } {
+            ERROR_IO_PENDING => watch.pending = true,
+            ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_NO_DATA => watch.signal(),
+            code => {
+                return Err(Error::io(
+                    "starting the hang-up watch's read on the control pipe",
+                    std::io::Error::from_raw_os_error(code as i32),
+                ));
+            }
+        }
+        Ok(watch)
+    }
+
+    /// Sets the event for a read that is over without having been pending.
+    fn signal(&self) {
+        // SAFETY: our live event.
+        unsafe { SetEvent(self.event.as_raw_handle() as HANDLE) };
+    }
+
+    /// The event to wait on: signalled once the read completed, and it stays signalled.
+    pub fn event(&self) -> BorrowedHandle<'_> {
+        self.event.as_handle()
+    }
+
+    /// Whether the read completed: the peer hung up (or wrote, or this end was disconnected).
+    /// One system call that never waits.
+    pub fn hung_up(&self) -> bool {
+        // SAFETY: our live event; a zero timeout only polls.
+        unsafe { WaitForSingleObject(self.event.as_raw_handle() as HANDLE, 0) == WAIT_OBJECT_0 }
+    }
+
+    /// The pipe watched.
+    pub fn pipe(&self) -> &Arc<Pipe> {
+        &self.pipe
+    }
+}
+
+impl AsHandle for HangupWatch {
+    /// The [`event`](HangupWatch::event).
+    fn as_handle(&self) -> BorrowedHandle<'_> {
+        self.event()
+    }
+}
+
+impl Drop for HangupWatch {
+    fn drop(&mut self) {
+        if !self.pending {
+            return;
+        }
+        let (ov, _) = WatchIo::parts(self.io.get());
+        // SAFETY: the pipe is open (held by `self.pipe`) and `ov` is the OVERLAPPED of its
+        // pending read. Failing (ERROR_NOT_FOUND: the read completed already) is fine: the
+        // wait below returns at once then.
+        unsafe { CancelIoEx(self.pipe.raw(), ov) };
+        let mut n = 0u32;
+        // SAFETY: as above; waits until the kernel is done with the OVERLAPPED and the buffer
+        // (completed or cancelled), after which the box may be freed. `n` is a valid out
+        // pointer. Its result does not matter: either way the read is over.
+        unsafe { GetOverlappedResult(self.pipe.raw(), ov, &mut n, 1) };
+    }
+}
+
+impl std::fmt::Debug for HangupWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HangupWatch")
+            .field("end", &self.pipe.end())
+            .field("hung_up", &self.hung_up())
+            .finish()
     }
 }
 
@@ -885,5 +1080,136 @@ mod tests {
         assert!(client.is_broken());
         let err = client.write_all(b"x").expect_err("nobody reads");
         assert!(matches!(err, Error::Closed(_)), "{err}");
+    }
+
+    /// A connected pair of ends: (server's, client's).
+    fn pair(tag: &str) -> (Arc<Pipe>, Arc<Pipe>) {
+        let service = unique(tag);
+        let listener = PipeListener::bind(&service).expect("bind");
+        let client = connect(&service, Duration::from_secs(5)).expect("connect");
+        let server = listener
+            .accept(Some(Duration::from_secs(5)))
+            .expect("accept")
+            .expect("not stopped");
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// Waits up to `timeout` for the watch's event; how long it took, if it was signalled.
+    fn fires_within(watch: &HangupWatch, timeout: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        // SAFETY: the watch's live event, borrowed for the call.
+        let woke = unsafe {
+            WaitForSingleObject(
+                watch.event().as_raw_handle() as HANDLE,
+                millis(Some(timeout)),
+            )
+        };
+        (woke == WAIT_OBJECT_0).then(|| started.elapsed())
+    }
+
+    #[test]
+    fn a_watch_stays_quiet_while_both_ends_are_open() {
+        let (server, client) = pair("quiet");
+        let on_server = HangupWatch::start(server.clone()).expect("watch");
+        let on_client = HangupWatch::start(client.clone()).expect("watch");
+        assert_eq!(fires_within(&on_server, Duration::from_millis(100)), None);
+        assert_eq!(fires_within(&on_client, Duration::from_millis(100)), None);
+        assert!(!on_server.hung_up());
+        assert!(!on_client.hung_up());
+        assert!(!server.is_broken() && !client.is_broken());
+    }
+
+    #[test]
+    fn closing_the_client_fires_the_servers_watch() {
+        let (server, client) = pair("close");
+        let watch = HangupWatch::start(server).expect("watch");
+        assert!(!watch.hung_up());
+        drop(client);
+        let took = fires_within(&watch, Duration::from_secs(1)).expect("fired within 1 s");
+        assert!(
+            watch.hung_up(),
+            "fired after {took:?} but hung_up() says no"
+        );
+    }
+
+    #[test]
+    fn the_servers_disconnect_fires_the_clients_watch() {
+        let (server, client) = pair("disconnect");
+        let on_client = HangupWatch::start(client.clone()).expect("watch");
+        let on_server = HangupWatch::start(server.clone()).expect("watch");
+        server.disconnect().expect("disconnect");
+        let took = fires_within(&on_client, Duration::from_secs(1)).expect("fired within 1 s");
+        assert!(
+            on_client.hung_up(),
+            "fired after {took:?} but hung_up() says no"
+        );
+        // The client's end is broken for good, while its handle is still open.
+        assert!(client.is_broken());
+        let err = client.write_all(b"x").expect_err("nobody listens");
+        assert!(matches!(err, Error::Closed(_)), "{err}");
+        // The server's own pending read ended too; disconnecting again is fine.
+        assert!(fires_within(&on_server, Duration::from_secs(1)).is_some());
+        server.disconnect().expect("disconnect again");
+    }
+
+    #[test]
+    fn a_byte_from_the_peer_fires_the_watch() {
+        let (server, client) = pair("byte");
+        let on_server = HangupWatch::start(server.clone()).expect("watch");
+        let on_client = HangupWatch::start(client.clone()).expect("watch");
+        client.write_all(b"!").expect("write");
+        let took = fires_within(&on_server, Duration::from_secs(1)).expect("fired within 1 s");
+        assert!(
+            on_server.hung_up(),
+            "fired after {took:?} but hung_up() says no"
+        );
+        // The other direction's watch saw nothing.
+        assert!(!on_client.hung_up());
+    }
+
+    #[test]
+    fn a_watch_started_after_the_peer_left_fires_at_once() {
+        let (server, client) = pair("late");
+        drop(client);
+        let watch = HangupWatch::start(server).expect("watch");
+        assert!(fires_within(&watch, Duration::from_secs(1)).is_some());
+        assert!(watch.hung_up());
+    }
+
+    #[test]
+    fn the_clients_disconnect_ends_its_own_watch_only() {
+        let (server, client) = pair("client-disconnect");
+        let on_client = HangupWatch::start(client.clone()).expect("watch");
+        let on_server = HangupWatch::start(server.clone()).expect("watch");
+        client.disconnect().expect("disconnect");
+        assert!(fires_within(&on_client, Duration::from_secs(1)).is_some());
+        // The server learns nothing until the client's handle closes.
+        assert_eq!(fires_within(&on_server, Duration::from_millis(100)), None);
+        drop(on_client);
+        drop(client);
+        assert!(fires_within(&on_server, Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn dropping_a_pending_watch_is_clean_and_the_pipe_still_works() {
+        let (server, client) = pair("drop-pending");
+        for _ in 0..3 {
+            let watch = HangupWatch::start(server.clone()).expect("watch");
+            assert!(!watch.hung_up());
+            drop(watch);
+        }
+        // The cancelled reads took nothing: bytes sent now all arrive.
+        client.write_all(b"ab").expect("write");
+        server.set_timeout(Some(Duration::from_secs(5)));
+        let mut buf = [0u8; 2];
+        let mut got = 0;
+        while got < 2 {
+            got += server.read(&mut buf[got..]).expect("read");
+        }
+        assert_eq!(&buf, b"ab");
+        // The watches held the only other references: the pipe closes with the last one.
+        assert_eq!(Arc::strong_count(&server), 1);
+        drop(server);
+        assert!(client.is_broken());
     }
 }

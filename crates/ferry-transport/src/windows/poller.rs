@@ -654,4 +654,35 @@ mod tests {
         assert!(status.success(), "{status}");
         poller.delete(&child).expect("delete");
     }
+
+    #[test]
+    fn a_hang_up_watch_on_a_control_pipe_is_reported_when_the_client_leaves() {
+        use crate::windows::pipe::{HangupWatch, PipeListener, connect};
+        let service = format!("unit-poller-watch-{}", std::process::id());
+        let listener = PipeListener::bind(&service).expect("bind");
+        let client = connect(&service, Duration::from_secs(5)).expect("connect");
+        let server = listener
+            .accept(Some(Duration::from_secs(5)))
+            .expect("accept")
+            .expect("not stopped");
+        let watch = HangupWatch::start(Arc::new(server)).expect("watch");
+        let poller = Poller::new().expect("poller");
+        poller
+            .add(&watch, 11, Interest::ReadableOrHangUp)
+            .expect("add the watch");
+        let mut events = Events::with_capacity(4);
+        poller
+            .wait(&mut events, Some(Duration::from_millis(100)))
+            .expect("wait");
+        assert_eq!(
+            events.tokens().count(),
+            0,
+            "reported while the client is there"
+        );
+        drop(client);
+        let got = collect(&poller, &mut events, 1, Duration::from_millis(100));
+        assert_eq!(got, [11]);
+        assert!(watch.hung_up());
+        poller.delete(&watch).expect("delete");
+    }
 }
