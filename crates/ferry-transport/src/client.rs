@@ -14,8 +14,6 @@
 //! death (the socket hangs up) at once, failing every call in flight with [`Error::Closed`].
 //! The next call then reconnects, with backoff, until its deadline.
 
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,15 +25,10 @@ use ferry_notify::{Doorbell, WaitOutcome, WaitPolicy};
 use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
-use crate::link::{
-    Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE, bell_from_fds,
-    control_hung_up, split_welcome_fds,
-};
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, TOKEN_FUTEX, Tx, WAIT_SLICE};
 use crate::metrics::{CallError, ClientMetrics, LinkCounters};
 use crate::slots::{STREAM_QUEUE_BYTES, Slots, State, wait_slot};
-use crate::unix::control::{self, peer_cred};
-use crate::unix::service_dir::{self, ServicePaths};
-use crate::unix::shm::SharedMemory;
+use crate::sys::{self, Control, Endpoint};
 
 /// A callback for notifications the server pushes.
 pub type NotificationHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -53,7 +46,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Whether a call made after the server went away reconnects (with backoff) before failing.
     pub reconnect: bool,
-    /// The directory holding the service's socket (default: see [`service_dir::runtime_dir`]).
+    /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
+    /// see [`unix::service_dir::runtime_dir`](crate::unix::service_dir::runtime_dir)).
+    /// Windows: a scope for the service's pipe name (a hash of the path joins the name), so
+    /// that servers and clients given the same directory find each other and others do not.
+    /// Client and server must agree on it.
     pub runtime_dir: Option<PathBuf>,
     /// One call in this many (per calling thread) is timed for the round-trip histogram
     /// (`ferry_client_round_trip_seconds`); 1 times every call, 0 none. Timing a call reads the
@@ -126,7 +123,7 @@ pub struct Client {
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    paths: ServicePaths,
+    endpoint: Endpoint,
     pub(crate) config: ClientConfig,
     pub(crate) slots: Slots,
     conn: Mutex<Option<Arc<Conn>>>,
@@ -151,8 +148,12 @@ pub(crate) struct Conn {
     pub(crate) tx: Tx,
     rx: Mutex<Rx>,
     pub(crate) live: Liveness,
-    control: UnixStream,
+    control: Control,
     pub(crate) bell: Doorbell,
+    /// Windows: the incoming ring's sleep word, which the monitor wakes when the doorbell
+    /// rings (see `link`'s module docs).
+    #[cfg(windows)]
+    rx_word: crate::link::RxWord,
     limits: Limits,
     monitor: Mutex<Option<JoinHandle<()>>>,
     /// This connection's counters (written by `tx` and `rx`).
@@ -223,13 +224,10 @@ impl Client {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub fn connect_with(name: &str, config: ClientConfig) -> Result<Client, Error> {
-        let paths = match &config.runtime_dir {
-            Some(dir) => service_dir::resolve_in(dir, name)?,
-            None => service_dir::resolve(name)?,
-        };
+        let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
         let shared = Arc::new(Shared {
             slots: Slots::new(config.max_in_flight.max(1)),
-            paths,
+            endpoint,
             config,
             conn: Mutex::new(None),
             connecting: Mutex::new(()),
@@ -316,7 +314,7 @@ impl Client {
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            match handshake(&self.shared.paths, &self.shared.config) {
+            match handshake(&self.shared.endpoint, &self.shared.config) {
                 Ok(conn) => {
                     let conn = Arc::new(conn);
                     self.start_monitor(&conn)?;
@@ -350,7 +348,9 @@ impl Client {
                     );
                     return Ok(conn);
                 }
-                Err(e @ (Error::NotRunning { .. } | Error::Closed(_))) => {
+                Err(
+                    e @ (Error::NotRunning { .. } | Error::PipeNotFound { .. } | Error::Closed(_)),
+                ) => {
                     let now = Instant::now();
                     if now >= deadline {
                         tracing::warn!(
@@ -738,7 +738,7 @@ impl Client {
                 server_pid = conn.server_pid,
                 "ferry client closed its connection"
             );
-            let _ = conn.control.shutdown(std::net::Shutdown::Both);
+            conn.control.shutdown();
             let _ = conn.bell.ring();
             if let Some(h) = conn
                 .monitor
@@ -953,7 +953,7 @@ fn dispatch(
                     // This thread may be the monitor, which then is not watching the control
                     // socket: look at it here, or the server's death would go unseen (and every
                     // other call hang) for as long as the stream's reader lags.
-                    if server_hung_up_now(conn) {
+                    if conn.control.hung_up() {
                         drop(inner);
                         server_went_away(shared, conn);
                         return true;
@@ -1086,27 +1086,6 @@ fn arm_idle_reader(shared: &Shared, conn: &Conn) {
     }
 }
 
-/// What `poll` watches the control socket for: readable, and on Linux the server's shutdown
-/// (`POLLRDHUP`). macOS has no `POLLRDHUP`; there the server's close makes the socket readable
-/// (end of stream). Either way [`control_hung_up`] then tells a hang-up from a spurious wake.
-#[cfg(target_os = "linux")]
-const CONTROL_EVENTS: rustix::event::PollFlags =
-    rustix::event::PollFlags::IN.union(rustix::event::PollFlags::RDHUP);
-#[cfg(target_os = "macos")]
-const CONTROL_EVENTS: rustix::event::PollFlags = rustix::event::PollFlags::IN;
-
-/// Whether the server hung up the control socket, without waiting.
-fn server_hung_up_now(conn: &Conn) -> bool {
-    use rustix::event::PollFd;
-    let mut fds = [PollFd::new(&conn.control, CONTROL_EVENTS)];
-    let zero = rustix::time::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && control_hung_up(&conn.control)
-}
-
 /// Fails every call in flight: the server's control socket hung up.
 fn server_went_away(shared: &Shared, conn: &Conn) {
     tracing::warn!(
@@ -1121,36 +1100,28 @@ fn server_went_away(shared: &Shared, conn: &Conn) {
     );
 }
 
-/// The connection's monitor: sleeps on the control socket and the doorbell.
+/// The connection's monitor: sleeps on the control channel and the doorbell.
 fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
-    use rustix::event::{PollFd, PollFlags};
     if let Some(s) = shared.upgrade() {
         arm_idle_reader(&s, &conn);
     }
-    loop {
-        let mut fds = [
-            PollFd::new(&conn.control, CONTROL_EVENTS),
-            PollFd::new(&conn.bell, PollFlags::IN),
-        ];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => break,
-        }
-        let hup = fds[0].revents();
-        let bell = fds[1].revents();
+    while let Ok(woke) = sys::wait_hangup_or_bell(&conn.control, &conn.bell) {
         let Some(s) = shared.upgrade() else { break };
         if conn.live.is_closed() {
             break;
         }
-        if hup.intersects(CONTROL_EVENTS | PollFlags::HUP | PollFlags::ERR)
-            && control_hung_up(&conn.control)
-        {
+        if woke.control && conn.control.hung_up() {
             server_went_away(&s, &conn);
             break;
         }
-        if bell.contains(PollFlags::IN) {
-            let _ = conn.bell.drain();
+        if woke.bell {
             conn.metrics.wakeup_received();
+            // Windows: the server rang instead of waking a word; wake its sleepers here.
+            #[cfg(windows)]
+            {
+                conn.rx_word.wake_all();
+                conn.tx.relay_wakes();
+            }
             arm_idle_reader(&s, &conn);
         }
     }
@@ -1254,7 +1225,7 @@ impl Drop for Shared {
             .take()
         {
             conn.live.close("the client was dropped");
-            let _ = conn.control.shutdown(std::net::Shutdown::Both);
+            conn.control.shutdown();
         }
     }
 }
@@ -1296,36 +1267,11 @@ pub(crate) fn decode_error(payload: &[u8]) -> (u32, String) {
 }
 
 /// Connects and performs the handshake.
-fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error> {
-    service_dir::check_private_dir(&paths.dir).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Error::NotRunning {
-                socket: paths.socket.clone(),
-            }
-        }
-        other => other,
-    })?;
-    let sock = UnixStream::connect(&paths.socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NotRunning {
-            socket: paths.socket.clone(),
-        },
-        _ => Error::io(format!("connecting to {}", paths.socket.display()), e),
-    })?;
-    sock.set_read_timeout(Some(config.connect_timeout))
-        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-    let me = rustix::process::geteuid().as_raw();
-    let cred = peer_cred(&sock)?;
-    if cred.uid != me {
-        return Err(Error::PeerNotAllowed {
-            side: "client",
-            uid: cred.uid,
-            pid: cred.pid,
-            allowed: vec![me],
-        });
-    }
+fn handshake(endpoint: &Endpoint, config: &ClientConfig) -> Result<Conn, Error> {
+    let (mut control, server) = Control::connect(endpoint, config.connect_timeout, "client")?;
     let hello = Hello::new(config.limits);
-    control::send_frame(&sock, Kind::Hello, 0, &hello.to_bytes(), &[])?;
-    let Some(frame) = control::recv_frame(&sock)? else {
+    control.send(Kind::Hello, 0, &hello.to_bytes())?;
+    let Some(frame) = control.recv()? else {
         return Err(Error::Closed("the server hung up during the handshake"));
     };
     match frame.header.kind() {
@@ -1341,40 +1287,41 @@ fn handshake(paths: &ServicePaths, config: &ClientConfig) -> Result<Conn, Error>
     hello
         .check_welcome(&welcome)
         .map_err(|e| Error::Protocol(format!("unacceptable Welcome: {e}")))?;
-    let (mem_fd, server_bell, client_bell) = split_welcome_fds(frame.fds)?;
     let layout = Layout::new(&welcome.limits).map_err(Error::Protocol)?;
-    let mem = Arc::new(SharedMemory::open(mem_fd, layout.total)?);
+    let (mem, server_bell, bell) = control.receive_connection(frame, layout.total)?;
+    let mem = Arc::new(mem);
     let (c2s, s2c) = layout.slices(&mem);
+    #[cfg(windows)]
+    let s2c_ring = s2c.clone();
     let producer = Producer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
     let consumer = Consumer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-    let server_bell = bell_from_fds(server_bell)?;
-    let bell = bell_from_fds(client_bell)?;
-    sock.set_read_timeout(None)
-        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-    let _ = sock.as_fd();
+    control.established(false)?;
     let metrics = Arc::new(LinkCounters::default());
+    let rx = Rx::new(
+        consumer,
+        server_bell.try_clone()?,
+        &welcome.limits,
+        metrics.clone(),
+    );
     Ok(Conn {
         tx: Tx::new(
             producer,
-            server_bell.try_clone()?,
+            server_bell,
             &welcome.limits,
             config.policy,
             metrics.clone(),
         )
         .with_own_bell(bell.try_clone()?),
-        rx: Mutex::new(Rx::new(
-            consumer,
-            server_bell,
-            &welcome.limits,
-            metrics.clone(),
-        )),
+        #[cfg(windows)]
+        rx_word: crate::link::RxWord::new(s2c_ring, &rx),
+        rx: Mutex::new(rx),
         live: Liveness::default(),
-        control: sock,
+        control,
         bell,
         limits: welcome.limits,
         monitor: Mutex::new(None),
         metrics,
-        server_pid: cred.pid,
+        server_pid: server.pid,
     })
 }
 

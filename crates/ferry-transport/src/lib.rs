@@ -98,41 +98,32 @@
 // Windows: the control plane (`windows`), tested under Wine. Elsewhere the crate is empty.
 #![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
-#[cfg(unix)]
 mod client;
 mod error;
-#[cfg(unix)]
 mod link;
-#[cfg(unix)]
 mod metrics;
-#[cfg(unix)]
 mod server;
 mod service_name;
-#[cfg(unix)]
 mod slots;
-#[cfg(all(feature = "tokio", unix))]
+mod sys;
+#[cfg(feature = "tokio")]
 pub mod tokio;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod unix;
 #[cfg(windows)]
 pub mod windows;
 
-#[cfg(unix)]
 pub use client::{
     Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
 };
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
-#[cfg(unix)]
 pub use link::{MAX_RING, MIN_RING};
-#[cfg(unix)]
 pub use metrics::read_server_metrics;
 /// The `prometheus-client` this crate exports its metrics through (for
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
-#[cfg(unix)]
 pub use prometheus_client;
-#[cfg(unix)]
 pub use server::{
     Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
 };

@@ -9,9 +9,15 @@
 //!   rings it.
 //!
 //! Unknown bits are ignored: a hostile peer can make us issue a spurious wake, nothing more.
+//!
+//! Windows has no wait on a word that another process can wake (`WaitOnAddress` works within
+//! one process). There a `TOKEN_FUTEX` sleeper blocks on the word with `WaitOnAddress`, and the
+//! waker rings the sleeper's doorbell instead of waking the word; whoever waits on that
+//! doorbell in the sleeper's process (the client's monitor thread, the server's worker) then
+//! wakes the word's sleepers in-process ([`Tx::relay_wakes`], [`RxWord::wake_all`]): one more
+//! thread hop, on the path where the sleeper had already given up spinning.
 
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,7 +30,7 @@ use ferry_ring::{Consumer, Producer, Region, ReserveError, SleepPrep, Wake};
 
 use crate::error::Error;
 use crate::metrics::{LinkCounters, SideCounters};
-use crate::unix::shm::SharedMemory;
+use crate::sys::SharedMemory;
 
 /// Sleeper blocks on the futex of the sleep word.
 pub(crate) const TOKEN_FUTEX: u32 = 1;
@@ -121,105 +127,6 @@ impl Layout {
     }
 }
 
-/// Descriptors one doorbell travels as (`SCM_RIGHTS`, in the `Welcome`): Linux, its eventfd;
-/// macOS, its pipe's read end, then its write end.
-#[cfg(target_os = "linux")]
-pub(crate) const BELL_FDS: usize = 1;
-/// Descriptors one doorbell travels as (`SCM_RIGHTS`, in the `Welcome`): Linux, its eventfd;
-/// macOS, its pipe's read end, then its write end.
-#[cfg(target_os = "macos")]
-pub(crate) const BELL_FDS: usize = 2;
-
-/// Descriptors the `Welcome` carries, in this order: the shared memory, the server's doorbell
-/// ([`BELL_FDS`] of them), the client's doorbell (as many). See docs/protocol.md.
-pub(crate) const WELCOME_FDS: usize = 1 + 2 * BELL_FDS;
-const _: () = assert!(WELCOME_FDS <= crate::unix::control::MAX_FDS);
-
-/// The descriptors a doorbell is sent as.
-#[cfg(target_os = "linux")]
-pub(crate) fn bell_fds(bell: &Doorbell) -> [BorrowedFd<'_>; BELL_FDS] {
-    [bell.as_fd()]
-}
-
-/// The descriptors a doorbell is sent as: whoever waits on it needs the read end, whoever rings
-/// it the write end, and the client does both with its own.
-#[cfg(target_os = "macos")]
-pub(crate) fn bell_fds(bell: &Doorbell) -> [BorrowedFd<'_>; BELL_FDS] {
-    [bell.as_fd(), bell.write_fd()]
-}
-
-/// The `Welcome`'s descriptors, in wire order.
-pub(crate) fn welcome_fds<'a>(
-    mem: BorrowedFd<'a>,
-    server_bell: &'a Doorbell,
-    client_bell: &'a Doorbell,
-) -> [BorrowedFd<'a>; WELCOME_FDS] {
-    let mut fds = [mem; WELCOME_FDS];
-    fds[1..=BELL_FDS].copy_from_slice(&bell_fds(server_bell));
-    fds[1 + BELL_FDS..].copy_from_slice(&bell_fds(client_bell));
-    fds
-}
-
-/// Splits the descriptors a `Welcome` brought into the shared memory's, the server doorbell's
-/// and the client doorbell's.
-///
-/// # Errors
-/// [`Error::Protocol`] when the server sent another number of descriptors than
-/// [`WELCOME_FDS`] (they are all closed).
-pub(crate) fn split_welcome_fds(
-    fds: Vec<OwnedFd>,
-) -> Result<(OwnedFd, [OwnedFd; BELL_FDS], [OwnedFd; BELL_FDS]), Error> {
-    let fds: [OwnedFd; WELCOME_FDS] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-        Error::Protocol(format!(
-            "Welcome carried {} descriptors, expected {WELCOME_FDS}",
-            fds.len()
-        ))
-    })?;
-    #[cfg(target_os = "linux")]
-    let [mem, server, client] = fds;
-    #[cfg(target_os = "linux")]
-    let (server, client) = ([server], [client]);
-    #[cfg(target_os = "macos")]
-    let [mem, server_read, server_write, client_read, client_write] = fds;
-    #[cfg(target_os = "macos")]
-    let (server, client) = ([server_read, server_write], [client_read, client_write]);
-    Ok((mem, server, client))
-}
-
-/// Rebuilds a doorbell from the descriptors the peer sent for it.
-///
-/// # Errors
-/// [`Error::Notify`] when the descriptor is not an eventfd.
-#[cfg(target_os = "linux")]
-pub(crate) fn bell_from_fds(fds: [OwnedFd; BELL_FDS]) -> Result<Doorbell, Error> {
-    let [fd] = fds;
-    Ok(Doorbell::from_owned_fd(fd)?)
-}
-
-/// Rebuilds a doorbell from the descriptors the peer sent for it: a pipe's read end, then its
-/// write end.
-///
-/// # Errors
-/// [`Error::Protocol`] when the two are not a read end and a write end (in that order);
-/// [`Error::Notify`] when they are not pipes.
-#[cfg(target_os = "macos")]
-pub(crate) fn bell_from_fds(fds: [OwnedFd; BELL_FDS]) -> Result<Doorbell, Error> {
-    use rustix::fs::{OFlags, fcntl_getfl};
-    let [read, write] = fds;
-    let mode = |fd: &OwnedFd| {
-        fcntl_getfl(fd)
-            .map(|fl| fl & OFlags::RWMODE)
-            .map_err(|e| Error::io("fcntl(F_GETFL) on a doorbell descriptor", e))
-    };
-    if mode(&read)? != OFlags::RDONLY || mode(&write)? != OFlags::WRONLY {
-        return Err(Error::Protocol(
-            "a doorbell's descriptors are not a pipe's read end and write end, in that order"
-                .into(),
-        ));
-    }
-    Ok(Doorbell::from_owned_fds(read, write)?)
-}
-
 /// Smallest ring accepted.
 pub const MIN_RING: usize = 4096;
 /// Largest ring accepted.
@@ -230,33 +137,41 @@ pub const MAX_RING: usize = 1 << 30;
 const WORD_POLL: Duration = Duration::from_millis(1);
 
 /// Blocks while `word` holds `expected`, at most `timeout`: ferry-notify's word wait (Linux:
-/// futex; macOS 14.4+: `os_sync_wait_on_address`). Where word waits are unsupported (macOS
-/// before 14.4) it sleeps `WORD_POLL` instead and says "woken": every caller re-checks its
-/// condition after a wait, so this only costs wake-up latency (up to a millisecond) and a few
-/// wake-ups per second while waiting.
+/// futex; macOS 14.4+: `os_sync_wait_on_address`; Windows: `WaitOnAddress`, which only threads
+/// of this process wake, see the module docs). Where word waits are unsupported (macOS before
+/// 14.4) it sleeps `WORD_POLL` instead and says "woken": every caller re-checks its condition
+/// after a wait, so this only costs wake-up latency (up to a millisecond) and a few wake-ups
+/// per second while waiting.
 #[inline]
 pub(crate) fn word_wait(
     word: &AtomicU32,
     expected: u32,
     timeout: Option<Duration>,
 ) -> Result<WaitOutcome, NotifyError> {
+    #[cfg(windows)]
+    return ferry_notify::word::wait_in_process(word, expected, timeout);
     #[cfg(target_os = "macos")]
     if !ferry_notify::word::is_supported() {
         std::thread::sleep(timeout.map_or(WORD_POLL, |t| t.min(WORD_POLL)));
         return Ok(WaitOutcome::Woken);
     }
+    #[cfg(unix)]
     ferry_notify::word::wait(word, expected, timeout)
 }
 
-/// Wakes every thread blocked in [`word_wait`] on `word`, in either process. Where word waits
-/// are unsupported (macOS before 14.4) nobody blocks on the word (they sleep short slices, see
-/// [`word_wait`]), so there is nothing to do.
+/// Wakes every thread blocked in [`word_wait`] on `word`: in either process on Linux and
+/// macOS, in this process on Windows. Where word waits are unsupported (macOS before 14.4)
+/// nobody blocks on the word (they sleep short slices, see [`word_wait`]), so there is nothing
+/// to do.
 #[inline]
 pub(crate) fn word_wake_all(word: &AtomicU32) -> Result<(), NotifyError> {
+    #[cfg(windows)]
+    return ferry_notify::word::wake_all_in_process(word);
     #[cfg(target_os = "macos")]
     if !ferry_notify::word::is_supported() {
         return Ok(());
     }
+    #[cfg(unix)]
     ferry_notify::word::wake_all(word)
 }
 
@@ -274,13 +189,59 @@ pub(crate) fn deliver(
     }
     let t = wake.token();
     counters.woke(t & TOKEN_FUTEX != 0, t & TOKEN_DOORBELL != 0);
-    if t & TOKEN_FUTEX != 0 {
-        word_wake_all(word)?;
+    #[cfg(unix)]
+    {
+        if t & TOKEN_FUTEX != 0 {
+            word_wake_all(word)?;
+        }
+        if t & TOKEN_DOORBELL != 0 {
+            peer_bell.ring()?;
+        }
     }
-    if t & TOKEN_DOORBELL != 0 {
+    // Windows: the word's sleepers are in the peer's process; its doorbell's waiter wakes
+    // them (see the module docs).
+    #[cfg(windows)]
+    if t & (TOKEN_FUTEX | TOKEN_DOORBELL) != 0 {
+        let _ = word;
         peer_bell.ring()?;
     }
     Ok(())
+}
+
+/// The incoming ring's sleep word, reachable without the `Rx` lock (which the thread sleeping
+/// on the word holds): what a doorbell's waiter wakes in-process on Windows.
+#[cfg(windows)]
+#[derive(Debug)]
+pub(crate) struct RxWord {
+    /// Keeps the mapping holding `word` alive.
+    _ring: RingSlice,
+    word: std::ptr::NonNull<AtomicU32>,
+}
+
+// SAFETY: `word` points into the mapping `_ring` keeps alive; it is only used as a shared
+// reference to an atomic, which any thread may hold.
+#[cfg(windows)]
+unsafe impl Send for RxWord {}
+// SAFETY: as for `Send`: only `&AtomicU32` is ever made from the pointer.
+#[cfg(windows)]
+unsafe impl Sync for RxWord {}
+
+#[cfg(windows)]
+impl RxWord {
+    /// The consumer sleep word of `rx`, whose ring lives in `ring`.
+    pub(crate) fn new(ring: RingSlice, rx: &Rx) -> Self {
+        RxWord {
+            _ring: ring,
+            word: std::ptr::NonNull::from(rx.consumer.consumer_sleep_word()),
+        }
+    }
+
+    /// Wakes the threads of this process sleeping on the word.
+    pub(crate) fn wake_all(&self) {
+        // SAFETY: the word lies in the mapping `_ring` keeps alive for as long as `self`.
+        let word = unsafe { self.word.as_ref() };
+        let _ = word_wake_all(word);
+    }
 }
 
 /// Whether the connection still stands; shared by everything that waits on it.
@@ -305,17 +266,6 @@ impl Liveness {
         let r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         Error::Closed(r.unwrap_or("the connection was closed"))
     }
-}
-
-/// For a control socket that polled readable: whether the peer is gone. Neither side sends
-/// anything on it after the handshake, so a non-blocking read that does not say "try again"
-/// means end of stream (or an error): the peer process exited or closed its end.
-pub(crate) fn control_hung_up(control: impl std::os::fd::AsFd) -> bool {
-    let mut b = [0u8; 1];
-    !matches!(
-        rustix::net::recv(control, &mut b, rustix::net::RecvFlags::DONTWAIT),
-        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR)
-    )
 }
 
 /// Accounting that keeps a sender within the receiver's reassembly limits: at most
@@ -763,6 +713,14 @@ impl Tx {
         b.cv.notify_all();
     }
 
+    /// Windows: wakes the threads of this process sleeping for ring space; called by the
+    /// doorbell's waiter, which the consumer rang instead of waking the word (see the module
+    /// docs).
+    #[cfg(windows)]
+    pub(crate) fn relay_wakes(&self) {
+        let _ = word_wake_all(self.lock().producer_sleep_word());
+    }
+
     /// Wakes every thread blocked on ring space (used when the connection closes).
     pub(crate) fn wake_waiters(&self) {
         let p = self.lock();
@@ -920,77 +878,5 @@ impl Rx {
     /// Whether a record is waiting (cheap: cached cursor first).
     pub(crate) fn has_data(&self) -> bool {
         !self.consumer.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the server would send: duplicates of the Welcome's descriptors.
-    fn sent(mem: BorrowedFd<'_>, server: &Doorbell, client: &Doorbell) -> Vec<OwnedFd> {
-        welcome_fds(mem, server, client)
-            .iter()
-            .map(|fd| fd.try_clone_to_owned().unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn the_welcome_descriptors_rebuild_both_doorbells() {
-        let mem = std::fs::File::open("/dev/null").unwrap();
-        let (server, client) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
-        let fds = sent(mem.as_fd(), &server, &client);
-        assert_eq!(fds.len(), WELCOME_FDS);
-        let (_mem, server_fds, client_fds) = split_welcome_fds(fds).unwrap();
-        let (server_rx, client_rx) = (
-            bell_from_fds(server_fds).unwrap(),
-            bell_from_fds(client_fds).unwrap(),
-        );
-        // Each rebuilt doorbell is the same doorbell: a ring on one side is seen on the other.
-        server_rx.ring().unwrap();
-        assert!(server.drain().unwrap());
-        assert!(!client.drain().unwrap());
-        client.ring().unwrap();
-        assert!(client_rx.drain().unwrap());
-    }
-
-    #[test]
-    fn a_wrong_number_of_descriptors_is_a_protocol_error() {
-        let mem = std::fs::File::open("/dev/null").unwrap();
-        let (server, client) = (Doorbell::new().unwrap(), Doorbell::new().unwrap());
-        for n in [0, 1, WELCOME_FDS - 1, WELCOME_FDS + 1] {
-            let mut fds = sent(mem.as_fd(), &server, &client);
-            fds.truncate(n);
-            while fds.len() < n {
-                fds.push(mem.as_fd().try_clone_to_owned().unwrap());
-            }
-            match split_welcome_fds(fds) {
-                Err(Error::Protocol(m)) => assert_eq!(
-                    m,
-                    format!("Welcome carried {n} descriptors, expected {WELCOME_FDS}")
-                ),
-                other => panic!("{n} descriptors: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn a_descriptor_that_is_no_doorbell_is_refused() {
-        let file = std::fs::File::open("/dev/null").unwrap();
-        let fds: [OwnedFd; BELL_FDS] =
-            std::array::from_fn(|_| file.as_fd().try_clone_to_owned().unwrap());
-        assert!(bell_from_fds(fds).is_err());
-    }
-
-    /// macOS: a doorbell's pipe ends must come read end first.
-    #[cfg(target_os = "macos")]
-    #[test]
-    fn swapped_pipe_ends_are_a_protocol_error() {
-        let bell = Doorbell::new().unwrap();
-        let [read, write] = bell_fds(&bell).map(|fd| fd.try_clone_to_owned().unwrap());
-        assert!(matches!(
-            bell_from_fds([write, read]),
-            Err(Error::Protocol(_))
-        ));
     }
 }

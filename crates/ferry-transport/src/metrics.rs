@@ -906,49 +906,16 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// than metrics queries does); [`Error::Protocol`] for a reply that is not valid;
 /// [`Error::Timeout`] when the server does not answer within 5 s.
 pub fn read_server_metrics(name: &str, runtime_dir: Option<&Path>) -> Result<String, Error> {
-    use std::os::unix::net::UnixStream;
-
-    use crate::unix::{control, service_dir};
-
-    let paths = match runtime_dir {
-        Some(dir) => service_dir::resolve_in(dir, name)?,
-        None => service_dir::resolve(name)?,
-    };
-    service_dir::check_private_dir(&paths.dir).map_err(|e| match e {
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            Error::NotRunning {
-                socket: paths.socket.clone(),
-            }
-        }
-        other => other,
-    })?;
-    let sock = UnixStream::connect(&paths.socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => Error::NotRunning {
-            socket: paths.socket.clone(),
-        },
-        _ => Error::io(format!("connecting to {}", paths.socket.display()), e),
-    })?;
-    sock.set_read_timeout(Some(QUERY_TIMEOUT))
-        .map_err(|e| Error::io("SO_RCVTIMEO", e))?;
-    sock.set_write_timeout(Some(QUERY_TIMEOUT))
-        .map_err(|e| Error::io("SO_SNDTIMEO", e))?;
-    let me = rustix::process::geteuid().as_raw();
-    let cred = control::peer_cred(&sock)?;
-    if cred.uid != me {
-        return Err(Error::PeerNotAllowed {
-            side: "metrics reader",
-            uid: cred.uid,
-            pid: cred.pid,
-            allowed: vec![me],
-        });
-    }
-    control::send_frame(&sock, Kind::MetricsQuery, 0, &[], &[])?;
-    let frame = control::recv_frame_limited(&sock, ferry_frame::MAX_METRICS_REPLY)?.ok_or(
-        Error::Closed(
+    let endpoint = crate::sys::resolve(name, runtime_dir)?;
+    let (control, _server) =
+        crate::sys::Control::connect(&endpoint, QUERY_TIMEOUT, "metrics reader")?;
+    control.send(Kind::MetricsQuery, 0, &[])?;
+    let frame = control
+        .recv_limited(ferry_frame::MAX_METRICS_REPLY)?
+        .ok_or(Error::Closed(
             "the server hung up without answering the metrics query (a server older than \
              metrics queries does)",
-        ),
-    )?;
+        ))?;
     match frame.header.kind() {
         Kind::MetricsReply => ferry_frame::metrics_reply_text(&frame.payload)
             .map(str::to_owned)

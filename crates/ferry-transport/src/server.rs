@@ -5,12 +5,10 @@
 //! which reads its ring, runs the handler inline for each message, and writes answers back.
 //! While any of its connections is busy the worker spins on their rings (bounded by the wait
 //! policy and the process-wide spin governor); when all are idle it arms every ring's sleep word
-//! with its doorbell token and sleeps in `epoll_wait` (macOS: `kevent`) on the doorbells and
-//! control sockets, so an idle server costs no CPU, and a client's death (its control socket
-//! hangs up) is seen at once.
+//! with its doorbell token and sleeps in `epoll_wait` (macOS: `kevent`; Windows: an I/O
+//! completion port fed by thread-pool waits) on the doorbells and control channels, so an idle
+//! server costs no CPU, and a client's death (its control channel hangs up) is seen at once.
 
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,13 +22,9 @@ use ferry_notify::{Doorbell, WaitPolicy};
 use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
-use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx, control_hung_up, welcome_fds};
+use crate::link::{Layout, Liveness, Polled, Rx, TOKEN_DOORBELL, Tx};
 use crate::metrics::{CloseReason, LinkCounters, RefuseReason, ServerMetrics};
-use crate::unix::control::{self, peer_cred};
-use crate::unix::listener::BoundSocket;
-use crate::unix::poller::{Events, Interest, Poller};
-use crate::unix::service_dir::{self, ServicePaths};
-use crate::unix::shm::SharedMemory;
+use crate::sys::{self, Control, Events, Interest, Listener, Poller, SharedMemory, UserId};
 
 /// How a server serves.
 #[derive(Debug, Clone)]
@@ -43,13 +37,29 @@ pub struct ServerConfig {
     /// Event-loop threads.
     pub workers: usize,
     /// Users allowed to connect (default: only the server's own effective uid).
+    #[cfg(unix)]
     pub allowed_uids: Vec<u32>,
+    /// Users allowed to connect (default: only the user the server runs as).
+    #[cfg(windows)]
+    pub allowed_sids: Vec<crate::windows::identity::Sid>,
     /// Most connections served at once; more are refused with a clear error.
     pub max_connections: usize,
     /// How long a client may take to send its `Hello`.
     pub handshake_timeout: Duration,
-    /// The directory holding the service's socket (default: see [`service_dir::runtime_dir`]).
+    /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
+    /// see [`unix::service_dir::runtime_dir`](crate::unix::service_dir::runtime_dir)).
+    /// Windows: a scope for the service's pipe name (see [`ClientConfig::runtime_dir`](crate::ClientConfig::runtime_dir)).
     pub runtime_dir: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// The users allowed to connect.
+    fn allowed_users(&self) -> &[UserId] {
+        #[cfg(unix)]
+        return &self.allowed_uids;
+        #[cfg(windows)]
+        return &self.allowed_sids;
+    }
 }
 
 impl Default for ServerConfig {
@@ -62,7 +72,10 @@ impl Default for ServerConfig {
             },
             policy: WaitPolicy::default(),
             workers: 1,
-            allowed_uids: vec![rustix::process::geteuid().as_raw()],
+            #[cfg(unix)]
+            allowed_uids: sys::default_allowed_users(),
+            #[cfg(windows)]
+            allowed_sids: sys::default_allowed_users(),
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(1),
             runtime_dir: None,
@@ -120,7 +133,7 @@ pub struct Server {
 
 pub(crate) struct ServerShared {
     config: ServerConfig,
-    bound: BoundSocket,
+    listener: Listener,
     handler: Box<dyn Handler>,
     stop: AtomicBool,
     pub(crate) stats: ServerStats,
@@ -135,7 +148,7 @@ pub(crate) struct ServerShared {
 impl std::fmt::Debug for ServerShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerShared")
-            .field("paths", self.bound.paths())
+            .field("endpoint", self.listener.endpoint())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -180,10 +193,10 @@ struct ConnState {
     tx: Tx,
     rx: Mutex<Rx>,
     live: Liveness,
-    control: UnixStream,
+    control: Control,
     bell: Doorbell,
     peer_pid: i32,
-    peer_uid: u32,
+    peer_user: UserId,
     /// This connection's counters (also held by `tx` and `rx`, which write them).
     metrics: Arc<LinkCounters>,
     /// The server's metrics, for what a connection's requests count there.
@@ -316,13 +329,20 @@ impl Connection {
     pub fn id(&self) -> u64 {
         self.state.id
     }
-    /// The client's process id (from `SO_PEERCRED`, macOS `LOCAL_PEERPID`, at connect time).
+    /// The client's process id (from `SO_PEERCRED`, macOS `LOCAL_PEERPID`, Windows
+    /// `GetNamedPipeClientProcessId`, at connect time).
     pub fn peer_pid(&self) -> i32 {
         self.state.peer_pid
     }
     /// The client's user id.
+    #[cfg(unix)]
     pub fn peer_uid(&self) -> u32 {
-        self.state.peer_uid
+        self.state.peer_user
+    }
+    /// The client's user (the user SID of its process's token).
+    #[cfg(windows)]
+    pub fn peer_sid(&self) -> &crate::windows::identity::Sid {
+        &self.state.peer_user
     }
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
@@ -644,12 +664,9 @@ impl Server {
     /// [`Error::AlreadyRunning`] when a live server holds the name; [`Error::UnsafeDirectory`]
     /// when the runtime directory is not private; OS errors.
     pub fn bind(name: &str, config: ServerConfig, handler: impl Handler) -> Result<Server, Error> {
-        let paths = match &config.runtime_dir {
-            Some(dir) => service_dir::resolve_in(dir, name)?,
-            None => service_dir::resolve(name)?,
-        };
-        raise_fd_limit();
-        let bound = BoundSocket::bind(paths)?;
+        let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
+        sys::raise_fd_limit();
+        let listener = Listener::bind(endpoint)?;
         let workers = (0..config.workers.max(1))
             .map(|_| {
                 Ok(WorkerInbox {
@@ -660,7 +677,7 @@ impl Server {
             .collect::<Result<Vec<_>, Error>>()?;
         let shared = Arc::new(ServerShared {
             config,
-            bound,
+            listener,
             handler: Box::new(handler),
             stop: AtomicBool::new(false),
             stats: ServerStats::default(),
@@ -672,10 +689,10 @@ impl Server {
         });
         tracing::info!(
             service = name,
-            socket = %shared.bound.paths().socket.display(),
+            endpoint = sys::endpoint_text(shared.listener.endpoint()),
             workers = shared.workers.len(),
             max_connections = shared.config.max_connections,
-            allowed_uids = ?shared.config.allowed_uids,
+            allowed_users = ?shared.config.allowed_users(),
             "ferry server bound"
         );
         let mut threads = Vec::new();
@@ -699,8 +716,15 @@ impl Server {
     }
 
     /// The service's paths (socket, lock, directory).
-    pub fn paths(&self) -> &ServicePaths {
-        self.shared.bound.paths()
+    #[cfg(unix)]
+    pub fn paths(&self) -> &crate::unix::service_dir::ServicePaths {
+        self.shared.listener.endpoint()
+    }
+
+    /// The service's control pipe (`\\.\pipe\ferry-<user SID>-...`).
+    #[cfg(windows)]
+    pub fn pipe_name(&self) -> &str {
+        &self.shared.listener.endpoint().pipe
     }
 
     /// The server's counters.
@@ -742,12 +766,7 @@ impl Server {
             connections_open = self.shared.stats.connections_open.load(Ordering::Relaxed),
             "ferry server shutting down"
         );
-        let _ = rustix::net::shutdown(self.shared.bound.listener(), rustix::net::Shutdown::Both);
-        // On macOS shutting down a listening socket does not wake a thread blocked in `accept`
-        // (it fails with ENOTCONN); a connection of our own does, and the acceptor, seeing
-        // `stop`, drops it.
-        #[cfg(target_os = "macos")]
-        let _ = UnixStream::connect(&self.shared.bound.paths().socket);
+        self.shared.listener.stop();
         for w in &self.shared.workers {
             let _ = w.bell.ring();
         }
@@ -779,62 +798,22 @@ impl Drop for Server {
     }
 }
 
-/// Raises the soft open-file limit to the hard limit (each connection holds 4 descriptors; 7 on
-/// macOS, where a doorbell is a pipe).
-#[cfg(target_os = "linux")]
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
-        lim.current = lim.maximum;
-        let _ = setrlimit(Resource::Nofile, lim);
-    }
-}
-
-/// Raises the soft open-file limit as far as macOS allows (each connection holds 7
-/// descriptors: a doorbell is a pipe). macOS refuses a soft limit above `OPEN_MAX` with EINVAL
-/// and usually reports an unlimited hard limit, so the target is `min(OPEN_MAX, hard limit)`,
-/// as its setrlimit(2) page says.
-#[cfg(target_os = "macos")]
-fn raise_fd_limit() {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    /// `OPEN_MAX` of `<sys/syslimits.h>`.
-    const OPEN_MAX: u64 = 10240;
-    let mut lim = getrlimit(Resource::Nofile);
-    let target = lim.maximum.map_or(OPEN_MAX, |hard| hard.min(OPEN_MAX));
-    if lim.current.is_some_and(|soft| soft < target) {
-        lim.current = Some(target);
-        let _ = setrlimit(Resource::Nofile, lim);
-    }
-}
-
 fn acceptor(shared: Arc<ServerShared>) {
     loop {
-        let accepted = shared.bound.listener().accept();
+        let accepted = shared.listener.accept();
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
-        let sock = match accepted {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                // EMFILE/ENFILE: no descriptor for the new socket. Existing connections keep
-                // working; back off briefly so we do not spin on the pending connection.
-                if matches!(e.raw_os_error(), Some(libc_emfile) if libc_emfile == rustix::io::Errno::MFILE.raw_os_error() || libc_emfile == rustix::io::Errno::NFILE.raw_os_error())
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                continue;
-            }
+        let Some(control) = accepted else {
+            continue;
         };
-        let peer = peer_cred(&sock).ok();
         let _span = tracing::debug_span!(
             "ferry_handshake",
             service = &*shared.service,
-            peer_pid = peer.map(|c| c.pid),
-            peer_uid = peer.map(|c| c.uid),
+            peer_pid = control.peer_pid(),
         )
         .entered();
-        match accept_one(&shared, sock) {
+        match accept_one(&shared, control) {
             Ok(Accepted::Connection(conn, limits)) => {
                 shared
                     .stats
@@ -849,7 +828,7 @@ fn acceptor(shared: Arc<ServerShared>) {
                     service = &*shared.service,
                     connection = conn.id,
                     peer_pid = conn.peer_pid,
-                    peer_uid = conn.peer_uid,
+                    peer_user = %conn.peer_user,
                     max_message_size = limits.max_message_size,
                     max_partial_messages = limits.max_partial_messages,
                     max_buffered_bytes = limits.max_buffered_bytes,
@@ -914,10 +893,10 @@ struct Refusal {
 }
 
 /// Tells the peer why it is turned away (a `Refuse` frame, best effort).
-fn refuse(sock: &UnixStream, reason: RefuseReason, code: ErrorCode, message: &str) -> Refusal {
+fn refuse(control: &Control, reason: RefuseReason, code: ErrorCode, message: &str) -> Refusal {
     let mut buf = [0u8; 512];
     let payload = error_payload(&mut buf, code, message);
-    let _ = control::send_frame(sock, Kind::Refuse, 0, payload, &[]);
+    let _ = control.send(Kind::Refuse, 0, payload);
     Refusal {
         reason,
         error: Error::Refused {
@@ -938,12 +917,12 @@ fn failed(error: Error) -> Refusal {
 /// Answers a `MetricsQuery` (the peer's uid is already checked) with the metrics text.
 fn answer_metrics_query(
     shared: &Arc<ServerShared>,
-    sock: &UnixStream,
+    control: &Control,
     payload: &[u8],
 ) -> Result<Accepted, Refusal> {
     if let Err(e) = ferry_frame::check_metrics_query(payload) {
         return Err(refuse(
-            sock,
+            control,
             RefuseReason::BadQuery,
             ErrorCode::PROTOCOL_VIOLATION,
             &format!("bad MetricsQuery: {e}"),
@@ -952,7 +931,7 @@ fn answer_metrics_query(
     let text = crate::metrics::render(Box::new(ServerCollector(Arc::downgrade(shared))));
     if text.len() > ferry_frame::MAX_METRICS_REPLY {
         return Err(refuse(
-            sock,
+            control,
             RefuseReason::TooLarge,
             ErrorCode::TOO_LARGE,
             &format!(
@@ -963,42 +942,47 @@ fn answer_metrics_query(
             ),
         ));
     }
-    // A querier that does not read must not hold the acceptor up for long.
-    let _ = sock.set_write_timeout(Some(shared.config.handshake_timeout));
-    control::send_frame(sock, Kind::MetricsReply, 0, text.as_bytes(), &[]).map_err(failed)?;
+    // A querier that does not read must not hold the acceptor up for long (the handshake
+    // timeout is still set).
+    control
+        .send(Kind::MetricsReply, 0, text.as_bytes())
+        .map_err(failed)?;
     Ok(Accepted::MetricsQuery(text.len()))
 }
 
-/// Runs one control-socket conversation: a handshake (a new connection), or a metrics query.
-fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, Refusal> {
+/// Runs one control-channel conversation: a handshake (a new connection), or a metrics query.
+fn accept_one(shared: &Arc<ServerShared>, mut control: Control) -> Result<Accepted, Refusal> {
     let cfg = &shared.config;
-    let cred = peer_cred(&sock).map_err(failed)?;
-    if !cfg.allowed_uids.contains(&cred.uid) {
-        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a socket
+    control
+        .set_timeout(Some(cfg.handshake_timeout))
+        .map_err(failed)?;
+    let peer = control.identify().map_err(failed)?;
+    if !cfg.allowed_users().contains(&peer.user) {
+        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a channel
         // closed before the client has written it makes the client's write fail (EPIPE), and
         // the client never reads the Refuse that says why.
-        let _ = sock.set_read_timeout(Some(cfg.handshake_timeout));
-        let _ = control::recv_frame(&sock);
+        let _ = control.recv();
         return Err(refuse(
-            &sock,
+            &control,
             RefuseReason::UidNotAllowed,
             ErrorCode::REFUSED,
-            &format!("uid {} is not allowed to use this service", cred.uid),
+            &format!(
+                "{} is not allowed to use this service",
+                sys::user_text(&peer.user)
+            ),
         ));
     }
-    sock.set_read_timeout(Some(cfg.handshake_timeout))
-        .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
-    let Some(frame) = control::recv_frame(&sock).map_err(failed)? else {
+    let Some(frame) = control.recv().map_err(failed)? else {
         return Err(failed(Error::Closed(
             "the client hung up during the handshake",
         )));
     };
     if frame.header.kind() == Kind::MetricsQuery {
-        return answer_metrics_query(shared, &sock, &frame.payload);
+        return answer_metrics_query(shared, &control, &frame.payload);
     }
     if frame.header.kind() != Kind::Hello {
         return Err(refuse(
-            &sock,
+            &control,
             RefuseReason::NotHello,
             ErrorCode::PROTOCOL_VIOLATION,
             &format!("expected Hello, got {}", frame.header.kind()),
@@ -1008,7 +992,7 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
         Ok(h) => h,
         Err(e) => {
             return Err(refuse(
-                &sock,
+                &control,
                 RefuseReason::BadHello,
                 ErrorCode::PROTOCOL_VIOLATION,
                 &format!("bad Hello: {e}"),
@@ -1034,14 +1018,14 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
             } else {
                 RefuseReason::LimitsUnacceptable
             };
-            return Err(refuse(&sock, reason, code, &why));
+            return Err(refuse(&control, reason, code, &why));
         }
     };
     let layout = match Layout::new(&welcome.limits) {
         Ok(l) => l,
         Err(why) => {
             return Err(refuse(
-                &sock,
+                &control,
                 RefuseReason::LimitsUnacceptable,
                 ErrorCode::LIMITS_UNACCEPTABLE,
                 &why,
@@ -1050,7 +1034,7 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
     };
     if shared.stats.connections_open.load(Ordering::Relaxed) >= cfg.max_connections {
         return Err(refuse(
-            &sock,
+            &control,
             RefuseReason::Capacity,
             ErrorCode::BUSY,
             &format!(
@@ -1087,26 +1071,18 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
         Ok(b) => b,
         Err(e) => {
             return Err(refuse(
-                &sock,
+                &control,
                 RefuseReason::Resources,
                 ErrorCode::BUSY,
                 &format!("the server could not set up the connection: {e}"),
             ));
         }
     };
-    control::send_frame(
-        &sock,
-        Kind::Welcome,
-        0,
-        &welcome.to_bytes(),
-        &welcome_fds(mem.fd(), &server_bell, &client_bell),
-    )
-    .map_err(failed)?;
-    drop(mem); // the rings keep the mapping; its descriptor is no longer needed here
-    sock.set_read_timeout(None)
-        .map_err(|e| failed(Error::io("SO_RCVTIMEO", e)))?;
-    sock.set_nonblocking(true)
-        .map_err(|e| failed(Error::io("O_NONBLOCK", e)))?;
+    control
+        .send_welcome(&welcome.to_bytes(), &mem, &server_bell, &client_bell)
+        .map_err(failed)?;
+    drop(mem); // the rings keep the mapping
+    control.established(true).map_err(failed)?;
     let deferred = (0..MAX_DEFERRED)
         .map(|_| Deferred {
             id: AtomicU64::new(0),
@@ -1132,10 +1108,10 @@ fn accept_one(shared: &Arc<ServerShared>, sock: UnixStream) -> Result<Accepted, 
             metrics.clone(),
         )),
         live: Liveness::default(),
-        control: sock,
+        control,
         bell: server_bell,
-        peer_pid: cred.pid,
-        peer_uid: cred.uid,
+        peer_pid: peer.pid,
+        peer_user: peer.user,
         metrics,
         server_metrics: shared.metrics.clone(),
         opened: Instant::now(),
@@ -1312,7 +1288,8 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             };
         }
         match poller.wait(&mut events, timeout) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
         if timeout != Some(Duration::ZERO) {
@@ -1334,9 +1311,9 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 continue;
             };
             if key & 1 == 0 {
-                // Control socket readable: its client's hang-up (or garbage, which ends the
+                // Control channel readable: its client's hang-up (or garbage, which ends the
                 // connection as well).
-                if control_hung_up(&conn.control) {
+                if conn.control.hung_up() {
                     let reason = serve_remaining(&shared, &conn);
                     drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
                     if quiet[slot] != COLD {
@@ -1350,6 +1327,10 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
                 // Its client wrote while it was cold: disarm and poll it again.
                 let _ = conn.bell.drain();
                 conn.metrics.wakeup_received();
+                // Windows: the client rang instead of waking a responder sleeping for ring
+                // space; wake it here (see `link`'s module docs).
+                #[cfg(windows)]
+                conn.tx.relay_wakes();
                 if quiet[slot] == COLD {
                     conn.lock_rx().cancel_sleep();
                     quiet[slot] = 0;
@@ -1378,7 +1359,7 @@ fn worker(shared: Arc<ServerShared>, index: usize) {
             });
             let k = (slot as u64) << 1;
             let ok = poller
-                .add(&conn.control, k, Interest::ReadableOrHangUp)
+                .add(conn.control.watch(), k, Interest::ReadableOrHangUp)
                 .is_ok()
                 && poller.add(&conn.bell, k | 1, Interest::Readable).is_ok();
             conns[slot] = Some(conn.clone());
@@ -1420,7 +1401,7 @@ fn drop_conn(
     let Some(conn) = conns[slot].take() else {
         return;
     };
-    let _ = poller.delete(&conn.control);
+    let _ = poller.delete(conn.control.watch());
     let _ = poller.delete(&conn.bell);
     conn.live.close("the connection was closed");
     conn.tx.wake_waiters();
@@ -1429,7 +1410,7 @@ fn drop_conn(
             d.wake(); // an async handler waiting for cancellation sees the end
         }
     }
-    let _ = rustix::net::shutdown(&conn.control, rustix::net::Shutdown::Both);
+    conn.control.shutdown();
     free_keys.push(slot);
     shared
         .stats
@@ -1453,7 +1434,6 @@ fn drop_conn(
         messages_sent = last.messages_sent(),
         "ferry connection closed"
     );
-    let _ = conn.control.as_raw_fd();
     shared.handler.on_disconnect(&Connection { state: conn });
 }
 

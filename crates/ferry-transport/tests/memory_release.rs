@@ -8,7 +8,7 @@
 //! the transport keeps no buffer larger than its retention threshold once a message is
 //! delivered.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Server and clients in separate processes: every message kind, message sizes from 0 B to
 //! 16 MiB, many threads on one client, cancellation, and the server's handler contract.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 
@@ -428,6 +428,7 @@ fn server_death_fails_calls_and_clients_reconnect() {
     kill9(&mut server);
 }
 
+#[cfg(unix)]
 #[test]
 fn only_one_server_per_name_and_stale_sockets_are_replaced() {
     let dir = TestDir::new("bind");
@@ -462,6 +463,50 @@ fn only_one_server_per_name_and_stale_sockets_are_replaced() {
     );
 }
 
+/// Windows: a second server on the name is refused while the first lives; once it is killed
+/// (its pipe goes with its process), the name can be bound again at once.
+#[cfg(windows)]
+#[test]
+fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
+    let dir = TestDir::new("bind");
+    let mut server = start_server(&dir);
+    match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
+        r.respond(b"")
+    }) {
+        Err(Error::AlreadyServed { .. }) => {}
+        other => panic!("second bind: expected AlreadyServed, got {other:?}"),
+    }
+    kill9(&mut server);
+    let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
+        r.respond(b"fresh")
+    })
+    .expect("bind after the first server died");
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert_eq!(&*client.call(b"").unwrap(), b"fresh");
+    drop(client);
+    s.shutdown();
+}
+
+#[cfg(windows)]
+#[test]
+fn connecting_without_a_server_says_so() {
+    let dir = TestDir::new("nobody");
+    let cfg = ClientConfig {
+        connect_timeout: Duration::from_millis(20),
+        ..client_config(dir.path())
+    };
+    match Client::connect_with(SERVICE, cfg) {
+        Err(e @ Error::PipeNotFound { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("no Ferry server is serving the named pipe")
+            )
+        }
+        other => panic!("expected PipeNotFound, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
 #[test]
 fn connecting_without_a_server_says_so() {
     let dir = TestDir::new("nobody");
@@ -483,6 +528,7 @@ fn connecting_without_a_server_says_so() {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn refuses_directories_other_users_can_write() {
     let dir = TestDir::new("perm");
@@ -502,6 +548,28 @@ fn refuses_directories_other_users_can_write() {
     }
 }
 
+/// Windows: Wine runs every process as one user, so the other user is an allow-list without
+/// ours: the server's check of the client's token must refuse us, naming our SID.
+#[cfg(windows)]
+#[test]
+fn a_user_not_on_the_allow_list_is_refused() {
+    use ferry_transport::windows::identity::Sid;
+    let dir = TestDir::new("sid");
+    let mut cfg = server_config(dir.path());
+    let me = Sid::current_user().unwrap();
+    cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
+    assert_ne!(cfg.allowed_sids[0], me);
+    let _server = Server::bind(SERVICE, cfg, |r: Request<'_>| r.respond(b"")).unwrap();
+    match Client::connect_with(SERVICE, client_config(dir.path())) {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ferry_frame::ErrorCode::REFUSED.0);
+            assert!(message.contains(&format!("user {me}")), "{message}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
 #[test]
 fn a_uid_not_on_the_allow_list_is_refused() {
     let dir = TestDir::new("uid");

@@ -1,7 +1,7 @@
 //! 1000 concurrent connections from 10 client processes, served by one server; every call's
 //! response is checked.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! the client, a client's `Goodbye` counted as a protocol error, and concurrent fragmented
 //! notifications merged into one message.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 

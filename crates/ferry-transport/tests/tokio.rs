@@ -2,7 +2,10 @@
 //! streams, cancellation by dropping futures and streams, the async server answering blocking
 //! and async clients, server death; and the zero-copy `call_with` / `respond_with`.
 
-#![cfg(all(any(target_os = "linux", target_os = "macos"), feature = "tokio"))]
+#![cfg(all(
+    any(target_os = "linux", target_os = "macos", windows),
+    feature = "tokio"
+))]
 
 mod common;
 

@@ -162,7 +162,7 @@ fn lifecycle_events_appear_and_carry_no_payload() {
     let server = Server::bind(SERVICE, server_config(dir.path()), handle).unwrap();
     let bound = rec.one("ferry server bound");
     assert_eq!(bound.field("service"), Some(SERVICE));
-    assert!(bound.field("socket").unwrap().ends_with("traced.sock"));
+    assert!(bound.field("endpoint").unwrap().ends_with("traced.sock"));
 
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
     for _ in 0..100 {
@@ -173,7 +173,7 @@ fn lifecycle_events_appear_and_carry_no_payload() {
     let accepted = rec.one("ferry connection accepted");
     assert_eq!(accepted.field("peer_pid"), Some(me.to_string().as_str()));
     assert_eq!(
-        accepted.field("peer_uid"),
+        accepted.field("peer_user"),
         Some(rustix::process::geteuid().as_raw().to_string().as_str())
     );
     assert_eq!(accepted.field("connection"), Some("1"));

@@ -3,7 +3,7 @@
 //! client (the calling thread, its reader) run, metrics (counters, round-trip histogram)
 //! included.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 

@@ -269,6 +269,6 @@ mod tests {
             .wait(&mut events, Some(Duration::from_secs(5)))
             .unwrap();
         assert_eq!(events.tokens().collect::<Vec<_>>(), [3]);
-        assert!(crate::link::control_hung_up(&ours));
+        assert!(crate::sys::control_hung_up(&ours));
     }
 }

@@ -38,6 +38,36 @@ pub fn resolve(name: &str) -> Result<String, Error> {
 pub fn resolve_for(sid: &Sid, name: &str) -> Result<String, Error> {
     validate_name(name)?;
     let pipe = format!("{PIPE_PREFIX}{sid}-{name}");
+    checked_len(name, pipe)
+}
+
+/// The pipe of service `name` for user `sid`, in the scope of `runtime_dir` when given:
+/// `\\.\pipe\ferry-<SID>@<16 hex digits>-<name>`, the digits a 64-bit FNV-1a hash of the
+/// path's UTF-8 bytes (as written: `C:\a` and `c:\a\` are two scopes). A scope lets two sets
+/// of servers and clients of one user use the same service names without meeting (what a
+/// runtime directory does on Unix); a hash keeps the name short and free of characters a pipe
+/// name cannot hold.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn resolve_scoped(
+    sid: &Sid,
+    name: &str,
+    runtime_dir: Option<&std::path::Path>,
+) -> Result<String, Error> {
+    let Some(dir) = runtime_dir else {
+        return resolve_for(sid, name);
+    };
+    validate_name(name)?;
+    let pipe = format!(
+        "{PIPE_PREFIX}{sid}@{:016x}-{name}",
+        fnv1a(dir.to_string_lossy().as_bytes())
+    );
+    checked_len(name, pipe)
+}
+
+/// `pipe`, if Windows accepts a name that long.
+fn checked_len(name: &str, pipe: String) -> Result<String, Error> {
     if pipe.len() > MAX_PIPE_NAME {
         return Err(Error::InvalidServiceName {
             name: name.to_owned(),
@@ -51,9 +81,36 @@ pub fn resolve_for(sid: &Sid, name: &str) -> Result<String, Error> {
     Ok(pipe)
 }
 
+/// 64-bit FNV-1a: stable across processes and Rust versions (unlike `std`'s hashers).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_makes_another_pipe_name_and_the_same_one_every_time() {
+        let sid: Sid = "S-1-5-21-1-2-3-1000".parse().unwrap();
+        let a = resolve_scoped(&sid, "engine", Some(std::path::Path::new("C:\\t\\a"))).unwrap();
+        let b = resolve_scoped(&sid, "engine", Some(std::path::Path::new("C:\\t\\b"))).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            resolve_scoped(&sid, "engine", Some(std::path::Path::new("C:\\t\\a"))).unwrap()
+        );
+        assert!(a.starts_with(r"\\.\pipe\ferry-S-1-5-21-1-2-3-1000@"), "{a}");
+        assert!(a.ends_with("-engine"), "{a}");
+        assert_eq!(
+            resolve_scoped(&sid, "engine", None).unwrap(),
+            resolve_for(&sid, "engine").unwrap()
+        );
+        // FNV-1a's published test vector: the hash is the same everywhere.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 
     #[test]
     fn pipe_names_carry_the_user_and_the_service() {

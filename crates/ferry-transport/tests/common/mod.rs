@@ -129,6 +129,7 @@ pub fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
+#[cfg(unix)]
 /// Open descriptors of this process (Linux: `/proc/self/fd`; macOS: `/dev/fd`, whose listing
 /// also counts the descriptor reading it, as `/proc/self/fd`'s does).
 pub fn fd_count() -> usize {
@@ -139,6 +140,7 @@ pub fn fd_count() -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
+#[cfg(unix)]
 /// The server's doorbell, from the descriptors a Welcome brought after the shared memory's
 /// (Linux: its eventfd, then the client's; macOS: its pipe's read and write ends, then the
 /// client's two).
