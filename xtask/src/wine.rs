@@ -50,7 +50,9 @@ pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     let mut test = Cmd::cargo()
         .env("WINEPREFIX", &prefix)
         .env("WINEDEBUG", "-all")
-        .args(["test", "--target", WINDOWS_TARGET]);
+        .args(["test", "--target", WINDOWS_TARGET])
+        // The transport's async API and its tests (tests/tokio.rs) run under Wine too.
+        .args(["--features", "ferry-transport/tokio"]);
     for krate in &crates {
         test = test.args(["-p", krate]);
     }

@@ -90,6 +90,7 @@ fn thousand_connections_from_ten_processes() {
         "open connections: {}",
         server.stats().connections_open.load(Ordering::SeqCst)
     );
+    std::fs::create_dir_all(dir.path()).unwrap(); // Windows: a runtime dir is only a scope
     std::fs::write(dir.path().join("go"), b"").unwrap();
     // wait_line consumed stdout; poll the server's request counter instead, then check exits.
     let want = (total as u64) * CALLS;

@@ -45,8 +45,6 @@ pub mod control;
 pub mod identity;
 pub mod pipe;
 pub mod pipe_name;
-// The Windows server's workers (issue 8) are its user; until they are wired, only its tests are.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod poller;
 pub mod shm;
 
