@@ -1,8 +1,6 @@
 //! Ferry's transport: connections between two processes over shared-memory rings.
 //!
 //! ```no_run
-//! # // The client and server exist on Linux and macOS so far (see Platforms).
-//! # #[cfg(unix)]
 //! # fn main() -> Result<(), ferry_transport::Error> {
 //! use ferry_transport::{Client, Server, ServerConfig, Request};
 //!
@@ -19,8 +17,6 @@
 //! # drop(server);
 //! # Ok(())
 //! # }
-//! # #[cfg(not(unix))]
-//! # fn main() {}
 //! ```
 //!
 //! A server binds a *service name*; the name maps to a Unix-domain control socket in a per-user
@@ -89,13 +85,18 @@
 //! `POLLRDHUP`), and waits on a ring's sleep word use `os_sync_wait_on_address` (macOS 14.4+;
 //! older systems sleep in 1 ms slices instead).
 //!
-//! Windows: only the `windows` control plane so far (a named pipe restricted to the current
-//! user, the peer's process and user SID, handles duplicated into the client, unnamed file
-//! mappings), tested under Wine; the Windows client and server are not wired yet (issue 8).
+//! Windows (`x86_64-pc-windows-gnu`): the client, the server and the tokio API, **tested under
+//! Wine** (not on Windows itself). What differs there: the control channel is a named pipe
+//! restricted to the current user (`ferry_transport::windows`), peers are checked by the user
+//! SID of their process ([`ServerConfig`]'s `allowed_sids`, [`Connection`]'s `peer_sid`), the
+//! memory and the doorbells (unnamed events) are duplicated into the client, a pending read on
+//! the pipe tells each side that the other is gone, the server's workers wait on an I/O
+//! completion port, and a thread waiting on a ring's sleep word is woken through its doorbell's
+//! waiter (`WaitOnAddress` works within one process only). `runtime_dir` scopes the pipe name.
 
 #![warn(missing_docs)]
-// Linux: everything, tested. macOS: everything, compile-checked only (see "Platforms").
-// Windows: the control plane (`windows`), tested under Wine. Elsewhere the crate is empty.
+// Linux: everything, tested. macOS: everything, compile-checked only. Windows: everything,
+// tested under Wine (see "Platforms"). Elsewhere the crate is empty.
 #![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod client;

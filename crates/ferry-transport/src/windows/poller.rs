@@ -220,11 +220,13 @@ impl Poller {
         registration.end()
     }
 
-    /// Queues `token` as if a registration fired (wakes a worker waiting in
-    /// [`wait`](Self::wait); it replaces the worker's inbox doorbell).
+    /// Queues `token` as if a registration fired (wakes a thread waiting in
+    /// [`wait`](Self::wait)). The server's workers do not use it yet: their inbox is a doorbell
+    /// on every OS (one thread-pool hop more on Windows, only when a connection is handed over).
     ///
     /// # Errors
     /// The OS error of `PostQueuedCompletionStatus` (out of memory).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn post(&self, token: u64) -> io::Result<()> {
         // SAFETY: our live port; a null OVERLAPPED is allowed (it is only passed through).
         if unsafe { PostQueuedCompletionStatus(self.port(), 0, token as usize, core::ptr::null()) }
