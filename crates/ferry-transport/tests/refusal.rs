@@ -3,39 +3,48 @@
 //! refused and closed before reading the Hello, so a client that sent its Hello a moment later
 //! got EPIPE, "the peer closed the control socket", and never read the Refuse waiting for it.)
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind};
-use ferry_transport::unix::control;
 use ferry_transport::{Client, ClientConfig, Error, Server};
 
 #[test]
-fn a_refused_uid_gets_the_reason_even_when_its_hello_is_late() {
+fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
     let dir = TestDir::new("refusal");
-    let me = rustix::process::geteuid().as_raw();
     let mut cfg = server_config(dir.path());
-    cfg.allowed_uids = vec![me.wrapping_add(1)];
+    // Allow only another user (Windows: Wine runs everything as one user, so a foreign SID).
+    #[cfg(unix)]
+    let me = {
+        let me = rustix::process::geteuid().as_raw();
+        cfg.allowed_uids = vec![me.wrapping_add(1)];
+        format!("uid {me}")
+    };
+    #[cfg(windows)]
+    let me = {
+        let me = ferry_transport::windows::identity::Sid::current_user().unwrap();
+        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
+        format!("user {me}")
+    };
     let _server = Server::bind("refusal", cfg, |r: ferry_transport::Request<'_>| {
         r.respond(b"")
     })
     .unwrap();
     for delay_ms in [0, 20, 100] {
-        let sock = UnixStream::connect(dir.path().join("refusal.sock")).unwrap();
+        let raw = RawControl::connect(dir.path(), "refusal");
         std::thread::sleep(Duration::from_millis(delay_ms));
         let hello = Hello::new(ferry_frame::Limits::default()).to_bytes();
-        control::send_frame(&sock, Kind::Hello, 0, &hello, &[])
+        raw.send(Kind::Hello, &hello)
             .unwrap_or_else(|e| panic!("Hello {delay_ms} ms after connecting: {e}"));
-        let frame = control::recv_frame(&sock).unwrap().expect("a Refuse frame");
-        assert_eq!(frame.header.kind(), Kind::Refuse);
-        let p = ErrorPayload::decode(&frame.payload).unwrap();
+        let (kind, payload) = raw.recv().unwrap().expect("a Refuse frame");
+        assert_eq!(kind, Kind::Refuse);
+        let p = ErrorPayload::decode(&payload).unwrap();
         assert_eq!(p.code, ErrorCode::REFUSED);
-        assert!(p.message.contains(&format!("uid {me}")), "{}", p.message);
+        assert!(p.message.contains(&me), "{}", p.message);
     }
     // And through the library.
     let config = ClientConfig {
@@ -43,7 +52,7 @@ fn a_refused_uid_gets_the_reason_even_when_its_hello_is_late() {
         ..client_config(dir.path())
     };
     match Client::connect_with("refusal", config) {
-        Err(Error::Refused { message, .. }) => assert!(message.contains(&format!("uid {me}"))),
+        Err(Error::Refused { message, .. }) => assert!(message.contains(&me), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -201,3 +201,57 @@ pub fn echo_plus_one_server(dir: &TestDir, name: &str) -> Server {
     })
     .expect("bind")
 }
+
+/// A control-channel connection made by hand (no library handshake): for tests that send the
+/// server what a broken or hostile client would. Unix: the service's socket under `dir`;
+/// Windows: its pipe, scoped by `dir` as the library scopes it.
+pub struct RawControl {
+    #[cfg(unix)]
+    sock: std::os::unix::net::UnixStream,
+    #[cfg(windows)]
+    pipe: ferry_transport::windows::pipe::Pipe,
+}
+
+impl RawControl {
+    /// Connects to service `name` whose runtime directory (Windows: scope) is `dir`.
+    pub fn connect(dir: &Path, name: &str) -> RawControl {
+        #[cfg(unix)]
+        {
+            let sock = std::os::unix::net::UnixStream::connect(dir.join(format!("{name}.sock")))
+                .expect("connect to the control socket");
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            RawControl { sock }
+        }
+        #[cfg(windows)]
+        {
+            use ferry_transport::windows::{identity::Sid, pipe, pipe_name};
+            let me = Sid::current_user().expect("our SID");
+            let name = pipe_name::resolve_scoped(&me, name, Some(dir)).expect("pipe name");
+            let pipe =
+                pipe::connect_pipe(&name, Duration::from_secs(5)).expect("connect to the pipe");
+            pipe.set_timeout(Some(Duration::from_secs(5)));
+            RawControl { pipe }
+        }
+    }
+
+    /// Sends one frame.
+    pub fn send(
+        &self,
+        kind: ferry_frame::Kind,
+        payload: &[u8],
+    ) -> Result<(), ferry_transport::Error> {
+        #[cfg(unix)]
+        return ferry_transport::unix::control::send_frame(&self.sock, kind, 0, payload, &[]);
+        #[cfg(windows)]
+        return ferry_transport::windows::control::send_frame(&self.pipe, kind, 0, payload);
+    }
+
+    /// Receives one frame: its kind and payload (`None`: the server hung up).
+    pub fn recv(&self) -> Result<Option<(ferry_frame::Kind, Vec<u8>)>, ferry_transport::Error> {
+        #[cfg(unix)]
+        let frame = ferry_transport::unix::control::recv_frame(&self.sock)?;
+        #[cfg(windows)]
+        let frame = ferry_transport::windows::control::recv_frame(&self.pipe)?;
+        Ok(frame.map(|f| (f.header.kind(), f.payload)))
+    }
+}
