@@ -2,19 +2,21 @@
 //! and wrong versions on the control socket. The server runs in this process so that its
 //! counters and descriptor table can be checked; clients are separate processes.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Welcome};
-use ferry_transport::unix::{control, shm::SharedMemory};
+use ferry_notify::Doorbell;
+#[cfg(unix)]
+use ferry_transport::unix::shm::SharedMemory;
+#[cfg(windows)]
+use ferry_transport::windows::shm::SharedMemory;
 use ferry_transport::{Client, Server};
 
 const SERVICE: &str = "faults";
@@ -23,26 +25,65 @@ fn echo_server(dir: &TestDir) -> Server {
     echo_plus_one_server(dir, SERVICE)
 }
 
-/// Does the handshake by hand and returns the socket, the agreed Welcome and the memory.
-/// What a hand-made handshake yields: the control socket, the server's answer, the mapped
-/// connection memory and the remaining descriptors (doorbells).
-type RawConnection = (UnixStream, Welcome, SharedMemory, Vec<OwnedFd>);
+/// What a hand-made handshake yields: the control channel, the server's answer, the mapped
+/// connection memory and the server's doorbell.
+struct RawConnection {
+    _control: RawControl,
+    _welcome: Welcome,
+    mem: SharedMemory,
+    server_bell: Doorbell,
+}
 
+/// Does the handshake by hand (as a hostile client would); the server's refusal otherwise.
 fn raw_connect(dir: &std::path::Path, hello: Hello) -> Result<RawConnection, (u32, String)> {
-    let sock = UnixStream::connect(dir.join(format!("{SERVICE}.sock"))).expect("connect");
-    control::send_frame(&sock, Kind::Hello, 0, &hello.to_bytes(), &[]).expect("send Hello");
-    let frame = control::recv_frame(&sock).expect("recv").expect("a frame");
+    let control = RawControl::connect(dir, SERVICE);
+    control
+        .send(Kind::Hello, &hello.to_bytes())
+        .expect("send Hello");
+    #[cfg(unix)]
+    let frame = control.recv_with_fds().expect("recv").expect("a frame");
+    #[cfg(windows)]
+    let frame = ferry_transport::windows::control::recv_frame(control.pipe())
+        .expect("recv")
+        .expect("a frame");
     if frame.header.kind() == Kind::Refuse {
         let p = ErrorPayload::decode(&frame.payload).expect("refusal payload");
         return Err((p.code.0, p.message.to_owned()));
     }
     assert_eq!(frame.header.kind(), Kind::Welcome);
     let welcome = Welcome::decode(&frame.payload).unwrap();
-    let mut fds = frame.fds;
-    let mem_fd = fds.remove(0);
-    let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
-    let mem = SharedMemory::open(mem_fd, len).expect("map");
-    Ok((sock, welcome, mem, fds))
+    #[cfg(unix)]
+    let (mem, server_bell) = {
+        let mut fds = frame.fds;
+        let mem_fd = fds.remove(0);
+        let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
+        (
+            SharedMemory::open(mem_fd, len).expect("map"),
+            server_bell(fds),
+        )
+    };
+    #[cfg(windows)]
+    let (mem, server_bell) = {
+        use ferry_transport::windows::control::{ConnectionHandles, recv_handles};
+        let handles =
+            ConnectionHandles::adopt(&recv_handles(control.pipe()).expect("Handles")).unwrap();
+        // docs/protocol.md §7.1: client → server ring at 0, server → client ring at the next
+        // multiple of 4096, the whole rounded up to 4096.
+        let l = &welcome.limits;
+        let c2s = ferry_ring::region_size(l.client_to_server_ring_bytes as usize);
+        let s2c = ferry_ring::region_size(l.server_to_client_ring_bytes as usize);
+        let total = (c2s.next_multiple_of(4096) + s2c).next_multiple_of(4096);
+        (
+            SharedMemory::open(handles.shared_memory, total).expect("map"),
+            Doorbell::from_owned_handle(handles.server_doorbell).expect("doorbell"),
+        )
+    };
+    Ok(RawConnection {
+        _control: control,
+        _welcome: welcome,
+        mem,
+        server_bell,
+    })
 }
 
 #[test]
@@ -54,12 +95,14 @@ fn child_entry() {
     match role.as_str() {
         // Connects by hand, then scribbles over both rings and rings the server's doorbell.
         "hostile" => {
-            let (_sock, _welcome, mem, fds) = raw_connect(
+            // Keep the whole connection: its control channel closing would be a hang-up,
+            // not the corruption this test is about.
+            let conn = raw_connect(
                 &dir,
                 Hello::new(small_rings(ferry_frame::Limits::default())),
             )
             .expect("handshake");
-            let server_bell = server_bell(fds);
+            let (mem, server_bell) = (&conn.mem, &conn.server_bell);
             println!("CONNECTED");
             let mut x: u64 = 0x2545_F491_4F6C_DD1D;
             let end = Instant::now() + Duration::from_millis(300);
@@ -160,12 +203,9 @@ fn garbage_on_the_control_socket_is_dropped_and_service_goes_on() {
     let dir = TestDir::new("garbage");
     let server = echo_server(&dir);
     for len in [1usize, 23, 24, 100, 5000] {
-        let mut sock = UnixStream::connect(dir.path().join(format!("{SERVICE}.sock"))).unwrap();
-        use std::io::{Read, Write};
-        let _ = sock.write_all(&pattern(len as u64, len));
-        let _ = sock.shutdown(std::net::Shutdown::Write);
-        let mut rest = Vec::new();
-        let _ = sock.read_to_end(&mut rest); // the server answers Refuse or just closes
+        let raw = RawControl::connect(dir.path(), SERVICE);
+        raw.write_raw(&pattern(len as u64, len));
+        raw.finish_and_drain(); // the server answers Refuse or just closes
     }
     assert!(eventually(Duration::from_secs(5), || server
         .stats()

@@ -246,6 +246,42 @@ impl RawControl {
         return ferry_transport::windows::control::send_frame(&self.pipe, kind, 0, payload);
     }
 
+    /// Writes raw bytes (not a frame).
+    pub fn write_raw(&self, bytes: &[u8]) {
+        #[cfg(unix)]
+        let _ = std::io::Write::write_all(&mut &self.sock, bytes);
+        #[cfg(windows)]
+        let _ = self.pipe.write_all(bytes);
+    }
+
+    /// Says nothing more (Unix: shuts down the writing side) and reads until the server closes.
+    pub fn finish_and_drain(&self) {
+        #[cfg(unix)]
+        {
+            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+            let _ = std::io::Read::read_to_end(&mut &self.sock, &mut Vec::new());
+        }
+        #[cfg(windows)]
+        {
+            let mut buf = [0u8; 512];
+            while matches!(self.pipe.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    /// The descriptors (Unix) that came with the last frame `recv_with_fds` read.
+    #[cfg(unix)]
+    pub fn recv_with_fds(
+        &self,
+    ) -> Result<Option<ferry_transport::unix::control::ControlFrame>, ferry_transport::Error> {
+        ferry_transport::unix::control::recv_frame(&self.sock)
+    }
+
+    /// The pipe (Windows), for the `Handles` exchange.
+    #[cfg(windows)]
+    pub fn pipe(&self) -> &ferry_transport::windows::pipe::Pipe {
+        &self.pipe
+    }
+
     /// Receives one frame: its kind and payload (`None`: the server hung up).
     pub fn recv(&self) -> Result<Option<(ferry_frame::Kind, Vec<u8>)>, ferry_transport::Error> {
         #[cfg(unix)]
