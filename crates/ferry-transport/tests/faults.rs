@@ -11,79 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind, Welcome};
-use ferry_notify::Doorbell;
-#[cfg(unix)]
-use ferry_transport::unix::shm::SharedMemory;
-#[cfg(windows)]
-use ferry_transport::windows::shm::SharedMemory;
+use ferry_frame::{ErrorCode, Hello};
 use ferry_transport::{Client, Server};
 
 const SERVICE: &str = "faults";
 
 fn echo_server(dir: &TestDir) -> Server {
     echo_plus_one_server(dir, SERVICE)
-}
-
-/// What a hand-made handshake yields: the control channel, the server's answer, the mapped
-/// connection memory and the server's doorbell.
-struct RawConnection {
-    _control: RawControl,
-    _welcome: Welcome,
-    mem: SharedMemory,
-    server_bell: Doorbell,
-}
-
-/// Does the handshake by hand (as a hostile client would); the server's refusal otherwise.
-fn raw_connect(dir: &std::path::Path, hello: Hello) -> Result<RawConnection, (u32, String)> {
-    let control = RawControl::connect(dir, SERVICE);
-    control
-        .send(Kind::Hello, &hello.to_bytes())
-        .expect("send Hello");
-    #[cfg(unix)]
-    let frame = control.recv_with_fds().expect("recv").expect("a frame");
-    #[cfg(windows)]
-    let frame = ferry_transport::windows::control::recv_frame(control.pipe())
-        .expect("recv")
-        .expect("a frame");
-    if frame.header.kind() == Kind::Refuse {
-        let p = ErrorPayload::decode(&frame.payload).expect("refusal payload");
-        return Err((p.code.0, p.message.to_owned()));
-    }
-    assert_eq!(frame.header.kind(), Kind::Welcome);
-    let welcome = Welcome::decode(&frame.payload).unwrap();
-    #[cfg(unix)]
-    let (mem, server_bell) = {
-        let mut fds = frame.fds;
-        let mem_fd = fds.remove(0);
-        let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
-        (
-            SharedMemory::open(mem_fd, len).expect("map"),
-            server_bell(fds),
-        )
-    };
-    #[cfg(windows)]
-    let (mem, server_bell) = {
-        use ferry_transport::windows::control::{ConnectionHandles, recv_handles};
-        let handles =
-            ConnectionHandles::adopt(&recv_handles(control.pipe()).expect("Handles")).unwrap();
-        // docs/protocol.md §7.1: client → server ring at 0, server → client ring at the next
-        // multiple of 4096, the whole rounded up to 4096.
-        let l = &welcome.limits;
-        let c2s = ferry_ring::region_size(l.client_to_server_ring_bytes as usize);
-        let s2c = ferry_ring::region_size(l.server_to_client_ring_bytes as usize);
-        let total = (c2s.next_multiple_of(4096) + s2c).next_multiple_of(4096);
-        (
-            SharedMemory::open(handles.shared_memory, total).expect("map"),
-            Doorbell::from_owned_handle(handles.server_doorbell).expect("doorbell"),
-        )
-    };
-    Ok(RawConnection {
-        _control: control,
-        _welcome: welcome,
-        mem,
-        server_bell,
-    })
 }
 
 #[test]
@@ -97,8 +31,9 @@ fn child_entry() {
         "hostile" => {
             // Keep the whole connection: its control channel closing would be a hang-up,
             // not the corruption this test is about.
-            let conn = raw_connect(
+            let conn = raw_handshake(
                 &dir,
+                SERVICE,
                 Hello::new(small_rings(ferry_frame::Limits::default())),
             )
             .expect("handshake");
@@ -176,7 +111,7 @@ fn wrong_protocol_version_is_refused_with_a_clear_error() {
     let mut hello = Hello::new(small_rings(ferry_frame::Limits::default()));
     hello.min_version = 7;
     hello.max_version = 9;
-    match raw_connect(dir.path(), hello) {
+    match raw_handshake(dir.path(), SERVICE, hello) {
         Err((code, message)) => {
             assert_eq!(code, ErrorCode::VERSION_UNSUPPORTED.0);
             assert!(
@@ -189,7 +124,7 @@ fn wrong_protocol_version_is_refused_with_a_clear_error() {
     // Ring sizes that are not powers of two are refused too, saying why.
     let mut hello = Hello::new(ferry_frame::Limits::default());
     hello.limits.client_to_server_ring_bytes = 5_000;
-    match raw_connect(dir.path(), hello) {
+    match raw_handshake(dir.path(), SERVICE, hello) {
         Err((code, message)) => {
             assert_eq!(code, ErrorCode::LIMITS_UNACCEPTABLE.0);
             assert!(message.contains("powers of two"), "{message}");

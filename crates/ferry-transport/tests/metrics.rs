@@ -3,18 +3,16 @@
 //! control socket (and being refused for a disallowed uid), and per-connection series that
 //! disappear when their connection closes.
 
-#![cfg(any(target_os = "linux", target_os = "macos"))]
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind};
-use ferry_transport::unix::control;
 use ferry_transport::{Client, Error, Request, Responder, Server, read_server_metrics};
 
 const SERVICE: &str = "metrics";
@@ -342,12 +340,11 @@ fn a_known_workload_gives_exact_counts_on_both_sides() {
 
 /// Does the handshake by hand with `hello`; returns the server's refusal code, if any.
 fn raw_hello(dir: &TestDir, kind: Kind, payload: &[u8]) -> Option<u32> {
-    let sock = UnixStream::connect(dir.path().join(format!("{SERVICE}.sock"))).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    control::send_frame(&sock, kind, 0, payload, &[]).unwrap();
-    let frame = control::recv_frame(&sock).unwrap()?;
-    if frame.header.kind() == Kind::Refuse {
-        return Some(ErrorPayload::decode(&frame.payload).unwrap().code.0);
+    let raw = RawControl::connect(dir.path(), SERVICE);
+    raw.send(kind, payload).unwrap();
+    let (kind, payload) = raw.recv().unwrap()?;
+    if kind == Kind::Refuse {
+        return Some(ErrorPayload::decode(&payload).unwrap().code.0);
     }
     None
 }
@@ -377,8 +374,11 @@ fn errors_are_counted_by_kind() {
         raw_hello(&dir, Kind::MetricsQuery, b"with a payload"),
         Some(ErrorCode::PROTOCOL_VIOLATION.0)
     );
-    // A client that hangs up before its Hello: no Refuse can reach it.
-    drop(UnixStream::connect(dir.path().join(format!("{SERVICE}.sock"))).unwrap());
+    // A client that hangs up before its Hello: no Refuse can reach it. (It waits until the
+    // server took its connection: on Windows a client gone before that is no connection.)
+    let raw = RawControl::connect(dir.path(), SERVICE);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(raw);
 
     // Handler failures, seen by the caller as remote errors.
     let client = connect(&dir);
@@ -473,16 +473,13 @@ fn a_corrupted_ring_is_a_protocol_error_and_closes_only_its_connection() {
     let mut server = start_server(&dir);
     let honest = connect(&dir);
     // A hand-made connection whose client → server ring we overwrite.
-    let sock = UnixStream::connect(dir.path().join(format!("{SERVICE}.sock"))).unwrap();
-    let hello = Hello::new(small_rings(ferry_frame::Limits::default()));
-    control::send_frame(&sock, Kind::Hello, 0, &hello.to_bytes(), &[]).unwrap();
-    let frame = control::recv_frame(&sock).unwrap().unwrap();
-    assert_eq!(frame.header.kind(), Kind::Welcome);
-    let mut fds = frame.fds.into_iter();
-    let mem_fd = fds.next().unwrap();
-    let server_bell = server_bell(fds);
-    let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
-    let mem = ferry_transport::unix::shm::SharedMemory::open(mem_fd, len).unwrap();
+    let raw = raw_handshake(
+        dir.path(),
+        SERVICE,
+        Hello::new(small_rings(ferry_frame::Limits::default())),
+    )
+    .expect("handshake");
+    let (mem, server_bell) = (&raw.mem, &raw.server_bell);
     // Both rings' headers and cursors become garbage.
     for off in (0..mem.len()).step_by(8) {
         let word = mem.as_ptr().wrapping_add(off).cast::<u64>();
@@ -508,7 +505,7 @@ fn a_corrupted_ring_is_a_protocol_error_and_closes_only_its_connection() {
     assert_eq!(m.count_matching(r#"connection="2""#), 0);
     assert!(m.count_matching(r#"connection="1""#) > 0);
     assert_eq!(&*honest.call(b"Estill here").unwrap(), b"Estill here");
-    drop(sock);
+    drop(raw);
     kill9(&mut server);
 }
 
@@ -527,17 +524,30 @@ fn another_process_reads_metrics_but_a_disallowed_uid_is_refused() {
     assert_eq!(m.get("ferry_server_metrics_queries_total"), 1);
     server.shutdown();
 
-    // Disallowed: the server accepts only another uid than ours.
-    let me = rustix::process::geteuid().as_raw();
+    // Disallowed: the server accepts only another user than ours (Windows: Wine runs every
+    // process as one user, so a foreign SID).
     let mut cfg = server_config(dir.path());
-    cfg.allowed_uids = vec![me.wrapping_add(1)];
+    #[cfg(unix)]
+    let me = {
+        let me = rustix::process::geteuid().as_raw();
+        cfg.allowed_uids = vec![me.wrapping_add(1)];
+        format!("uid {me}")
+    };
+    #[cfg(windows)]
+    let me = {
+        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
+        format!(
+            "user {}",
+            ferry_transport::windows::identity::Sid::current_user().unwrap()
+        )
+    };
     let server = Server::bind(SERVICE, cfg, handle).unwrap();
     let mut child = spawn("query", dir.path(), &[]);
     let outcome = wait_line(&mut child, "OUTCOME", Duration::from_secs(20));
     let _ = child.wait();
     assert_eq!(
         outcome,
-        format!("refused code=0x102 message=uid {me} is not allowed to use this service")
+        format!("refused code=0x102 message={me} is not allowed to use this service")
     );
     let m = Metrics::parse(&server.metrics_text());
     assert_eq!(m.get("ferry_server_metrics_queries_total"), 0);
@@ -554,11 +564,18 @@ fn another_process_reads_metrics_but_a_disallowed_uid_is_refused() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     server.shutdown();
-    // No server: a clear NotRunning.
-    assert!(matches!(
-        read_server_metrics(SERVICE, Some(dir.path())),
-        Err(Error::NotRunning { .. })
-    ));
+    // No server: a clear NotRunning (Windows: PipeNotFound).
+    let nobody = read_server_metrics(SERVICE, Some(dir.path()));
+    #[cfg(unix)]
+    assert!(
+        matches!(nobody, Err(Error::NotRunning { .. })),
+        "{nobody:?}"
+    );
+    #[cfg(windows)]
+    assert!(
+        matches!(nobody, Err(Error::PipeNotFound { .. })),
+        "{nobody:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
+pub use ferry_transport::unix::shm::SharedMemory;
+#[cfg(windows)]
+pub use ferry_transport::windows::shm::SharedMemory;
 use ferry_transport::{ClientConfig, Limits, Request, Server, ServerConfig};
 
 /// A private runtime directory for one test, removed on drop.
@@ -290,4 +294,70 @@ impl RawControl {
         let frame = ferry_transport::windows::control::recv_frame(&self.pipe)?;
         Ok(frame.map(|f| (f.header.kind(), f.payload)))
     }
+}
+
+/// What a hand-made handshake yields: the control channel, the server's answer, the mapped
+/// connection memory and the server's doorbell.
+pub struct RawConnection {
+    pub control: RawControl,
+    pub welcome: ferry_frame::Welcome,
+    pub mem: SharedMemory,
+    pub server_bell: ferry_notify::Doorbell,
+}
+
+/// Does the handshake by hand (as a hostile client would) with service `service` under `dir`;
+/// the server's refusal (code, message) otherwise.
+pub fn raw_handshake(
+    dir: &Path,
+    service: &str,
+    hello: ferry_frame::Hello,
+) -> Result<RawConnection, (u32, String)> {
+    let control = RawControl::connect(dir, service);
+    control
+        .send(ferry_frame::Kind::Hello, &hello.to_bytes())
+        .expect("send Hello");
+    #[cfg(unix)]
+    let frame = control.recv_with_fds().expect("recv").expect("a frame");
+    #[cfg(windows)]
+    let frame = ferry_transport::windows::control::recv_frame(control.pipe())
+        .expect("recv")
+        .expect("a frame");
+    if frame.header.kind() == ferry_frame::Kind::Refuse {
+        let p = ferry_frame::ErrorPayload::decode(&frame.payload).expect("refusal payload");
+        return Err((p.code.0, p.message.to_owned()));
+    }
+    assert_eq!(frame.header.kind(), ferry_frame::Kind::Welcome);
+    let welcome = ferry_frame::Welcome::decode(&frame.payload).unwrap();
+    #[cfg(unix)]
+    let (mem, server_bell) = {
+        let mut fds = frame.fds;
+        let mem_fd = fds.remove(0);
+        let len = rustix::fs::fstat(&mem_fd).unwrap().st_size as usize;
+        (
+            SharedMemory::open(mem_fd, len).expect("map"),
+            server_bell(fds),
+        )
+    };
+    #[cfg(windows)]
+    let (mem, server_bell) = {
+        use ferry_transport::windows::control::{ConnectionHandles, recv_handles};
+        let handles =
+            ConnectionHandles::adopt(&recv_handles(control.pipe()).expect("Handles")).unwrap();
+        // docs/protocol.md §7.1: client → server ring at 0, server → client ring at the next
+        // multiple of 4096, the whole rounded up to 4096.
+        let l = &welcome.limits;
+        let c2s = ferry_ring::region_size(l.client_to_server_ring_bytes as usize);
+        let s2c = ferry_ring::region_size(l.server_to_client_ring_bytes as usize);
+        let total = (c2s.next_multiple_of(4096) + s2c).next_multiple_of(4096);
+        (
+            SharedMemory::open(handles.shared_memory, total).expect("map"),
+            ferry_notify::Doorbell::from_owned_handle(handles.server_doorbell).expect("doorbell"),
+        )
+    };
+    Ok(RawConnection {
+        control,
+        welcome,
+        mem,
+        server_bell,
+    })
 }
