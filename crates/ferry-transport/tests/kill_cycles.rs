@@ -1,8 +1,9 @@
-//! SIGKILL of clients in the middle of writes, 1000 times: every connection is cleaned up and
-//! nothing leaks (descriptors, private memory). Alone in its test binary so that the descriptor
-//! and memory counts are this test's own.
+//! SIGKILL (Windows: `TerminateProcess`) of clients in the middle of writes, 1000 times (100
+//! under Wine, where starting a process is slow): every connection is cleaned up and nothing
+//! leaks (descriptors or handles, private memory). Alone in its test binary so that the counts
+//! are this test's own.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 
@@ -43,7 +44,7 @@ fn killed_clients_are_cleaned_up_without_leaks() {
     let cycles: usize = std::env::var("FERRY_KILL_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(if cfg!(windows) { 100 } else { 1000 });
     let warmup = (cycles / 10).max(1);
     let mut baseline = None;
     for i in 0..cycles {
@@ -71,19 +72,26 @@ fn killed_clients_are_cleaned_up_without_leaks() {
     );
     let (fds0, rss0) = baseline.unwrap();
     // Descriptors of the last connection and of the pipe readers close asynchronously.
-    eventually(Duration::from_secs(5), || fd_count() <= fds0);
+    eventually(Duration::from_secs(5), || open_count() <= fds0);
     let fds1 = settled_fd_count();
     let rss1 = rss_anon_kib();
     println!(
-        "after {warmup} cycles: {fds0} fds, RssAnon {rss0} kB; after {cycles}: {fds1} fds, RssAnon {rss1} kB"
+        "after {warmup} cycles: {fds0} descriptors/handles, private {rss0} kB; after {cycles}: \
+         {fds1} descriptors/handles, private {rss1} kB"
     );
-    assert!(
-        fds1 <= fds0,
-        "descriptor count grew from {fds0} to {fds1} over {cycles} connect/kill cycles"
-    );
+    // Wine 8's GetProcessHandleCount is a stub that reports 0: there the handle check says so
+    // and only memory, the connection count and service are checked. On Windows it applies.
+    if cfg!(windows) && fds0 == 0 && fds1 == 0 {
+        println!("the handle count is not reported on this system (Wine): not checked");
+    } else {
+        assert!(
+            fds1 <= fds0,
+            "descriptor/handle count grew from {fds0} to {fds1} over {cycles} connect/kill cycles"
+        );
+    }
     assert!(
         rss1 <= rss0 + 4096,
-        "RssAnon grew from {rss0} kB to {rss1} kB over {cycles} cycles"
+        "private memory grew from {rss0} kB to {rss1} kB over {cycles} cycles"
     );
     assert_eq!(
         server.stats().connections_accepted.load(Ordering::SeqCst),
@@ -96,10 +104,10 @@ fn killed_clients_are_cleaned_up_without_leaks() {
 
 /// The descriptor count once it stops changing (closing is asynchronous).
 fn settled_fd_count() -> usize {
-    let mut last = fd_count();
+    let mut last = open_count();
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let now = fd_count();
+        let now = open_count();
         if now == last {
             return now;
         }
@@ -107,6 +115,54 @@ fn settled_fd_count() -> usize {
     }
 }
 
+/// Open descriptors (Linux) or handles (Windows) of this process.
+#[cfg(target_os = "linux")]
+fn open_count() -> usize {
+    fd_count()
+}
+
+/// Open descriptors (Linux) or handles (Windows) of this process.
+#[cfg(windows)]
+fn open_count() -> usize {
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessHandleCount};
+    let mut n = 0u32;
+    // SAFETY: no preconditions; the pseudo-handle needs no closing.
+    let me = unsafe { GetCurrentProcess() };
+    // SAFETY: `me` is this process's pseudo-handle; `n` is a valid out pointer.
+    let ok = unsafe { GetProcessHandleCount(me, &mut n) };
+    assert_ne!(ok, 0, "GetProcessHandleCount failed");
+    n as usize
+}
+
+/// Private memory of this process in KiB: `RssAnon` (Linux), the private commit charge
+/// (`PagefileUsage`, Windows; Wine 8 reports it, though not `PrivateUsage`).
+#[cfg(windows)]
+fn rss_anon_kib() -> u64 {
+    use windows_sys::Win32::System::ProcessStatus::{
+        GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS, PROCESS_MEMORY_COUNTERS_EX,
+    };
+    use windows_sys::Win32::System::Threading::GetCurrentProcess;
+    let mut c = PROCESS_MEMORY_COUNTERS_EX::default();
+    // SAFETY: no preconditions; the pseudo-handle needs no closing.
+    let me = unsafe { GetCurrentProcess() };
+    // SAFETY: `me` is this process's pseudo-handle; `c` is a writable PROCESS_MEMORY_COUNTERS_EX whose size is passed; the EX struct
+    // starts with the fields of PROCESS_MEMORY_COUNTERS, as the API allows.
+    let ok = unsafe {
+        GetProcessMemoryInfo(
+            me,
+            (&raw mut c).cast::<PROCESS_MEMORY_COUNTERS>(),
+            size_of::<PROCESS_MEMORY_COUNTERS_EX>() as u32,
+        )
+    };
+    assert_ne!(ok, 0, "GetProcessMemoryInfo failed");
+    assert!(
+        c.PagefileUsage > 0,
+        "GetProcessMemoryInfo reported no commit charge"
+    );
+    (c.PagefileUsage / 1024) as u64
+}
+
+#[cfg(target_os = "linux")]
 fn rss_anon_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
