@@ -527,20 +527,7 @@ fn another_process_reads_metrics_but_a_disallowed_uid_is_refused() {
     // Disallowed: the server accepts only another user than ours (Windows: Wine runs every
     // process as one user, so a foreign SID).
     let mut cfg = server_config(dir.path());
-    #[cfg(unix)]
-    let me = {
-        let me = rustix::process::geteuid().as_raw();
-        cfg.allowed_uids = vec![me.wrapping_add(1)];
-        format!("uid {me}")
-    };
-    #[cfg(windows)]
-    let me = {
-        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
-        format!(
-            "user {}",
-            ferry_transport::windows::identity::Sid::current_user().unwrap()
-        )
-    };
+    let me = allow_only_another_user(&mut cfg);
     let server = Server::bind(SERVICE, cfg, handle).unwrap();
     let mut child = spawn("query", dir.path(), &[]);
     let outcome = wait_line(&mut child, "OUTCOME", Duration::from_secs(20));

@@ -17,19 +17,7 @@ use ferry_transport::{Client, ClientConfig, Error, Server};
 fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
     let dir = TestDir::new("refusal");
     let mut cfg = server_config(dir.path());
-    // Allow only another user (Windows: Wine runs everything as one user, so a foreign SID).
-    #[cfg(unix)]
-    let me = {
-        let me = rustix::process::geteuid().as_raw();
-        cfg.allowed_uids = vec![me.wrapping_add(1)];
-        format!("uid {me}")
-    };
-    #[cfg(windows)]
-    let me = {
-        let me = ferry_transport::windows::identity::Sid::current_user().unwrap();
-        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
-        format!("user {me}")
-    };
+    let me = allow_only_another_user(&mut cfg);
     let _server = Server::bind("refusal", cfg, |r: ferry_transport::Request<'_>| {
         r.respond(b"")
     })

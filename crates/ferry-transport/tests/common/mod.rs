@@ -49,6 +49,25 @@ pub fn server_config(dir: &Path) -> ServerConfig {
     }
 }
 
+/// Makes `cfg` accept only another user than ours (Windows: Wine runs every process as one
+/// user, so a foreign SID); returns how the server's refusal names us (`uid 1000`,
+/// `user S-1-5-...`).
+pub fn allow_only_another_user(cfg: &mut ServerConfig) -> String {
+    #[cfg(unix)]
+    {
+        let me = rustix::process::geteuid().as_raw();
+        cfg.allowed_uids = vec![me.wrapping_add(1)];
+        format!("uid {me}")
+    }
+    #[cfg(windows)]
+    {
+        let me = ferry_transport::windows::identity::Sid::current_user().unwrap();
+        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
+        assert_ne!(cfg.allowed_sids[0], me);
+        format!("user {me}")
+    }
+}
+
 pub fn client_config(dir: &Path) -> ClientConfig {
     ClientConfig {
         runtime_dir: Some(dir.to_owned()),
