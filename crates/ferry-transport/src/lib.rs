@@ -100,6 +100,7 @@
 #![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
 mod client;
+mod control_frame;
 mod error;
 mod link;
 mod metrics;

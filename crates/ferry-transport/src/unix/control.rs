@@ -10,12 +10,13 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use ferry_frame::{DecodeLimits, Flags, HEADER_LEN, Header, Kind};
+use ferry_frame::{Header, Kind};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
 
+use crate::control_frame::{self, Channel};
 use crate::error::Error;
 
 /// Most descriptors one control frame may carry (the `Welcome` carries the most: the shared
@@ -89,10 +90,7 @@ pub fn send_frame(
     payload: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<(), Error> {
-    let mut buf = vec![0u8; HEADER_LEN + payload.len()];
-    buf[HEADER_LEN..].copy_from_slice(payload);
-    ferry_frame::encode_header_in_place(&mut buf, kind, Flags::NONE, correlation_id, payload.len())
-        .map_err(|e| Error::Protocol(format!("cannot encode a {kind:?} frame: {e}")))?;
+    let buf = control_frame::encode(kind, correlation_id, payload)?;
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() {
@@ -159,44 +157,15 @@ pub fn recv_frame_limited(
     sock: &UnixStream,
     max_payload: usize,
 ) -> Result<Option<ControlFrame>, Error> {
-    let mut head = [0u8; HEADER_LEN];
     let mut fds = Vec::new();
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = recv_some(sock, &mut head[got..], &mut fds)?;
-        if n == 0 {
-            if got == 0 {
-                return Ok(None);
-            }
-            return Err(Error::Closed(
-                "the peer closed the control socket in the middle of a frame",
-            ));
-        }
-        got += n;
-    }
-    let limits = DecodeLimits::new(u32::try_from(max_payload).unwrap_or(u32::MAX));
-    let header = ferry_frame::decode_header(&head, &limits)
-        .map_err(|e| Error::Protocol(format!("bad frame on the control socket: {e}")))?;
-    let len = header.payload_len() as usize;
-    let mut frame = vec![0u8; HEADER_LEN + len];
-    frame[..HEADER_LEN].copy_from_slice(&head);
-    let mut at = HEADER_LEN;
-    while at < frame.len() {
-        let n = recv_some(sock, &mut frame[at..], &mut fds)?;
-        if n == 0 {
-            return Err(Error::Closed(
-                "the peer closed the control socket in the middle of a frame",
-            ));
-        }
-        at += n;
-    }
-    let decoded = ferry_frame::decode(&frame, &limits)
-        .map_err(|e| Error::Protocol(format!("bad frame on the control socket: {e}")))?;
-    let header = decoded.header;
-    frame.drain(..HEADER_LEN);
-    Ok(Some(ControlFrame {
+    let channel = Channel {
+        name: "control socket",
+        closed_mid_frame: "the peer closed the control socket in the middle of a frame",
+    };
+    let frame = control_frame::read(channel, max_payload, |buf| recv_some(sock, buf, &mut fds))?;
+    Ok(frame.map(|(header, payload)| ControlFrame {
         header,
-        payload: frame,
+        payload,
         fds,
     }))
 }

@@ -14,14 +14,13 @@
 
 use std::os::windows::io::{BorrowedHandle, OwnedHandle};
 
-use ferry_frame::{
-    DecodeLimits, Flags, HEADER_LEN, HandleEntry, HandleRole, Handles, Header, Kind,
-};
+use ferry_frame::{HandleEntry, HandleRole, Handles, Header, Kind};
 use windows_sys::Win32::System::Threading::{EVENT_MODIFY_STATE, SYNCHRONIZATION_SYNCHRONIZE};
 
 use super::adopt_handle;
 use super::identity::PeerProcess;
 use super::pipe::Pipe;
+use crate::control_frame::{self, Channel};
 use crate::error::Error;
 
 /// Largest payload accepted on the control pipe.
@@ -41,11 +40,7 @@ pub fn send_frame(
     correlation_id: u64,
     payload: &[u8],
 ) -> Result<(), Error> {
-    let mut buf = vec![0u8; HEADER_LEN + payload.len()];
-    buf[HEADER_LEN..].copy_from_slice(payload);
-    ferry_frame::encode_header_in_place(&mut buf, kind, Flags::NONE, correlation_id, payload.len())
-        .map_err(|e| Error::Protocol(format!("cannot encode a {kind:?} frame: {e}")))?;
-    pipe.write_all(&buf)
+    pipe.write_all(&control_frame::encode(kind, correlation_id, payload)?)
 }
 
 /// One frame received on the control pipe.
@@ -74,44 +69,12 @@ pub fn recv_frame(pipe: &Pipe) -> Result<Option<ControlFrame>, Error> {
 /// # Errors
 /// As [`recv_frame`].
 pub fn recv_frame_limited(pipe: &Pipe, max_payload: usize) -> Result<Option<ControlFrame>, Error> {
-    let mut head = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = pipe.read(&mut head[got..])?;
-        if n == 0 {
-            if got == 0 {
-                return Ok(None);
-            }
-            return Err(Error::Closed(
-                "the peer closed the control pipe in the middle of a frame",
-            ));
-        }
-        got += n;
-    }
-    let limits = DecodeLimits::new(u32::try_from(max_payload).unwrap_or(u32::MAX));
-    let header = ferry_frame::decode_header(&head, &limits)
-        .map_err(|e| Error::Protocol(format!("bad frame on the control pipe: {e}")))?;
-    let len = header.payload_len() as usize;
-    let mut frame = vec![0u8; HEADER_LEN + len];
-    frame[..HEADER_LEN].copy_from_slice(&head);
-    let mut at = HEADER_LEN;
-    while at < frame.len() {
-        let n = pipe.read(&mut frame[at..])?;
-        if n == 0 {
-            return Err(Error::Closed(
-                "the peer closed the control pipe in the middle of a frame",
-            ));
-        }
-        at += n;
-    }
-    let decoded = ferry_frame::decode(&frame, &limits)
-        .map_err(|e| Error::Protocol(format!("bad frame on the control pipe: {e}")))?;
-    let header = decoded.header;
-    frame.drain(..HEADER_LEN);
-    Ok(Some(ControlFrame {
-        header,
-        payload: frame,
-    }))
+    let channel = Channel {
+        name: "control pipe",
+        closed_mid_frame: "the peer closed the control pipe in the middle of a frame",
+    };
+    let frame = control_frame::read(channel, max_payload, |buf| pipe.read(buf))?;
+    Ok(frame.map(|(header, payload)| ControlFrame { header, payload }))
 }
 
 /// A handle the server gives the client: what it is for, the handle in the server, and the
