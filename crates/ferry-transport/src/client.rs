@@ -47,7 +47,7 @@ pub struct ClientConfig {
     /// Whether a call made after the server went away reconnects (with backoff) before failing.
     pub reconnect: bool,
     /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
-    /// see [`unix::service_dir::runtime_dir`](crate::unix::service_dir::runtime_dir)).
+    /// see `unix::service_dir::runtime_dir`).
     /// Windows: a scope for the service's pipe name (a hash of the path joins the name), so
     /// that servers and clients given the same directory find each other and others do not.
     /// Client and server must agree on it.

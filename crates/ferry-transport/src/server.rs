@@ -47,7 +47,7 @@ pub struct ServerConfig {
     /// How long a client may take to send its `Hello`.
     pub handshake_timeout: Duration,
     /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
-    /// see [`unix::service_dir::runtime_dir`](crate::unix::service_dir::runtime_dir)).
+    /// see `unix::service_dir::runtime_dir`).
     /// Windows: a scope for the service's pipe name (see [`ClientConfig::runtime_dir`](crate::ClientConfig::runtime_dir)).
     pub runtime_dir: Option<PathBuf>,
 }
