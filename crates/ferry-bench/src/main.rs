@@ -91,7 +91,7 @@ ferry-bench reconnect --name N --dir D
                 ["serve", "ferry"] => ferry::serve(&opts),
                 ["serve", "tcp"] => wire::serve_tcp(),
                 ["serve", kind] if *kind == os::LOCAL_STREAM => os::serve_local(&opts),
-                #[cfg(feature = "iceoryx2")]
+                #[cfg(all(target_os = "linux", feature = "iceoryx2"))]
                 ["serve", "iceoryx2"] => os::iox::serve(&opts),
                 ["client", transport, scenario] => client(transport, scenario, &opts),
                 ["pipe-echo"] => wire::pipe_echo(),
@@ -126,7 +126,7 @@ ferry-bench reconnect --name N --dir D
                 let (o, c) = wire::client(transport, &scenario, opts)?;
                 (o, Box::new(c))
             }
-            #[cfg(feature = "iceoryx2")]
+            #[cfg(all(target_os = "linux", feature = "iceoryx2"))]
             "iceoryx2" | "iceoryx2-block" => {
                 let (o, c) = os::iox::client(transport, &scenario, opts)?;
                 (o, Box::new(c))

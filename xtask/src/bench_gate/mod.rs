@@ -8,8 +8,10 @@
 //! non-zero naming each gate of `benches/gates.toml` that was missed.
 //!
 //! The child processes speak line-oriented text (see `crates/ferry-bench`):
-//! servers print `ready t_ns=<CLOCK_MONOTONIC ns> [port=P]` and answer `stats` on stdin with
-//! `stats allocs=N cpu=C rss_anon_kb=… vm_rss_kb=… rss_shmem_kb=… [conns=N …]`; clients run
+//! servers print `ready t_ns=<CLOCK_MONOTONIC ns; Windows: the performance counter> [port=P]`
+//! and answer `stats` on stdin with
+//! `stats allocs=N cpu=C rss_anon_kb=… vm_rss_kb=… rss_shmem_kb=… [conns=N …]` (the Windows
+//! build: `pagefile_kb=… working_set_kb=… peak_working_set_kb=…` for the memory); clients run
 //! with `--sync 1`, print `warm`, wait for a line, measure, print
 //! `result transport=… scenario=… size=… msgs=… bytes=… elapsed_ns=… allocs=… cpu=…` and
 //! `hist <value_ns>:<count>,…`, print `done` and wait for a line before disconnecting. The
@@ -1143,12 +1145,12 @@ fn measure_all(
 fn wine_notes(h: &Harness) -> Vec<String> {
     vec![
         "Every process (servers, clients, the pipe peer's child) is ferry-bench built for \
-         x86_64-pc-windows-gnu, run by Wine on the Linux machine above. Windows calls are Wine's \
-         (named pipes and process handles go through wineserver; WaitOnAddress, thread-pool \
-         waits and Winsock map onto Linux primitives), so a figure here says how the Windows \
+         x86_64-pc-windows-gnu, run by Wine on the Linux machine above. Windows calls are Wine's, \
+         several of them requests to wineserver (named-pipe I/O, events, waits on handles: \
+         what a parked Ferry side and its doorbell use), so a figure here says how the Windows \
          build behaves under Wine, not how it performs on Windows."
             .into(),
-        "No gate of benches/gates.toml is applied: the checks below only say that every run \
+        "No gate of benches/gates.toml is applied: the checks only say that every run \
          completed and every call was answered."
             .into(),
         "Peers: `npipe` is a byte-mode named pipe with blocking ReadFile/WriteFile, one instance \
@@ -1166,11 +1168,8 @@ fn wine_notes(h: &Harness) -> Vec<String> {
          Windows, nor with the Linux report's RssAnon. Allocations are those of ferry-bench's \
          Rust allocator (Wine's own are not seen)."
             .into(),
-        format!(
-            "\"CPUs c/s\": the Linux CPU that the busiest thread of each Wine process last ran on. \
-             This machine has {} CPUs: a spinning Ferry client and server own them while they run.",
-            std::thread::available_parallelism().map_or(0, usize::from)
-        ),
+        "\"CPUs c/s\": the Linux CPU that the busiest thread of each Wine process last ran on."
+            .into(),
         format!(
             "{} timed round trips per latency run (`--samples`), after {} untimed.",
             h.opts.samples,
