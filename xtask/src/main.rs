@@ -29,7 +29,8 @@ cargo xtask <COMMAND>
 Commands:
   ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine,
                 soak, bench
-  bench-gate    Ferry vs Unix socket, TCP, pipe, Node.js: real processes, gates (Linux)
+  bench-gate    Ferry vs Unix socket, TCP, pipe, Node.js: real processes, gates (Linux);
+                with --wine: the Windows build under Wine vs named pipe, TCP, pipe
   soak          many client processes against one server, with faults; every invariant
                 checked (Linux): soak [--duration 60s|10m|30m] [--clients N] [--chaos] [--seed N]
   help          print this message
@@ -49,6 +50,12 @@ Options of `bench-gate`:
   --samples <N>        timed round trips per latency run (default 200000)
   --pin <S>,<C>        pin the server to CPU S and the client to CPU C
   --peers all          also measure iceoryx2 (polling and blocking; slow to compile)
+  --wine               build ferry-bench for x86_64-pc-windows-gnu and run every process under
+                       Wine (prefix target/wineprefix, as the CI's wine step): Ferry vs named pipe,
+                       TCP loopback, anonymous pipe; plus scale and reconnect. Report in
+                       target/bench-gate/wine/, headed 'measured under Wine, not on Windows'.
+                       No gate applies; it fails only if a run breaks or a call goes unanswered.
+                       Default 20000 samples (--quick: 5000); --runs, --samples, --quick apply
 ";
 
 fn main() -> ExitCode {

@@ -1,6 +1,8 @@
 //! The Windows tests, built for `x86_64-pc-windows-gnu` and run under Wine on a Linux host
 //! (`.cargo/config.toml` sets `runner = "wine"` for that target).
 
+use std::path::Path;
+
 use crate::ci::{Ctx, Outcome};
 use crate::cmd::{Cmd, Failure, on_path};
 use crate::tests_output::TestCounts;
@@ -12,6 +14,44 @@ pub const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
 
 /// The script (copied from the workplace's tools) that makes a prefix able to run Rust binaries.
 const SETUP_SCRIPT: &str = ".ci/wine/setup-prefix.sh";
+
+/// Checks that Wine and MinGW are installed and makes (or reuses) the prefix
+/// `<target>/wineprefix`, which the Wine tests and `bench-gate --wine` share; returns its path.
+/// `wine_does` says what Wine is needed for and `or` how else to go on, for the error message.
+pub fn prepare(target_dir: &Path, wine_does: &str, or: &str) -> Result<String, Failure> {
+    for (tool, why) in [
+        ("wine", wine_does),
+        (
+            "x86_64-w64-mingw32-gcc",
+            "builds the prefix's bcryptprimitives.dll",
+        ),
+    ] {
+        if !on_path(tool) {
+            return Err(
+                Failure::new(format!("`{tool}` ({why}) is not installed")).hint(format!(
+                    "`bash .ci/run` installs it (apt-get install wine wine64 \
+                     gcc-mingw-w64-x86-64){or}"
+                )),
+            );
+        }
+    }
+    let prefix = target_dir.join("wineprefix");
+    let prefix = prefix.to_string_lossy().into_owned();
+    Cmd::new("sh")
+        .arg(SETUP_SCRIPT)
+        .env("WINEPREFIX", &prefix)
+        .run()?;
+    Ok(prefix)
+}
+
+/// Stops the prefix's wineserver, so that it does not stay behind holding the terminal (it
+/// would exit on its own a few seconds later).
+pub fn stop_server(prefix: &str) {
+    let _ = Cmd::new("wineserver")
+        .arg("-k")
+        .env("WINEPREFIX", prefix)
+        .probe();
+}
 
 pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     if !cfg!(target_os = "linux") {
@@ -25,27 +65,11 @@ pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
             "none of {WINE_CRATES:?} is in the workspace"
         )));
     }
-    for (tool, why) in [
-        ("wine", "runs the tests"),
-        (
-            "x86_64-w64-mingw32-gcc",
-            "builds the prefix's bcryptprimitives.dll",
-        ),
-    ] {
-        if !on_path(tool) {
-            return Err(Failure::new(format!("`{tool}` ({why}) is not installed")).hint(
-                "`bash .ci/run` installs it (apt-get install wine wine64 gcc-mingw-w64-x86-64); \
-                 or skip this step with `--skip wine`",
-            ));
-        }
-    }
-
-    let prefix = ctx.ws.target_dir.join("wineprefix");
-    let prefix = prefix.to_string_lossy().into_owned();
-    Cmd::new("sh")
-        .arg(SETUP_SCRIPT)
-        .env("WINEPREFIX", &prefix)
-        .run()?;
+    let prefix = prepare(
+        &ctx.ws.target_dir,
+        "runs the tests",
+        "; or skip this step with `--skip wine`",
+    )?;
 
     let mut test = Cmd::cargo()
         .env("WINEPREFIX", &prefix)
@@ -59,11 +83,7 @@ pub fn run(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     let (output, outcome) = test.run_tee();
     let counts = TestCounts::parse(&output);
     ctx.wine_tests = Some(counts);
-    // Do not leave a wineserver behind holding the terminal (it would exit on its own later).
-    let _ = Cmd::new("wineserver")
-        .arg("-k")
-        .env("WINEPREFIX", &prefix)
-        .probe();
+    stop_server(&prefix);
     outcome.map_err(|f| {
         f.hint(format!(
             "if it says the `{WINDOWS_TARGET}` target may not be installed: \

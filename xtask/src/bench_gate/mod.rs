@@ -8,8 +8,10 @@
 //! non-zero naming each gate of `benches/gates.toml` that was missed.
 //!
 //! The child processes speak line-oriented text (see `crates/ferry-bench`):
-//! servers print `ready t_ns=<CLOCK_MONOTONIC ns> [port=P]` and answer `stats` on stdin with
-//! `stats allocs=N cpu=C rss_anon_kb=… vm_rss_kb=… rss_shmem_kb=… [conns=N …]`; clients run
+//! servers print `ready t_ns=<CLOCK_MONOTONIC ns; Windows: the performance counter> [port=P]`
+//! and answer `stats` on stdin with
+//! `stats allocs=N cpu=C rss_anon_kb=… vm_rss_kb=… rss_shmem_kb=… [conns=N …]` (the Windows
+//! build: `pagefile_kb=… working_set_kb=… peak_working_set_kb=…` for the memory); clients run
 //! with `--sync 1`, print `warm`, wait for a line, measure, print
 //! `result transport=… scenario=… size=… msgs=… bytes=… elapsed_ns=… allocs=… cpu=…` and
 //! `hist <value_ns>:<count>,…`, print `done` and wait for a line before disconnecting. The
@@ -19,6 +21,14 @@
 //! `--quick` (what CI runs): one run, fewer samples, Ferry and the Unix socket only; it
 //! enforces the gates that do not depend on timing (allocations, connections served, memory at
 //! rest) and checks that the report is produced.
+//!
+//! `--wine`: the same harness with `ferry-bench` built for `x86_64-pc-windows-gnu` and every
+//! process (servers and clients) run under Wine, in the prefix the CI's Wine step uses. The
+//! peers are the Windows ones: a named pipe (`npipe`), TCP loopback, an anonymous pipe pair.
+//! Its figures are Wine's, not Windows's: the report says so at the top, goes to
+//! `target/bench-gate/wine/`, and the gates of `benches/gates.toml` are not applied to it; the
+//! run checks only that everything completed and every call was answered (the server's own
+//! counters agree with the client's).
 
 mod gates;
 mod model;
@@ -35,6 +45,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::cmd::{Cmd, on_path};
+use crate::wine::{self, WINDOWS_TARGET};
 use crate::workspace::Workspace;
 use model::{Hist, Key, Run, Summary};
 use procs::{Fields, Proc, busiest_thread_cpu};
@@ -49,6 +60,8 @@ pub struct Options {
     pub pin: Option<(u32, u32)>,
     /// `--peers all`: also iceoryx2 (slow to compile: ferry-bench's `iceoryx2` feature).
     pub all_peers: bool,
+    /// `--wine`: the Windows build of ferry-bench, run under Wine (see the module docs).
+    pub wine: bool,
 }
 
 impl Default for Options {
@@ -59,6 +72,7 @@ impl Default for Options {
             samples: 200_000,
             pin: None,
             all_peers: false,
+            wine: false,
         }
     }
 }
@@ -87,6 +101,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         };
         match flag {
             "--quick" => o.quick = true,
+            "--wine" => o.wine = true,
             "--runs" => {
                 o.runs = whole("--runs", value("--runs")?)? as usize;
                 runs_given = true;
@@ -126,8 +141,21 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             o.samples = 20_000;
         }
     }
+    if o.wine {
+        if o.all_peers {
+            return Err("`--peers all` adds iceoryx2, a Linux peer: not with `--wine`".into());
+        }
+        // Round trips of the peers take 100 to 400 µs under Wine: fewer samples keep a run in
+        // minutes (still 10 000+ per percentile, 100+ beyond p99).
+        if !samples_given {
+            o.samples = if o.quick { 5_000 } else { WINE_SAMPLES };
+        }
+    }
     Ok(o)
 }
+
+/// Timed round trips per latency run under Wine unless `--samples` says otherwise.
+pub const WINE_SAMPLES: u64 = 20_000;
 
 /// One client measurement of the plan.
 #[derive(Debug, Clone)]
@@ -144,6 +172,23 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
         size,
     };
     let mut items = Vec::new();
+    if o.wine {
+        // The Windows peers: a named pipe, TCP loopback, an anonymous pipe pair (a child).
+        let latency: &[&'static str] = if o.quick {
+            &["ferry", "npipe", "tcp"]
+        } else {
+            &["ferry", "ferry-park", "ferry-async", "npipe", "tcp", "pipe"]
+        };
+        for &t in latency {
+            items.push(item(t, "rtt", 64));
+        }
+        for scenario in ["oneway", "pipelined"] {
+            for t in ["ferry", "npipe", "tcp"] {
+                items.push(item(t, scenario, 64));
+            }
+        }
+        return items;
+    }
     if o.quick {
         items.push(item("ferry", "rtt", 64));
         items.push(item("uds", "rtt", 64));
@@ -180,7 +225,8 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
 struct Servers {
     ferry: Proc,
     ferry_park: Option<Proc>,
-    uds: Proc,
+    /// The OS's local stream: the Unix socket (`uds`), under Wine the named pipe (`npipe`).
+    local: Proc,
     tcp: Option<(Proc, u16)>,
     node: Option<Proc>,
 }
@@ -190,11 +236,22 @@ struct Harness {
     root: PathBuf,
     dir: PathBuf,
     opts: Options,
+    /// `--wine`: the prefix every process runs in.
+    wine_prefix: Option<String>,
 }
 
 impl Harness {
     fn command(&self, args: &[&str], cpu: Option<u32>) -> Command {
-        let mut c = Command::new(&self.bin);
+        let mut c = match &self.wine_prefix {
+            Some(prefix) => {
+                let mut c = Command::new("wine");
+                c.arg(&self.bin)
+                    .env("WINEPREFIX", prefix)
+                    .env("WINEDEBUG", "-all");
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         c.args(args).current_dir(&self.root);
         if let Some(cpu) = cpu {
             c.arg("--cpu").arg(cpu.to_string());
@@ -204,6 +261,25 @@ impl Harness {
 
     fn dir(&self) -> &str {
         self.dir.to_str().unwrap_or(".")
+    }
+
+    /// The local stream peer's transport: `uds`, or `npipe` under Wine.
+    fn local(&self) -> &'static str {
+        if self.opts.wine { "npipe" } else { "uds" }
+    }
+
+    /// Where the local stream server listens: a socket file, or a pipe name under Wine.
+    fn local_path(&self) -> String {
+        if self.opts.wine {
+            format!(r"\\.\pipe\ferry-bench-{}-npipe", std::process::id())
+        } else {
+            self.dir.join("uds.sock").display().to_string()
+        }
+    }
+
+    /// How long a process may take to print `ready` (Wine starts processes slowly).
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(if self.opts.wine { 60 } else { 20 })
     }
 
     fn server_cpu(&self) -> Option<u32> {
@@ -231,7 +307,7 @@ impl Harness {
                 self.server_cpu(),
             ),
         )?;
-        p.expect("ready", Duration::from_secs(20))?;
+        p.expect("ready", self.start_timeout())?;
         Ok(p)
     }
 
@@ -242,23 +318,26 @@ impl Harness {
         } else {
             Some(self.ferry_server("bench-p", "park")?)
         };
-        let uds_path = self.dir.join("uds.sock");
-        let mut uds = Proc::spawn(
-            "the Unix-socket server",
+        let mut local = Proc::spawn(
+            if self.opts.wine {
+                "the named-pipe server"
+            } else {
+                "the Unix-socket server"
+            },
             self.command(
-                &["serve", "uds", "--path", uds_path.to_str().unwrap_or("")],
+                &["serve", self.local(), "--path", &self.local_path()],
                 self.server_cpu(),
             ),
         )?;
-        uds.expect("ready", Duration::from_secs(20))?;
-        let tcp = if self.opts.quick {
+        local.expect("ready", self.start_timeout())?;
+        let tcp = if self.opts.quick && !self.opts.wine {
             None
         } else {
             let mut p = Proc::spawn(
                 "the TCP server",
                 self.command(&["serve", "tcp"], self.server_cpu()),
             )?;
-            let ready = Fields::parse(&p.expect("ready", Duration::from_secs(20))?);
+            let ready = Fields::parse(&p.expect("ready", self.start_timeout())?);
             let port = u16::try_from(ready.need("port")?).map_err(|e| e.to_string())?;
             Some((p, port))
         };
@@ -275,7 +354,7 @@ impl Harness {
         Ok(Servers {
             ferry,
             ferry_park,
-            uds,
+            local,
             tcp,
             node,
         })
@@ -346,9 +425,9 @@ impl Harness {
                 servers.ferry_park.as_mut(),
                 vec![("--name", "bench-p".into()), ("--dir", dir)],
             ),
-            "uds" => (
-                Some(&mut servers.uds),
-                vec![("--path", self.dir.join("uds.sock").display().to_string())],
+            "uds" | "npipe" => (
+                Some(&mut servers.local),
+                vec![("--path", self.local_path())],
             ),
             "node" => (
                 servers.node.as_mut(),
@@ -374,7 +453,7 @@ impl Harness {
         let is_ferry = item.transport.starts_with("ferry");
         let mut server = server;
         let before = match (&mut server, is_ferry) {
-            (Some(s), true) => Some(s.stats()?.need("allocs_end")?),
+            (Some(s), true) => Some(s.stats()?),
             _ => None,
         };
         client.send("")?;
@@ -384,9 +463,20 @@ impl Harness {
         let server_cpu = server.as_ref().and_then(|s| busiest_thread_cpu(s.pid()));
         client.expect("done", Duration::from_secs(10))?;
         let after = match (&mut server, is_ferry) {
-            (Some(s), true) => Some(s.stats()?.need("allocs")?),
+            (Some(s), true) => Some(s.stats()?),
             _ => None,
         };
+        // What the Ferry server counted in the measured window (its counters between the
+        // client's `warm` and `done`).
+        let delta = |end: &str, start: &str| -> Result<Option<u64>, String> {
+            match (&before, &after) {
+                (Some(b), Some(a)) => Ok(Some(a.need(end)?.saturating_sub(b.need(start)?))),
+                _ => Ok(None),
+            }
+        };
+        let server_allocs = delta("allocs", "allocs_end")?;
+        let server_requests = delta("requests", "requests")?;
+        let server_notifications = delta("notifications", "notifications")?;
         client.send("")?;
         client.finish(Duration::from_secs(10))?;
         if let Some(mut p) = iox {
@@ -399,7 +489,9 @@ impl Harness {
             bytes: result.need("bytes")?,
             elapsed_ns: result.need("elapsed_ns")?,
             client_allocs: result.need("allocs")?,
-            server_allocs: before.zip(after).map(|(b, a)| a.saturating_sub(b)),
+            server_allocs,
+            server_requests,
+            server_notifications,
             client_cpu,
             server_cpu,
         })
@@ -463,6 +555,7 @@ impl Harness {
         server.send("quit")?;
         server.finish(Duration::from_secs(10))?;
         let kib = |f: &Fields, k: &str| f.num(k).map_or(f64::NAN, |v| v as f64);
+        let mem = self.memory_keys();
         figures.add(
             "scale: connections open at the server while all were connected",
             loaded.num("conns").map_or(f64::NAN, |v| v as f64),
@@ -479,28 +572,33 @@ impl Harness {
             "",
         );
         figures.add(
-            "scale server RssAnon, no connections",
-            kib(&rest, "rss_anon_kb"),
+            &format!("scale server {}, no connections", mem.private.1),
+            kib(&rest, mem.private.0),
             "KiB",
         );
         figures.add(
-            "scale server RssAnon with 1000 connections",
-            kib(&loaded, "rss_anon_kb"),
+            &format!("scale server {} with 1000 connections", mem.private.1),
+            kib(&loaded, mem.private.0),
             "KiB",
         );
         figures.add(
-            "scale server VmRSS with 1000 connections",
-            kib(&loaded, "vm_rss_kb"),
+            &format!("scale server {} with 1000 connections", mem.total.1),
+            kib(&loaded, mem.total.0),
             "KiB",
         );
+        if !self.opts.wine {
+            figures.add(
+                "scale server RssShmem (rings) with 1000 connections",
+                kib(&loaded, "rss_shmem_kb"),
+                "KiB",
+            );
+        }
         figures.add(
-            "scale server RssShmem (rings) with 1000 connections",
-            kib(&loaded, "rss_shmem_kb"),
-            "KiB",
-        );
-        figures.add(
-            "private memory per connection (RssAnon growth / 1000)",
-            (kib(&loaded, "rss_anon_kb") - kib(&rest, "rss_anon_kb")) * 1024.0
+            &format!(
+                "private memory per connection ({} growth / 1000)",
+                mem.private.1
+            ),
+            (kib(&loaded, mem.private.0) - kib(&rest, mem.private.0)) * 1024.0
                 / (PROCESSES * PER_PROCESS) as f64,
             "bytes",
         );
@@ -515,7 +613,7 @@ impl Harness {
             "the reconnecting client",
             self.command(&["reconnect", "--name", &name, "--dir", self.dir()], None),
         )?;
-        client.expect("connected", Duration::from_secs(20))?;
+        client.expect("connected", self.start_timeout())?;
         std::thread::sleep(Duration::from_millis(20));
         server.kill();
         // Let the client see the hang-up and start its backoff, as after a real crash.
@@ -527,14 +625,37 @@ impl Harness {
                 self.server_cpu(),
             ),
         )?;
-        let ready =
-            Fields::parse(&server.expect("ready", Duration::from_secs(20))?).need("t_ns")?;
+        let ready = Fields::parse(&server.expect("ready", self.start_timeout())?).need("t_ns")?;
         let back =
             Fields::parse(&client.expect("reconnected", Duration::from_secs(20))?).need("t_ns")?;
         client.finish(Duration::from_secs(10))?;
         server.send("quit")?;
         server.finish(Duration::from_secs(10))?;
         Ok(back.saturating_sub(ready) as f64 / 1e6)
+    }
+}
+
+/// The `stats` keys of a server's private and total memory, with their names in the report.
+struct MemoryKeys {
+    private: (&'static str, &'static str),
+    total: (&'static str, &'static str),
+}
+
+impl Harness {
+    /// Linux: `/proc/self/status`'s `RssAnon` and `VmRSS`. Windows (Wine):
+    /// `GetProcessMemoryInfo`'s commit charge and working set, as Wine reports them.
+    fn memory_keys(&self) -> MemoryKeys {
+        if self.opts.wine {
+            MemoryKeys {
+                private: ("pagefile_kb", "PagefileUsage (Wine)"),
+                total: ("working_set_kb", "WorkingSetSize (Wine)"),
+            }
+        } else {
+            MemoryKeys {
+                private: ("rss_anon_kb", "RssAnon"),
+                total: ("vm_rss_kb", "VmRSS"),
+            }
+        }
     }
 }
 
@@ -552,6 +673,13 @@ impl Figures {
     fn median(&self, name: &str) -> Option<f64> {
         let (_, values, _) = self.0.iter().find(|(n, _, _)| n == name)?;
         model::median(values.clone())
+    }
+    fn values(&self, name: &str) -> Vec<f64> {
+        self.0
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, values, _)| values.clone())
+            .unwrap_or_default()
     }
     fn min(&self, name: &str) -> Option<f64> {
         let (_, values, _) = self.0.iter().find(|(n, _, _)| n == name)?;
@@ -587,7 +715,11 @@ pub fn run(opts: &Options) -> ExitCode {
     match gate(opts) {
         Ok(missed) if missed.is_empty() => ExitCode::SUCCESS,
         Ok(missed) => {
-            eprintln!("\nbench-gate: {} gate(s) missed:", missed.len());
+            if opts.wine {
+                eprintln!("\nbench-gate --wine: {} check(s) failed:", missed.len());
+            } else {
+                eprintln!("\nbench-gate: {} gate(s) missed:", missed.len());
+            }
             for m in &missed {
                 eprintln!("  - {m}");
             }
@@ -638,7 +770,8 @@ fn utc_now() -> String {
     )
 }
 
-/// Runs the benchmark; returns the enforced gates that were missed (empty: all passed).
+/// Runs the benchmark; returns the enforced gates that were missed, or under Wine the checks
+/// that failed (empty: all passed).
 pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
     let started = Instant::now();
     let ws = Workspace::discover()?;
@@ -646,13 +779,47 @@ pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
         &fs::read_to_string(ws.root.join(gates::GATES_FILE))
             .map_err(|e| format!("reading {}: {e}", gates::GATES_FILE))?,
     )?;
-    println!("bench-gate: building ferry-bench (release)");
+    let failure = |f: crate::cmd::Failure| match f.hint {
+        Some(hint) => format!("{} ({hint})", f.what),
+        None => f.what,
+    };
+    let wine_prefix = if opts.wine {
+        println!("bench-gate --wine: preparing the Wine prefix");
+        Some(
+            wine::prepare(&ws.target_dir, "runs the Windows build of ferry-bench", "")
+                .map_err(failure)?,
+        )
+    } else {
+        None
+    };
     let mut build = Cmd::cargo().args(["build", "--release", "-p", "ferry-bench"]);
+    let bin = if opts.wine {
+        println!("bench-gate --wine: building ferry-bench for {WINDOWS_TARGET} (release)");
+        build = build.args(["--target", WINDOWS_TARGET]);
+        ws.target_dir
+            .join(WINDOWS_TARGET)
+            .join("release/ferry-bench.exe")
+    } else {
+        println!("bench-gate: building ferry-bench (release)");
+        ws.target_dir.join("release/ferry-bench")
+    };
     if opts.all_peers {
         build = build.args(["--features", "iceoryx2"]);
     }
-    build.run().map_err(|f| f.what)?;
-    let out_dir = ws.target_dir.join("bench-gate");
+    build.run().map_err(|f| {
+        if opts.wine {
+            failure(f.hint(format!(
+                "is the target installed? `rustup target add {WINDOWS_TARGET}`"
+            )))
+        } else {
+            f.what
+        }
+    })?;
+    let out_dir = if opts.wine {
+        ws.target_dir.join("bench-gate/wine")
+    } else {
+        ws.target_dir.join("bench-gate")
+    };
     let dir = out_dir.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::DirBuilder::new()
@@ -661,13 +828,17 @@ pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
         .create(&dir)
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let h = Harness {
-        bin: ws.target_dir.join("release/ferry-bench"),
+        bin,
         root: ws.root.clone(),
         dir: dir.clone(),
         opts: opts.clone(),
+        wine_prefix,
     };
     let result = measure_all(&h, opts, &bounds, &out_dir);
     let _ = fs::remove_dir_all(&dir);
+    if let Some(prefix) = &h.wine_prefix {
+        wine::stop_server(prefix);
+    }
     let missed = result?;
     println!(
         "bench-gate: finished in {:.0} s",
@@ -704,23 +875,34 @@ fn measure_all(
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
         kernel: read_trim("/proc/sys/kernel/osrelease"),
         load_start: loadavg(),
+        wine: opts.wine.then(|| {
+            Cmd::new("wine").arg("--version").read().map_or_else(
+                || "Wine (version unknown)".to_owned(),
+                |v| v.trim().to_owned(),
+            )
+        }),
         ..Report::default()
     };
-    let node = !opts.quick && on_path("node");
-    if !opts.quick && !node {
-        report
-            .notes
-            .push("Node.js peer skipped: `node` is not on PATH.".into());
-    }
-    if node && opts.pin.is_some() {
-        report.notes.push(
-            "The Node.js server is not pinned (`--pin` applies to ferry-bench processes).".into(),
-        );
-    }
-    if !opts.all_peers {
-        report.notes.push(
-            "iceoryx2 not measured: it is slow to compile; `--peers all` adds it (polling and blocking).".into(),
-        );
+    let node = !opts.quick && !opts.wine && on_path("node");
+    if opts.wine {
+        report.notes.extend(wine_notes(h));
+    } else {
+        if !opts.quick && !node {
+            report
+                .notes
+                .push("Node.js peer skipped: `node` is not on PATH.".into());
+        }
+        if node && opts.pin.is_some() {
+            report.notes.push(
+                "The Node.js server is not pinned (`--pin` applies to ferry-bench processes)."
+                    .into(),
+            );
+        }
+        if !opts.all_peers {
+            report.notes.push(
+                "iceoryx2 not measured: it is slow to compile; `--peers all` adds it (polling and blocking).".into(),
+            );
+        }
     }
     report.notes.push(format!(
         "This machine has {} CPUs: a spinning Ferry client and server own them while they run.",
@@ -804,26 +986,16 @@ fn measure_all(
         after = servers.ferry.stats()?;
     }
     let kib = |f: &Fields, k: &str| f.num(k).map_or(f64::NAN, |v| v as f64);
-    figures.add(
-        "server RssAnon at rest, fresh",
-        kib(&fresh, "rss_anon_kb"),
-        "KiB",
-    );
-    figures.add(
-        "server VmRSS at rest, fresh",
-        kib(&fresh, "vm_rss_kb"),
-        "KiB",
-    );
-    figures.add(
-        "server RssAnon at rest, after all the traffic above",
-        kib(&after, "rss_anon_kb"),
-        "KiB",
-    );
-    figures.add(
-        "server VmRSS at rest, after all the traffic above",
-        kib(&after, "vm_rss_kb"),
-        "KiB",
-    );
+    let mem = h.memory_keys();
+    for (when, stats) in [("fresh", &fresh), ("after all the traffic above", &after)] {
+        for (key, name) in [mem.private, mem.total] {
+            figures.add(
+                &format!("server {name} at rest, {when}"),
+                kib(stats, key),
+                "KiB",
+            );
+        }
+    }
     report.load_end = loadavg();
 
     report.summaries = runs
@@ -837,6 +1009,7 @@ fn measure_all(
             "ferry-async",
             "ferry-park",
             "uds",
+            "npipe",
             "tcp",
             "pipe",
             "node",
@@ -860,7 +1033,10 @@ fn measure_all(
             .find(|x| x.key.transport == t && x.key.scenario == s && x.key.size == size)
     };
     let mut measured: BTreeMap<&'static str, f64> = BTreeMap::new();
-    if let Some(f) = find("ferry", "rtt", 64) {
+    if opts.wine {
+        // Wine's figures are not Windows's: no gate applies to them, only the sanity checks.
+        report.checks = wine_checks(opts, &runs, &figures);
+    } else if let Some(f) = find("ferry", "rtt", 64) {
         if let Some(p99) = f.p99_ns {
             measured.insert("rtt_64b_p99_us", p99 / 1e3);
         }
@@ -887,17 +1063,19 @@ fn measure_all(
     if let Some(ms) = figures.median("reconnect: restarted server's bind → first answer") {
         measured.insert("reconnect_ms", ms);
     }
-    report.gates = gates::judge(bounds, &measured, opts.quick);
+    if !opts.wine {
+        report.gates = gates::judge(bounds, &measured, opts.quick);
+    }
 
     // Stop the servers before writing (their exit is part of a clean run).
     let Servers {
         ferry,
         ferry_park,
-        uds,
+        local,
         tcp,
         node,
     } = servers;
-    let mut procs = vec![ferry, uds];
+    let mut procs = vec![ferry, local];
     procs.extend(ferry_park);
     procs.extend(tcp.map(|(p, _)| p));
     procs.extend(node);
@@ -912,8 +1090,14 @@ fn measure_all(
         .filter(|s| s.key.scenario == "rtt" && s.key.size == 64)
         .collect();
     let title = format!(
-        "64 B round trip, two processes — {} ({} CPUs), {} UTC, median of {} run(s)",
-        report.cpu_model, report.cpus, report.date_utc, report.runs
+        "64 B round trip, two processes{} — {} ({} CPUs), {} UTC, median of {} run(s)",
+        report.wine.as_ref().map_or_else(String::new, |w| format!(
+            ", under {w} on Linux (not Windows)"
+        )),
+        report.cpu_model,
+        report.cpus,
+        report.date_utc,
+        report.runs
     );
     let outputs = [
         ("report.json", report::json(&report)),
@@ -933,6 +1117,14 @@ fn measure_all(
         "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg",
         out_dir.display()
     );
+    if opts.wine {
+        return Ok(report
+            .checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| format!("{}: {}", c.what, c.detail))
+            .collect());
+    }
     Ok(report
         .gates
         .iter()
@@ -947,6 +1139,142 @@ fn measure_all(
             )
         })
         .collect())
+}
+
+/// What a `--wine` report says about itself, besides its header.
+fn wine_notes(h: &Harness) -> Vec<String> {
+    vec![
+        "Every process (servers, clients, the pipe peer's child) is ferry-bench built for \
+         x86_64-pc-windows-gnu, run by Wine on the Linux machine above. Windows calls are Wine's, \
+         several of them requests to wineserver (named-pipe I/O, events, waits on handles: \
+         what a parked Ferry side and its doorbell use), so a figure here says how the Windows \
+         build behaves under Wine, not how it performs on Windows."
+            .into(),
+        "No gate of benches/gates.toml is applied: the checks only say that every run \
+         completed and every call was answered."
+            .into(),
+        "Peers: `npipe` is a byte-mode named pipe with blocking ReadFile/WriteFile, one instance \
+         per client; `tcp` is Winsock TCP loopback with TCP_NODELAY; `pipe` is a pair of \
+         anonymous pipes to a child process. Not measured under Wine: the Unix socket, Node.js, \
+         iceoryx2, payloads other than 64 B."
+            .into(),
+        "Wine's performance counter (behind `Instant`) ticks every 100 ns: latencies are \
+         multiples of 0.1 µs."
+            .into(),
+        "Memory: Wine's GetProcessMemoryInfo, i.e. the Linux process that hosts the Windows \
+         program, Wine's own libraries and heaps included: Wine 8 reports that process's \
+         RssAnon + VmSwap as PagefileUsage (the commit charge) and its VmRSS as \
+         WorkingSetSize; it leaves PrivateUsage 0, so that is not shown. Not comparable with \
+         Windows, nor with the Linux report's RssAnon. Allocations are those of ferry-bench's \
+         Rust allocator (Wine's own are not seen)."
+            .into(),
+        "\"CPUs c/s\": the Linux CPU that the busiest thread of each Wine process last ran on."
+            .into(),
+        format!(
+            "{} timed round trips per latency run (`--samples`), after {} untimed.",
+            h.opts.samples,
+            (h.opts.samples / 10).max(1000)
+        ),
+    ]
+}
+
+/// The `--wine` run's checks: every run completed (or the run would have stopped with an
+/// error), every call was answered, and the Ferry server counted what the client sent.
+fn wine_checks(
+    opts: &Options,
+    runs: &BTreeMap<Key, Vec<Run>>,
+    figures: &Figures,
+) -> Vec<report::Check> {
+    let mut checks = Vec::new();
+    for (key, runs) in runs {
+        if key.scenario == "scale-1000" {
+            continue;
+        }
+        let what = format!(
+            "{} {} {}: every call answered",
+            key.transport,
+            key.scenario,
+            report::size(key.size)
+        );
+        let mut problems = Vec::new();
+        let mut total = 0;
+        for (i, r) in runs.iter().enumerate() {
+            let n = i + 1;
+            total += r.msgs;
+            if r.msgs == 0 {
+                problems.push(format!("run {n}: nothing completed"));
+            }
+            if key.scenario == "rtt" && (r.msgs != opts.samples || r.hist.count() != opts.samples) {
+                problems.push(format!(
+                    "run {n}: {} answered, {} timed, of {}",
+                    r.msgs,
+                    r.hist.count(),
+                    opts.samples
+                ));
+            }
+            // The Ferry server's own count of what it handled in the measured window.
+            let (counted, unit) = if key.scenario == "oneway" {
+                (r.server_notifications, "notifications")
+            } else {
+                (r.server_requests, "requests")
+            };
+            if let Some(counted) = counted {
+                // (A one-way run's closing call is a request: not among the notifications.)
+                if counted != r.msgs {
+                    problems.push(format!(
+                        "run {n}: the client counted {}, the server {counted} {unit}",
+                        r.msgs
+                    ));
+                }
+            }
+        }
+        let server = if runs.iter().any(|r| r.server_requests.is_some()) {
+            ", the server's counters agree"
+        } else {
+            ""
+        };
+        checks.push(report::Check {
+            what,
+            pass: problems.is_empty(),
+            detail: if problems.is_empty() {
+                format!("{total} in {} run(s){server}", runs.len())
+            } else {
+                problems.join("; ")
+            },
+        });
+    }
+    let all = |name: &str| figures.values(name);
+    for (name, what) in [
+        (
+            "scale: connections that completed calls (all processes)",
+            "scale: all 1000 connections from 10 processes completed calls",
+        ),
+        (
+            "scale: connections open at the server while all were connected",
+            "scale: the server had all 1000 connections open at once",
+        ),
+    ] {
+        let values = all(name);
+        checks.push(report::Check {
+            what: what.into(),
+            pass: values.len() == opts.runs && values.iter().all(|&v| v == 1000.0),
+            detail: format!(
+                "per run: {}",
+                values
+                    .iter()
+                    .map(|&v| report::num(v))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let back = all("reconnect: restarted server's bind → first answer");
+    checks.push(report::Check {
+        what: "reconnect: the client was served again after every server restart".into(),
+        pass: back.len() == opts.runs && back.iter().all(|v| v.is_finite()),
+        detail: format!("{} of {} restart(s)", back.len(), opts.runs),
+    });
+    checks
 }
 
 #[cfg(test)]
@@ -1002,6 +1330,100 @@ mod tests {
             quick
                 .iter()
                 .all(|i| i.transport == "ferry" || i.transport == "uds")
+        );
+    }
+
+    #[test]
+    fn wine_runs_windows_peers_without_gates() {
+        let o = parse(&args("--wine")).unwrap();
+        assert!(o.wine);
+        assert_eq!((o.runs, o.samples), (3, WINE_SAMPLES));
+        let q = parse(&args("--wine --quick")).unwrap();
+        assert_eq!((q.runs, q.samples), (1, 5_000));
+        assert_eq!(parse(&args("--wine --samples 777")).unwrap().samples, 777);
+        assert!(parse(&args("--wine --peers all")).is_err());
+        let full = plan(&o, true);
+        for t in ["ferry", "ferry-park", "ferry-async", "npipe", "tcp", "pipe"] {
+            assert!(
+                full.iter().any(|i| i.transport == t && i.scenario == "rtt"),
+                "{t}"
+            );
+        }
+        assert!(
+            full.iter()
+                .all(|i| !matches!(i.transport, "uds" | "node") && i.size == 64)
+        );
+        for s in ["oneway", "pipelined"] {
+            assert!(
+                full.iter()
+                    .any(|i| i.transport == "ferry" && i.scenario == s)
+            );
+        }
+        assert!(plan(&q, false).len() < full.len());
+    }
+
+    #[test]
+    fn wine_checks_catch_unanswered_calls() {
+        let opts = parse(&args("--wine --runs 1 --samples 10")).unwrap();
+        let key = |t: &str, s: &str| Key {
+            transport: t.into(),
+            scenario: s.into(),
+            size: 64,
+        };
+        let run = |msgs, timed, server: Option<u64>| Run {
+            hist: Hist(if timed > 0 {
+                vec![(1000, timed)]
+            } else {
+                vec![]
+            }),
+            msgs,
+            server_requests: server,
+            server_notifications: server,
+            ..Run::default()
+        };
+        let mut figures = Figures::default();
+        for name in [
+            "scale: connections that completed calls (all processes)",
+            "scale: connections open at the server while all were connected",
+        ] {
+            figures.add(name, 1000.0, "");
+        }
+        figures.add(
+            "reconnect: restarted server's bind → first answer",
+            3.0,
+            "ms",
+        );
+        let mut runs = BTreeMap::new();
+        runs.insert(key("ferry", "rtt"), vec![run(10, 10, Some(10))]);
+        runs.insert(key("ferry", "oneway"), vec![run(640, 0, Some(640))]);
+        runs.insert(key("tcp", "rtt"), vec![run(10, 10, None)]);
+        assert!(wine_checks(&opts, &runs, &figures).iter().all(|c| c.pass));
+        runs.insert(key("ferry", "pipelined"), vec![run(500, 0, Some(499))]);
+        runs.insert(key("npipe", "rtt"), vec![run(10, 9, None)]);
+        let failed: Vec<String> = wine_checks(&opts, &runs, &figures)
+            .into_iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.what)
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "ferry pipelined 64 B: every call answered",
+                "npipe rtt 64 B: every call answered"
+            ]
+        );
+        let mut short = Figures::default();
+        short.add(
+            "scale: connections that completed calls (all processes)",
+            999.0,
+            "",
+        );
+        assert_eq!(
+            wine_checks(&opts, &BTreeMap::new(), &short)
+                .iter()
+                .filter(|c| !c.pass)
+                .count(),
+            3
         );
     }
 

@@ -80,6 +80,9 @@ pub struct Run {
     pub elapsed_ns: u64,
     pub client_allocs: u64,
     pub server_allocs: Option<u64>,
+    /// Requests and notifications the Ferry server counted in the measured window.
+    pub server_requests: Option<u64>,
+    pub server_notifications: Option<u64>,
     pub client_cpu: Option<u32>,
     pub server_cpu: Option<u32>,
 }
@@ -218,6 +221,8 @@ mod tests {
             elapsed_ns: 1_000_000_000,
             client_allocs: allocs,
             server_allocs: Some(0),
+            server_requests: None,
+            server_notifications: None,
             client_cpu: Some(1),
             server_cpu: Some(0),
         };

@@ -24,6 +24,26 @@ pub struct Report {
     pub figures: Vec<(String, f64, &'static str)>,
     pub gates: Vec<Verdict>,
     pub notes: Vec<String>,
+    /// `--wine`: the Wine version every process ran under (`None`: a Linux run).
+    pub wine: Option<String>,
+    /// `--wine`: the sanity checks that stand in for the gates.
+    pub checks: Vec<Check>,
+}
+
+/// A `--wine` sanity check: not a performance gate, only "it ran and every call was answered".
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub what: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// The line every `--wine` output starts with.
+pub fn wine_header(wine: &str) -> String {
+    format!(
+        "Measured under {wine} on Linux, not on Windows: the Windows build of Ferry and of its \
+         peers, run by Wine. These are Wine's figures; no gate applies to them."
+    )
 }
 
 /// A number without useless decimals: `10`, `0.1`, `1000000`.
@@ -152,13 +172,16 @@ fn gate_verdict(g: &Verdict) -> &'static str {
 /// The plain-text table printed at the end of a run.
 pub fn table(report: &Report) -> String {
     let rows = rows(report);
+    let mut out = String::new();
+    if let Some(wine) = &report.wine {
+        let _ = writeln!(out, "{}\n", wine_header(wine));
+    }
     let mut widths = COLUMNS.map(|c| c.chars().count());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
     let line = |out: &mut String, cells: &[String]| {
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             let pad = w - cell.chars().count();
@@ -183,6 +206,10 @@ pub fn table(report: &Report) -> String {
         );
     }
     out.push('\n');
+    for c in &report.checks {
+        let verdict = if c.pass { "ok" } else { "FAILED" };
+        let _ = writeln!(out, "check {verdict:<6} {} ({})", c.what, c.detail);
+    }
     for g in &report.gates {
         let _ = writeln!(
             out,
@@ -198,7 +225,15 @@ pub fn table(report: &Report) -> String {
 
 pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# Ferry bench-gate report\n");
+    match &report.wine {
+        Some(wine) => {
+            let _ = writeln!(out, "# Ferry bench-gate report — under Wine, not Windows\n");
+            let _ = writeln!(out, "**{}**\n", wine_header(wine));
+        }
+        None => {
+            let _ = writeln!(out, "# Ferry bench-gate report\n");
+        }
+    }
     let _ = writeln!(
         out,
         "{} UTC, commit `{}`, mode `{}`, {} run(s) per scenario (figures are medians over runs), pin: {}.\n",
@@ -235,10 +270,19 @@ pub fn markdown(report: &Report) -> String {
             num((value * 100.0).round() / 100.0)
         );
     }
-    let _ = writeln!(
-        out,
-        "\n| gate | what | threshold | measured | verdict |\n|---|---|---|---|---|"
-    );
+    if !report.checks.is_empty() {
+        let _ = writeln!(out, "\n| check | result | detail |\n|---|---|---|");
+        for c in &report.checks {
+            let verdict = if c.pass { "ok" } else { "FAILED" };
+            let _ = writeln!(out, "| {} | {verdict} | {} |", c.what, c.detail);
+        }
+    }
+    if !report.gates.is_empty() || report.wine.is_none() {
+        let _ = writeln!(
+            out,
+            "\n| gate | what | threshold | measured | verdict |\n|---|---|---|---|---|"
+        );
+    }
     for g in &report.gates {
         let _ = writeln!(
             out,
@@ -382,8 +426,31 @@ pub fn json(report: &Report) -> String {
             "\n"
         });
     }
+    out.push_str("  ],\n");
+    if let Some(wine) = &report.wine {
+        // Only in `--wine` reports, so a Linux report is as it always was.
+        let checks: Vec<String> = report
+            .checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"what\": {}, \"pass\": {}, \"detail\": {}}}",
+                    js(&c.what),
+                    c.pass,
+                    js(&c.detail)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  \"wine\": {},\n  \"measured_under\": {},\n  \"checks\": [{}],",
+            js(wine),
+            js(&wine_header(wine)),
+            checks.join(", ")
+        );
+    }
     let notes: Vec<String> = report.notes.iter().map(|n| js(n)).collect();
-    let _ = writeln!(out, "  ],\n  \"notes\": [{}]\n}}", notes.join(", "));
+    let _ = writeln!(out, "  \"notes\": [{}]\n}}", notes.join(", "));
     out
 }
 
@@ -401,5 +468,28 @@ mod tests {
         assert_eq!(size(1 << 20), "1 MiB");
         assert_eq!(rate(17_400_000.0), "17.40 M");
         assert_eq!(js("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
+    }
+
+    #[test]
+    fn wine_reports_say_so_and_show_checks_not_gates() {
+        let linux = Report::default();
+        assert!(!markdown(&linux).contains("Wine"));
+        assert!(!json(&linux).contains("\"wine\""));
+        let wine = Report {
+            wine: Some("wine-8.0".into()),
+            checks: vec![Check {
+                what: "ferry rtt 64 B: every call answered".into(),
+                pass: true,
+                detail: "10 in 1 run(s)".into(),
+            }],
+            ..Report::default()
+        };
+        let md = markdown(&wine);
+        assert!(md.starts_with("# Ferry bench-gate report — under Wine, not Windows"));
+        assert!(md.contains("Measured under wine-8.0 on Linux, not on Windows"));
+        assert!(md.contains("| ferry rtt 64 B: every call answered | ok |"));
+        assert!(!md.contains("| gate |"));
+        assert!(table(&wine).starts_with("Measured under wine-8.0"));
+        assert!(json(&wine).contains("\"wine\": \"wine-8.0\""));
     }
 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use iceoryx2::prelude::*;
 
-use super::Opts;
-use super::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::opts::Opts;
 
 type E = Box<dyn std::error::Error>;
 

@@ -1,5 +1,6 @@
-//! The peers: a Unix-domain socket stream, TCP loopback with `TCP_NODELAY`, and a pipe pair,
-//! all with the same framing and the same echo server loop. (The Node.js peer is
+//! The peers: TCP loopback with `TCP_NODELAY`, a pipe pair, and the OS's local stream (a
+//! Unix-domain socket on Linux, a named pipe on Windows; see `os::LOCAL_STREAM`), all with the
+//! same framing and the same echo server loop. (The Node.js peer is
 //! `benches/peers/node_echo.js`, which speaks this framing on a Unix socket.)
 //!
 //! Framing: a 4-byte little-endian word (bits 0–30 the payload length, bit 31 set when no reply
@@ -7,16 +8,17 @@
 //! set. Reads go through a 64 KiB `BufReader` (a header and a small payload cost one `read`);
 //! each frame is written with one `write_all`.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd as _;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use super::Opts;
-use super::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::opts::Opts;
+use crate::os;
+
+/// A connected byte stream, as its reading and its writing half.
+pub type Stream = (Box<dyn Read + Send>, Box<dyn Write + Send>);
 
 const NO_REPLY: u32 = 1 << 31;
 /// Largest payload the peers accept (the same 16 MiB Ferry allows by default).
@@ -51,55 +53,35 @@ fn echo(r: impl Read, mut w: impl Write) -> io::Result<()> {
     }
 }
 
-/// `serve uds --path P` or `serve tcp`: accept connections, one echo thread each.
-pub fn serve(kind: &str, opts: &Opts) -> Result<(), String> {
-    match kind {
-        "uds" => {
-            let path = opts.path("path")?;
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path)
-                .map_err(|e| format!("binding the Unix socket {}: {e}", path.display()))?;
-            println!(
-                "ready t_ns={} path={}",
-                measure::monotonic_ns(),
-                path.display()
-            );
-            std::thread::spawn(|| measure::serve_stdin(String::new));
-            for stream in listener.incoming() {
-                let stream = stream.map_err(|e| format!("accepting: {e}"))?;
-                let w = stream.try_clone().map_err(|e| e.to_string())?;
-                std::thread::spawn(move || echo(stream, w));
-            }
-        }
-        "tcp" => {
-            let listener =
-                TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding TCP: {e}"))?;
-            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-            println!("ready t_ns={} port={port}", measure::monotonic_ns());
-            std::thread::spawn(|| measure::serve_stdin(String::new));
-            for stream in listener.incoming() {
-                let stream = stream.map_err(|e| format!("accepting: {e}"))?;
-                stream.set_nodelay(true).map_err(|e| e.to_string())?;
-                let w = stream.try_clone().map_err(|e| e.to_string())?;
-                std::thread::spawn(move || echo(stream, w));
-            }
-        }
-        other => return Err(format!("no socket server of kind `{other}`")),
+/// Serves one connection on its own thread: echoes until the peer closes.
+pub fn spawn_echo((r, w): Stream) {
+    std::thread::spawn(move || echo(r, w));
+}
+
+/// `serve tcp`: accept connections on a loopback port, one echo thread each.
+pub fn serve_tcp() -> Result<(), String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding TCP: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    println!("ready t_ns={} port={port}", measure::monotonic_ns());
+    std::thread::spawn(|| measure::serve_stdin(String::new));
+    for stream in listener.incoming() {
+        let stream = stream.map_err(|e| format!("accepting: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let w = stream.try_clone().map_err(|e| e.to_string())?;
+        spawn_echo((Box::new(stream), Box::new(w)));
     }
     Ok(())
 }
 
 /// The child end of the pipe pair: echo stdin to stdout (unbuffered) until stdin closes.
 pub fn pipe_echo() -> Result<(), String> {
-    let stdin = io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| e.to_string())?;
-    let stdout = io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| e.to_string())?;
-    echo(File::from(stdin), File::from(stdout)).map_err(|e| format!("pipe echo: {e}"))
+    let (stdin, stdout) = os::stdio_files()?;
+    echo(stdin, stdout).map_err(|e| format!("pipe echo: {e}"))
+}
+
+/// Whether `transport` is one of the socket-like peers this OS has.
+pub fn is_peer(transport: &str) -> bool {
+    matches!(transport, "tcp" | "pipe") || os::LOCAL_PEERS.contains(&transport)
 }
 
 /// A framed connection to one of the socket-like peers.
@@ -114,13 +96,6 @@ pub struct Wire {
 impl Wire {
     fn connect(transport: &str, size: usize, opts: &Opts) -> Result<Wire, String> {
         let (r, w, child): (Box<dyn Read>, Box<dyn Write>, Option<Child>) = match transport {
-            "uds" | "node" => {
-                let path = opts.path("path")?;
-                let s = UnixStream::connect(&path)
-                    .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
-                let w = s.try_clone().map_err(|e| e.to_string())?;
-                (Box::new(s), Box::new(w), None)
-            }
             "tcp" => {
                 let port = opts.num("port", 0)?;
                 let s = TcpStream::connect((
@@ -143,6 +118,10 @@ impl Wire {
                 let w = child.stdin.take().ok_or("pipe child without stdin")?;
                 let r = child.stdout.take().ok_or("pipe child without stdout")?;
                 (Box::new(r), Box::new(w), Some(child))
+            }
+            local if os::LOCAL_PEERS.contains(&local) => {
+                let (r, w) = os::connect_local(opts)?;
+                (r, w, None)
             }
             other => return Err(format!("`{other}` is not a socket-like peer")),
         };

@@ -8,8 +8,8 @@ use ferry_transport::{
     Client, ClientConfig, Connection, Handler, Request, Server, ServerConfig, WaitPolicy,
 };
 
-use super::Opts;
-use super::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::opts::Opts;
 
 fn policy(name: &str) -> Result<WaitPolicy, String> {
     match name {

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::{Opts, alloc};
+use crate::alloc;
+use crate::opts::Opts;
+/// The OS's readings: the CPU a thread runs on, a clock shared by processes, memory.
+pub use crate::os::{current_cpu, memory, monotonic_ns};
 
 /// What a client measures.
 #[derive(Debug, Clone)]
@@ -146,37 +149,6 @@ impl AllocWindow {
     pub fn end(self) -> u64 {
         alloc::count() - self.0
     }
-}
-
-/// The CPU this thread runs on now (the harness records placement with it).
-pub fn current_cpu() -> usize {
-    rustix::thread::sched_getcpu()
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process, so the harness can
-/// subtract one process's timestamp from another's.
-pub fn monotonic_ns() -> u128 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    u128::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u128::try_from(t.tv_nsec).unwrap_or(0)
-}
-
-/// `key=value` pairs of this process's memory, from `/proc/self/status` (kB).
-pub fn memory() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    format!(
-        "rss_anon_kb={} vm_rss_kb={} rss_shmem_kb={} vm_hwm_kb={}",
-        field("RssAnon"),
-        field("VmRSS"),
-        field("RssShmem"),
-        field("VmHWM")
-    )
 }
 
 /// A server's stdin loop: `stats` prints a `stats ...` line with `extra()` appended; end of
