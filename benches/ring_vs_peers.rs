@@ -24,6 +24,12 @@
 //!   direction) between two threads, one 64-byte message each way per
 //!   iteration.
 //!
+//! Placement: on Linux the measuring (producer, pinging) thread is pinned to CPU 0 and the other
+//! to CPU 1, for every implementation: on the 2-vCPU development VM the scheduler otherwise
+//! sometimes puts both spinning threads on one CPU, and such a run measures time slicing (the
+//! same implementation then moved between 14 and 47 M messages/s from one run to the next).
+//! `FERRY_BENCH_NO_PIN=1` turns pinning off.
+//!
 //! Run: `CARGO_TARGET_DIR=target-ring cargo bench --bench ring_vs_peers`.
 
 use std::hint::{black_box, spin_loop};
@@ -38,6 +44,19 @@ use ferry::ring::{self, ReserveError};
 
 const MSGS_PER_ITER: u64 = 10_000;
 const RING_BYTES: usize = 64 * 1024;
+
+/// Pins the calling thread to `cpu` (Linux, unless `FERRY_BENCH_NO_PIN` is set; elsewhere it
+/// does nothing). See the module docs.
+fn pin(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("FERRY_BENCH_NO_PIN").is_none() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
+}
 
 /// Spins until `f` returns `Some`.
 #[inline]
@@ -77,7 +96,9 @@ fn one_way_ferry<const N: usize>(
             let total = iters * MSGS_PER_ITER;
             let msg = [0x5Au8; N];
             thread::scope(|s| {
+                pin(0);
                 let consumer = s.spawn(move || {
+                    pin(1);
                     let mut buf = [0u8; N];
                     let mut n = 0;
                     while n < total {
@@ -137,7 +158,9 @@ fn one_way_rtrb<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>) {
             let total = iters * MSGS_PER_ITER;
             let msg = [0x5Au8; N];
             thread::scope(|s| {
+                pin(0);
                 let consumer = s.spawn(move || {
+                    pin(1);
                     for _ in 0..total {
                         let m = spin(|| c.pop().ok());
                         black_box(&m);
@@ -163,7 +186,9 @@ fn one_way_crossbeam<const N: usize>(group: &mut BenchmarkGroup<'_, WallTime>) {
             let total = iters * MSGS_PER_ITER;
             let msg = [0x5Au8; N];
             thread::scope(|s| {
+                pin(0);
                 let consumer = s.spawn(move || {
+                    pin(1);
                     for _ in 0..total {
                         let m = spin(|| rx.try_recv().ok());
                         black_box(&m);
@@ -212,7 +237,9 @@ fn round_trip(c: &mut Criterion) {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = Arc::clone(&stop);
             thread::scope(|s| {
+                pin(0);
                 s.spawn(move || {
+                    pin(1);
                     let mut buf = [0u8; N];
                     while !stop2.load(Ordering::Relaxed) {
                         if let Some((n, _)) = ping_rx.try_pop_into(&mut buf).unwrap() {
@@ -244,7 +271,9 @@ fn round_trip(c: &mut Criterion) {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = Arc::clone(&stop);
             thread::scope(|s| {
+                pin(0);
                 s.spawn(move || {
+                    pin(1);
                     while !stop2.load(Ordering::Relaxed) {
                         if let Ok(m) = ping_rx.pop() {
                             pong_tx.push(m).unwrap();
@@ -273,7 +302,9 @@ fn round_trip(c: &mut Criterion) {
             let stop = Arc::new(AtomicBool::new(false));
             let stop2 = Arc::clone(&stop);
             thread::scope(|s| {
+                pin(0);
                 s.spawn(move || {
+                    pin(1);
                     while !stop2.load(Ordering::Relaxed) {
                         if let Ok(m) = ping_rx.try_recv() {
                             pong_tx.send(m).unwrap();
