@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         {
             let _ = rest;
             eprintln!(
-                "xtask soak: runs on Linux only (Ferry's transport is Linux-only until issue 8)"
+                "xtask soak: runs on Linux only (the soak's processes read /proc and signal each other)"
             );
             return ExitCode::from(2);
         }
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         #[cfg(not(target_os = "linux"))]
         Ok(Command::BenchGate(_)) => {
             eprintln!(
-                "xtask bench-gate: runs on Linux only (Ferry's transport is Linux-only until issue 8)"
+                "xtask bench-gate: runs on Linux hosts only (the Windows build is measured from Linux with --wine)"
             );
             ExitCode::from(2)
         }

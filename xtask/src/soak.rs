@@ -1231,7 +1231,7 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     if !cfg!(target_os = "linux") {
-        eprintln!("xtask soak: Linux only (the transport is Linux-only until issue 8)");
+        eprintln!("xtask soak: Linux only (the soak's processes read /proc and signal each other)");
         return ExitCode::from(2);
     }
     let ws = match Workspace::discover() {

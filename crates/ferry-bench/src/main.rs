@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(any(target_os = "linux", windows)))]
 fn main() {
-    eprintln!("ferry-bench runs on Linux and Windows only for now (macOS is issue 8)");
+    eprintln!("ferry-bench runs on Linux and Windows only (macOS: not ported, never run)");
     std::process::exit(2);
 }
 

@@ -26,7 +26,7 @@ mod server;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
-    println!("ferry-soak: Linux only (the transport is Linux-only until issue 8)");
+    println!("ferry-soak: Linux only (it reads /proc and signals its processes)");
 }
 
 #[cfg(target_os = "linux")]

@@ -6,8 +6,8 @@
 //! `FERRY_TASKS=n` (default 1) runs `n` tasks calling concurrently on a multi-thread runtime
 //! (then the percentiles are per call, over all tasks).
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-mod unix {
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+mod example {
     use std::time::Instant;
 
     use ferry_transport::tokio::AsyncClient;
@@ -86,14 +86,12 @@ mod unix {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    unix::main()
+    example::main()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn main() {
-    eprintln!(
-        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
-    );
+    eprintln!("ferry-transport's client and server run on Linux, macOS and Windows only");
 }

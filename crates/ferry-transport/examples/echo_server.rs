@@ -5,8 +5,8 @@
 //! cargo run --release -p ferry-transport --example echo_client   # in another terminal
 //! ```
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-mod unix {
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+mod example {
     use ferry_transport::{Request, Server, ServerConfig};
 
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +25,10 @@ mod unix {
                 req.respond(payload)
             },
         )?;
+        #[cfg(unix)]
         println!("echo server on {:?}; Ctrl-C to stop", server.paths().socket);
+        #[cfg(windows)]
+        println!("echo server on {}; Ctrl-C to stop", server.pipe_name());
         loop {
             std::thread::park();
         }
@@ -41,14 +44,12 @@ mod unix {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    unix::main()
+    example::main()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn main() {
-    eprintln!(
-        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
-    );
+    eprintln!("ferry-transport's client and server run on Linux, macOS and Windows only");
 }

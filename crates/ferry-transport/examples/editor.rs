@@ -1,8 +1,8 @@
 //! The "editor" half of the editor ↔ engine example: asks for completions, starts a chat
 //! stream, cancels it half way, and prints the latencies it saw. Start `engine` first.
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-mod unix {
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+mod example {
     use std::time::Instant;
 
     use ferry_transport::Client;
@@ -48,14 +48,12 @@ mod unix {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    unix::main()
+    example::main()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn main() {
-    eprintln!(
-        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
-    );
+    eprintln!("ferry-transport's client and server run on Linux, macOS and Windows only");
 }

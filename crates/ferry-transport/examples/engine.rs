@@ -6,8 +6,8 @@
 //! cargo run --release -p ferry-transport --example editor
 //! ```
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
-mod unix {
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+mod example {
     use std::time::Duration;
 
     use ferry_transport::{Request, Server, ServerConfig};
@@ -48,21 +48,22 @@ mod unix {
                 }
             },
         )?;
+        #[cfg(unix)]
         println!("engine listening on {:?}", server.paths().socket);
+        #[cfg(windows)]
+        println!("engine listening on {}", server.pipe_name());
         loop {
             std::thread::park();
         }
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    unix::main()
+    example::main()
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn main() {
-    eprintln!(
-        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
-    );
+    eprintln!("ferry-transport's client and server run on Linux, macOS and Windows only");
 }

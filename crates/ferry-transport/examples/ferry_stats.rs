@@ -8,7 +8,7 @@
 //! server answers only users it accepts as clients. With `--watch`, the text is printed again
 //! every so many seconds until interrupted.
 
-#[cfg(any(target_os = "linux", target_os = "macos"))]
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
 fn main() -> std::process::ExitCode {
     use std::path::PathBuf;
     use std::process::ExitCode;
@@ -63,9 +63,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn main() {
-    eprintln!(
-        "ferry-transport's client and server run on Linux and macOS only for now (Windows: issue 8)"
-    );
+    eprintln!("ferry-transport's client and server run on Linux, macOS and Windows only");
 }

@@ -1,6 +1,6 @@
 //! Windows control plane: the counterpart of `unix` (service name → named pipe, bound pipe,
-//! control frames, shared memory), tested under Wine. The Windows client and server on top of it
-//! are not wired yet (issue 8): `Client` and `Server` exist on Linux only.
+//! control frames, shared memory), tested under Wine. The crate's `Client` and `Server` use it
+//! through `sys/windows.rs`.
 //!
 //! The pieces, and what each one guarantees:
 //!
