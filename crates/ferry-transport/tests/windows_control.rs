@@ -21,19 +21,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_frame::{
-    Flags, HEADER_LEN, HandleRole, Hello, Kind, Limits, ServerPolicy, Welcome, negotiate,
-};
+use ferry_frame::{Flags, HEADER_LEN, Hello, Kind, Limits, ServerPolicy, Welcome, negotiate};
 use ferry_notify::Doorbell;
 use ferry_ring::{Consumer, Producer};
 use ferry_transport::Error;
 use ferry_transport::windows::control::{
-    self, ConnectionHandles, DOORBELL_ACCESS, Grant, peer_gone, recv_handles, send_handles,
+    self, ConnectionHandles, connection_grants, peer_gone, recv_handles, send_handles,
 };
 use ferry_transport::windows::identity::{PeerAccess, Sid};
 use ferry_transport::windows::pipe::{PipeListener, connect};
-use ferry_transport::windows::shm::{CLIENT_ACCESS, SharedMemory, ShmRegion};
-use std::os::windows::io::AsHandle;
+use ferry_transport::windows::shm::{SharedMemory, ShmRegion};
 
 /// Requests the client sends (and answers it gets back).
 const REQUESTS: u64 = 64;
@@ -187,23 +184,7 @@ fn control_plane_end_to_end_with_a_child_client() {
     send_handles(
         &pipe,
         &client,
-        &[
-            Grant {
-                role: HandleRole::SharedMemory,
-                handle: mem.handle(),
-                access: CLIENT_ACCESS,
-            },
-            Grant {
-                role: HandleRole::ServerDoorbell,
-                handle: server_bell.as_handle(),
-                access: DOORBELL_ACCESS,
-            },
-            Grant {
-                role: HandleRole::ClientDoorbell,
-                handle: client_bell.as_handle(),
-                access: DOORBELL_ACCESS,
-            },
-        ],
+        &connection_grants(&mem, &server_bell, &client_bell),
     )
     .expect("send the handles");
 

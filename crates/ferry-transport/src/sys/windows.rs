@@ -4,12 +4,12 @@
 //! of its process's token (`windows::identity`); a pending one-byte read on the pipe
 //! (`HangupWatch`) says the peer is gone.
 
-use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle};
+use std::os::windows::io::{AsRawHandle, BorrowedHandle};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_frame::{HandleRole, Header, Kind};
+use ferry_frame::{Header, Kind};
 use ferry_notify::Doorbell;
 use windows_sys::Win32::Foundation::{HANDLE, WAIT_OBJECT_0};
 use windows_sys::Win32::System::Threading::{INFINITE, WaitForMultipleObjects};
@@ -17,13 +17,12 @@ use windows_sys::Win32::System::Threading::{INFINITE, WaitForMultipleObjects};
 use super::MonitorWake;
 use crate::error::Error;
 use crate::windows::control::{
-    self, ConnectionHandles, DOORBELL_ACCESS, Grant, recv_handles, send_handles,
+    self, ConnectionHandles, connection_grants, recv_handles, send_handles,
 };
 use crate::windows::identity::{PeerAccess, PeerProcess, Sid};
 use crate::windows::pipe::{HangupWatch, Pipe, PipeListener, connect_pipe};
 use crate::windows::pipe_name;
 pub(crate) use crate::windows::poller::{Events, Interest, Poller};
-use crate::windows::shm::CLIENT_ACCESS;
 pub(crate) use crate::windows::shm::SharedMemory;
 
 /// Where a service's control pipe lives.
@@ -213,23 +212,7 @@ impl Control {
         send_handles(
             &self.pipe,
             client,
-            &[
-                Grant {
-                    role: HandleRole::SharedMemory,
-                    handle: mem.handle(),
-                    access: CLIENT_ACCESS,
-                },
-                Grant {
-                    role: HandleRole::ServerDoorbell,
-                    handle: server_bell.as_handle(),
-                    access: DOORBELL_ACCESS,
-                },
-                Grant {
-                    role: HandleRole::ClientDoorbell,
-                    handle: client_bell.as_handle(),
-                    access: DOORBELL_ACCESS,
-                },
-            ],
+            &connection_grants(mem, server_bell, client_bell),
         )?;
         Ok(())
     }

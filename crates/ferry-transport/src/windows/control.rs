@@ -12,7 +12,7 @@
 //! handles ([`ConnectionHandles::adopt`]) and checks each is what its role claims
 //! (`SharedMemory::open` for the section, `Doorbell::from_owned_handle` for the events).
 
-use std::os::windows::io::{BorrowedHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, BorrowedHandle, OwnedHandle};
 
 use ferry_frame::{HandleEntry, HandleRole, Handles, Header, Kind};
 use windows_sys::Win32::System::Threading::{EVENT_MODIFY_STATE, SYNCHRONIZATION_SYNCHRONIZE};
@@ -20,6 +20,7 @@ use windows_sys::Win32::System::Threading::{EVENT_MODIFY_STATE, SYNCHRONIZATION_
 use super::adopt_handle;
 use super::identity::PeerProcess;
 use super::pipe::Pipe;
+use super::shm::{CLIENT_ACCESS, SharedMemory};
 use crate::control_frame::{self, Channel};
 use crate::error::Error;
 
@@ -87,6 +88,33 @@ pub struct Grant<'a> {
     pub handle: BorrowedHandle<'a>,
     /// The access the duplicate carries (`shm::CLIENT_ACCESS`, [`DOORBELL_ACCESS`]).
     pub access: u32,
+}
+
+/// The three grants of a connection, in the roles the client adopts them in
+/// ([`ConnectionHandles::adopt`]): the section holding both rings, the server's doorbell, the
+/// client's doorbell.
+pub fn connection_grants<'a>(
+    mem: &'a SharedMemory,
+    server_bell: &'a ferry_notify::Doorbell,
+    client_bell: &'a ferry_notify::Doorbell,
+) -> [Grant<'a>; 3] {
+    [
+        Grant {
+            role: HandleRole::SharedMemory,
+            handle: mem.handle(),
+            access: CLIENT_ACCESS,
+        },
+        Grant {
+            role: HandleRole::ServerDoorbell,
+            handle: server_bell.as_handle(),
+            access: DOORBELL_ACCESS,
+        },
+        Grant {
+            role: HandleRole::ClientDoorbell,
+            handle: client_bell.as_handle(),
+            access: DOORBELL_ACCESS,
+        },
+    ]
 }
 
 /// Server side: duplicates each grant into the client's process and sends their values in a
@@ -218,7 +246,7 @@ mod tests {
     use super::*;
     use crate::windows::identity::PeerAccess;
     use crate::windows::pipe::{PipeListener, connect};
-    use crate::windows::shm::{CLIENT_ACCESS, SharedMemory};
+    use crate::windows::shm::SharedMemory;
     use ferry_notify::Doorbell;
     use std::time::Duration;
 
@@ -275,29 +303,8 @@ mod tests {
         let mem = SharedMemory::create(64 * 1024).expect("memory");
         let s_bell = Doorbell::new_unnamed().expect("bell");
         let c_bell = Doorbell::new_unnamed().expect("bell");
-        use std::os::windows::io::AsHandle;
-        let sent = send_handles(
-            &server,
-            &peer,
-            &[
-                Grant {
-                    role: HandleRole::SharedMemory,
-                    handle: mem.handle(),
-                    access: CLIENT_ACCESS,
-                },
-                Grant {
-                    role: HandleRole::ServerDoorbell,
-                    handle: s_bell.as_handle(),
-                    access: DOORBELL_ACCESS,
-                },
-                Grant {
-                    role: HandleRole::ClientDoorbell,
-                    handle: c_bell.as_handle(),
-                    access: DOORBELL_ACCESS,
-                },
-            ],
-        )
-        .expect("send handles");
+        let sent = send_handles(&server, &peer, &connection_grants(&mem, &s_bell, &c_bell))
+            .expect("send handles");
         let got = recv_handles(&client).expect("recv handles");
         assert_eq!(got, sent);
         let adopted = ConnectionHandles::adopt(&got).expect("adopt");
