@@ -13,7 +13,11 @@
 //!     (`set_fence_free`, the heavy barrier from `ferry::notify::barrier`):
 //!     no fence per message; a side about to sleep would run `membarrier`
 //!     instead (nobody sleeps here). An opt-in mode: the transport stays
-//!     fenced (see `ferry-ring`'s "Fence-free publication").
+//!     fenced (see `ferry-ring`'s "Fence-free publication"). This is the
+//!     row to hold against `rtrb`, which has no sleep handshake at all: a
+//!     fence-free ferry ring whose sleeper has no heavy barrier is exactly a
+//!     spin-only ring (its `prepare_sleep` always says `Ready`), and the
+//!     fenced `ferry` row is what the ability to sleep costs per record.
 //!   - `ferry_batch32`: the same ring, 32 records staged per `publish`, 32
 //!     consumed per `release_consumed`.
 //!   - `rtrb`: `rtrb::RingBuffer<[u8; N]>` (fixed-size array elements, not

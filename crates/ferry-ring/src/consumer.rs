@@ -166,7 +166,7 @@ impl<R: Region> Consumer<R> {
     /// A record is published when its word, at the head, turns nonzero
     /// (Acquire load): the consumer reads only lines it needs anyway, never
     /// the producer's cursor line.
-    #[inline]
+    #[inline(always)]
     fn next_record(&mut self) -> Result<Option<(u64, usize, u64)>, Corrupted> {
         if self.corruption.is_some() {
             return Err(Corrupted);

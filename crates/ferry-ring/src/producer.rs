@@ -12,6 +12,11 @@ use crate::region::Region;
 use crate::sync::{AtomicU32, Ordering};
 use crate::wake::{SleepPrep, Wake};
 
+/// How far past the tail [`Producer`] prefetches for writing (bytes).
+const WARM_AHEAD: u64 = 1024;
+/// The cache line size the prefetch assumes.
+const WARM_LINE: u64 = 64;
+
 /// The writing end of a ring. See the [crate docs](crate) for the protocol.
 #[derive(Debug)]
 pub struct Producer<R: Region> {
@@ -164,6 +169,28 @@ impl<R: Region> Producer<R> {
     #[inline]
     fn fits(&self, need: u64) -> bool {
         self.raw.capacity() - (self.tail - self.cached_head) >= need + RECORD_HEADER_SIZE as u64
+    }
+
+    /// After a record of `tail - before` bytes: asks the CPU for ownership
+    /// of the two cache lines [`WARM_AHEAD`] bytes (at most a quarter of the
+    /// ring) past the tail, where the records after the next dozen or so
+    /// will be written. A write prefetch: it changes no memory and never
+    /// faults.
+    ///
+    /// The producer's first store to a line otherwise waits for the line to
+    /// be taken back from the consumer's cache (which read it one lap
+    /// earlier), and a SeqCst fence after the store waits with it; with the
+    /// prefetch that transfer happens ahead, off the critical path. Records
+    /// smaller than a line skip it: they share lines with their neighbours,
+    /// so one transfer serves several of them. See the crate docs, "Write
+    /// prefetch", for what it measured.
+    #[inline(always)]
+    fn warm_ahead(&self, before: u64) {
+        if self.tail - before >= WARM_LINE {
+            let ahead = self.tail + (self.raw.capacity() / 4).min(WARM_AHEAD);
+            self.raw.prefetch_for_write(ahead);
+            self.raw.prefetch_for_write(ahead + WARM_LINE);
+        }
     }
 
     /// Writes the record word at `cursor`: kept back in `pending` if it is
@@ -452,7 +479,7 @@ impl<R: Region> WriteGrant<'_, R> {
 
     /// Writes the padding (if any), the record word for `n` bytes and the
     /// zero terminator after the record, and advances the local tail.
-    #[inline]
+    #[inline(always)]
     fn finish(&mut self, n: usize) {
         assert!(
             n <= self.len,
@@ -460,6 +487,7 @@ impl<R: Region> WriteGrant<'_, R> {
             self.len
         );
         let p = &mut *self.producer;
+        let before = p.tail;
         if self.padded {
             let to_end = p.raw.capacity() - p.raw.offset(p.tail);
             let pad_len = (to_end - RECORD_HEADER_SIZE as u64) as u32;
@@ -471,6 +499,7 @@ impl<R: Region> WriteGrant<'_, R> {
         // The word where the next record will start reads 0 ("nothing yet")
         // until that record is published; `fits` reserved these 8 bytes.
         p.raw.store_record(p.tail, 0, Ordering::Relaxed);
+        p.warm_ahead(before);
     }
 
     /// Publishes the record (and anything staged before it) now.

@@ -299,6 +299,33 @@ impl Raw {
         self.record_word(cursor).store(word, order);
     }
 
+    /// Hints the CPU to fetch, for writing, the cache line holding the data
+    /// byte at `cursor` (taken modulo the capacity). A hint only: x86_64
+    /// `prefetchw`, aarch64 `prfm pstl1keep`, nothing elsewhere or under
+    /// miri and loom.
+    #[inline]
+    pub(crate) fn prefetch_for_write(&self, cursor: u64) {
+        let ptr = self
+            .data
+            .as_ptr()
+            .wrapping_add(self.offset(cursor) as usize);
+        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
+        // SAFETY: a prefetch neither faults nor changes memory or any
+        // register but reads `ptr`; the address is inside the data area
+        // anyway (offset() < capacity). `prefetchw` executes as a NOP on
+        // x86_64 CPUs that predate it.
+        unsafe {
+            core::arch::asm!("prefetchw [{0}]", in(reg) ptr, options(nostack, preserves_flags, readonly));
+        }
+        #[cfg(all(target_arch = "aarch64", not(miri), not(loom)))]
+        // SAFETY: as above: `prfm` is a hint that never faults.
+        unsafe {
+            core::arch::asm!("prfm pstl1keep, [{0}]", in(reg) ptr, options(nostack, preserves_flags, readonly));
+        }
+        #[cfg(any(not(any(target_arch = "x86_64", target_arch = "aarch64")), miri, loom))]
+        let _ = ptr;
+    }
+
     /// Pointer to `len` bytes at data offset `off`.
     ///
     /// # Panics
