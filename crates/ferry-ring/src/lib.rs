@@ -181,8 +181,9 @@
 //!
 //! When it pays: one-way streams where the sleeper rarely sleeps (64-byte
 //! records one at a time, `benches/ring_vs_peers.rs`: 65.6 against 48.1 M
-//! records per second on this project's VM, with the write prefetch below). When it does not: traffic
-//! where a side prepares to sleep often, as request/response does: the
+//! records per second on this project's VM, with the write prefetch below).
+//! When it does not: traffic where a side prepares to sleep often, as
+//! request/response does: the
 //! heavy barrier costs about a microsecond and its IPI stalls the peer's
 //! CPU, so `ferry-transport` keeps its rings fenced (its 64-byte round trip
 //! took 4.85 µs p50 fence-free against 0.89 µs fenced).
@@ -195,8 +196,8 @@
 //! # Write prefetch
 //!
 //! After each record that fills a cache line or more (49 payload bytes and
-//! up, with its 8-byte word), the producer prefetches
-//! for writing (`prefetchw` on x86_64, `prfm pstl1keep` on aarch64; nothing
+//! up, with its 8-byte word), the producer prefetches for writing
+//! (`prefetchw` on x86_64, `prfm pstl1keep` on aarch64; nothing
 //! elsewhere) the two cache lines 1 KiB past its tail (a quarter of the
 //! ring in rings under 4 KiB). Those lines were last read by the consumer
 //! one lap earlier and still sit in its cache; without the hint the
@@ -208,8 +209,10 @@
 //! Measured in `benches/ring_vs_peers.rs` on this project's 2-vCPU VM, 10
 //! interleaved runs each, 64-byte records, medians: fence-free one per
 //! publish 53.2 → 65.6 M/s, 32 per publish 102.8 → 111.1 M/s, fenced one per
-//! publish unchanged (48.4 / 48.1 M/s; see below). A `nop` of the same size
-//! in place of the prefetch gave no such gain.
+//! publish unchanged (48.4 / 48.1 M/s; see below). In the experiments
+//! before it, a `nop` of the same size in place of each prefetch gave 58
+//! M/s fence-free where the prefetches gave 70: the gain is the prefetch,
+//! not where it moved the code.
 //!
 //! What it cannot remove: when the consumer has caught up it reads the line
 //! the next record goes to, and a fenced publish then waits for that line
