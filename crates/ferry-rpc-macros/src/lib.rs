@@ -41,9 +41,15 @@ impl Codec {
     /// An expression of type `ValueEncoder<ty>`.
     fn encoder(self, ty: &Type) -> Tokens {
         match self {
-            Codec::Postcard => quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::postcard_encode(v, b)),
-            Codec::Json => quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::json_encode(v, b)),
-            Codec::Rkyv => quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::rkyv_encode::<#ty>(v, b)),
+            Codec::Postcard => {
+                quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::postcard_encode(v, b))
+            }
+            Codec::Json => {
+                quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::json_encode(v, b))
+            }
+            Codec::Rkyv => {
+                quote!(|v: &#ty, b: &mut ::std::vec::Vec<u8>| ::ferry_rpc::codec::rkyv_encode::<#ty>(v, b))
+            }
         }
     }
     /// An expression of type `fn(&[u8]) -> Result<ty, CodecError>` (owned values).

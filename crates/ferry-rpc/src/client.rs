@@ -9,13 +9,11 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use ferry_transport::ClientConfig;
-use futures_core::Stream as _;
 use ferry_transport::tokio::AsyncClient as FerryAsyncClient;
+use futures_core::Stream as _;
 
 use crate::codec::{self, CodecError};
-use crate::envelope::{
-    ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind,
-};
+use crate::envelope::{ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind};
 use crate::error::RpcError;
 use crate::link::{AsyncTransport, ItemSource, Transport};
 use crate::{Method, RpcConfig};
@@ -79,10 +77,7 @@ impl Negotiation {
             Ok(()) => {
                 env.flags |= self.own_flags();
                 let body_len = buf.len() - ENVELOPE_LEN;
-                let compress = self
-                    .config
-                    .compress_above
-                    .is_some_and(|t| body_len > t)
+                let compress = self.config.compress_above.is_some_and(|t| body_len > t)
                     && self.peer_accepts_lz4.load(Ordering::Relaxed)
                     && u32::try_from(body_len).is_ok();
                 if compress {
@@ -245,7 +240,8 @@ impl<T: Transport> Client<T> {
                 self.link.call(bytes, timeout)
             })?
             .map_err(|e| method.error(e))?;
-        self.neg.open(&answer, MessageKind::Response, method, decode)
+        self.neg
+            .open(&answer, MessageKind::Response, method, decode)
     }
 
     /// Calls `method` with `body` as it is (raw bytes), written straight into the transport's
@@ -274,7 +270,8 @@ impl<T: Transport> Client<T> {
                 timeout,
             )
             .map_err(|e| method.error(e))?;
-        self.neg.open(&answer, MessageKind::Response, method, decode)
+        self.neg
+            .open(&answer, MessageKind::Response, method, decode)
     }
 
     /// Starts a streamed call of `method`; items are decoded with `decode`.
@@ -291,7 +288,9 @@ impl<T: Transport> Client<T> {
         let env = request_envelope(method, MessageKind::Stream, timeout);
         let items = self
             .neg
-            .with_message(env, encode, "request", method, |bytes| self.link.stream(bytes))?
+            .with_message(env, encode, "request", method, |bytes| {
+                self.link.stream(bytes)
+            })?
             .map_err(|e| method.error(e))?;
         Ok(TypedStream {
             items: Some(items),
@@ -469,7 +468,8 @@ impl<T: AsyncTransport> AsyncClient<T> {
             .call(&bytes, timeout)
             .await
             .map_err(|e| method.error(e))?;
-        self.neg.open(&answer, MessageKind::Response, method, decode)
+        self.neg
+            .open(&answer, MessageKind::Response, method, decode)
     }
 
     /// As [`Client::stream`]; dropping the stream cancels it on the server.

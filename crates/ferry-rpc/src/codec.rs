@@ -139,7 +139,11 @@ const RKYV_ALIGN: usize = 16;
 pub fn rkyv_encode<T>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>
 where
     T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<Vec<u8>, rkyv::ser::allocator::ArenaHandle<'a>, rancor::Error>,
+            rkyv::api::high::HighSerializer<
+                Vec<u8>,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rancor::Error,
+            >,
         >,
 {
     debug_assert_eq!(out.len() % RKYV_ALIGN, 0);
@@ -163,7 +167,8 @@ thread_local! {
 pub fn rkyv_view<T, R>(bytes: &[u8], f: impl FnOnce(&Archived<T>) -> R) -> Result<R, CodecError>
 where
     T: rkyv::Archive,
-    Archived<T>: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
+    Archived<T>:
+        for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
 {
     if (bytes.as_ptr() as usize).is_multiple_of(RKYV_ALIGN) {
         let archived = rkyv::access::<Archived<T>, rancor::Error>(bytes)
@@ -218,7 +223,8 @@ impl<'a> AlignedBody<'a> {
 pub fn rkyv_access<T>(bytes: &[u8]) -> Result<&Archived<T>, CodecError>
 where
     T: rkyv::Archive,
-    Archived<T>: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
+    Archived<T>:
+        for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>,
 {
     rkyv::access::<Archived<T>, rancor::Error>(bytes)
         .map_err(|e| CodecError(format!("rkyv: invalid archive: {e}")))

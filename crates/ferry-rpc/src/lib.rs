@@ -90,7 +90,9 @@ pub mod json_rpc;
 mod link;
 mod server;
 
-pub use client::{AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PushCallback, TypedStream};
+pub use client::{
+    AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PushCallback, TypedStream,
+};
 pub use envelope::{CodecId, method_id};
 pub use error::{RpcError, Status, code};
 pub use ferry_rpc_macros::service;

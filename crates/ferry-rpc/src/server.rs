@@ -13,9 +13,7 @@ use ferry_transport::tokio::{AsyncRequest, AsyncStreamSender, Reply};
 use ferry_transport::{Connection, Request, Server, ServerConfig, StreamSender};
 
 use crate::codec::{self, CodecError};
-use crate::envelope::{
-    ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind,
-};
+use crate::envelope::{ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind};
 use crate::error::{RpcError, Status, code};
 use crate::{CodecId, Method, MethodKind, RpcConfig};
 
@@ -375,15 +373,24 @@ impl<'a> Call<'a> {
         let peer = self.env.flags & FLAG_ACCEPTS_LZ4 != 0;
         let request = self.request;
         let mut request = Some(request);
-        let r = with_encoded(env, self.config, peer, &mut |b| encode(&value, b), |bytes| {
-            if let Some(req) = request.take() {
-                req.respond(bytes);
-            }
-        });
+        let r = with_encoded(
+            env,
+            self.config,
+            peer,
+            &mut |b| encode(&value, b),
+            |bytes| {
+                if let Some(req) = request.take() {
+                    req.respond(bytes);
+                }
+            },
+        );
         if let (Err(e), Some(req)) = (r, request) {
             req.respond_error(
                 code::BAD_RESPONSE,
-                &format!("{}: the handler's answer did not encode: {e}", method.qualified),
+                &format!(
+                    "{}: the handler's answer did not encode: {e}",
+                    method.qualified
+                ),
             );
         }
     }
@@ -683,7 +690,10 @@ impl std::fmt::Debug for AsyncCall {
 }
 
 fn reply_error(c: u32, m: String) -> Reply {
-    Reply::Error { code: c, message: m }
+    Reply::Error {
+        code: c,
+        message: m,
+    }
 }
 
 impl AsyncCall {
@@ -737,12 +747,20 @@ impl AsyncCall {
             Ok(v) => {
                 let env = Envelope::new(MessageKind::Response, method.codec, method.id);
                 let peer = self.env.flags & FLAG_ACCEPTS_LZ4 != 0;
-                match with_encoded(env, &self.config, peer, &mut |b| encode(&v, b), <[u8]>::to_vec)
-                {
+                match with_encoded(
+                    env,
+                    &self.config,
+                    peer,
+                    &mut |b| encode(&v, b),
+                    <[u8]>::to_vec,
+                ) {
                     Ok(bytes) => Reply::Bytes(bytes),
                     Err(e) => reply_error(
                         code::BAD_RESPONSE,
-                        format!("{}: the handler's answer did not encode: {e}", method.qualified),
+                        format!(
+                            "{}: the handler's answer did not encode: {e}",
+                            method.qualified
+                        ),
                     ),
                 }
             }
