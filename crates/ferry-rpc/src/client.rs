@@ -2,6 +2,7 @@
 //! envelope, sending it through the transport, reading the answer's envelope and decoding it.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -156,7 +157,12 @@ fn budget(timeout: Option<Duration>) -> u32 {
 }
 
 fn request_envelope(method: &Method, kind: MessageKind, timeout: Option<Duration>) -> Envelope {
-    let mut env = Envelope::new(kind, method.codec, method.id);
+    let codec = if method.raw_request {
+        crate::CodecId::Raw
+    } else {
+        method.codec
+    };
+    let mut env = Envelope::new(kind, codec, method.id);
     env.budget_us = budget(timeout);
     env
 }
@@ -450,66 +456,73 @@ impl<T: AsyncTransport> AsyncClient<T> {
             .with_message(env, encode, what, method, <[u8]>::to_vec)
     }
 
-    /// As [`Client::call`]; dropping the future cancels the call on the server.
+    /// As [`Client::call`]; dropping the future cancels the call on the server. The request
+    /// is encoded before the future is returned (so the future holds bytes, not the value).
     ///
     /// # Errors
     /// As [`Client::call`].
-    pub async fn call<R>(
-        &self,
+    pub fn call<'s, R: Send + 's>(
+        &'s self,
         method: &'static Method,
         timeout: Option<Duration>,
         encode: Encoder<'_>,
-        decode: impl FnOnce(&[u8]) -> Result<R, CodecError>,
-    ) -> Result<R, RpcError> {
+        decode: impl FnOnce(&[u8]) -> Result<R, CodecError> + Send + 's,
+    ) -> impl Future<Output = Result<R, RpcError>> + Send + 's {
         let env = request_envelope(method, MessageKind::Call, timeout);
-        let bytes = self.encode_owned(env, encode, "request", method)?;
-        let answer = self
-            .link
-            .call(&bytes, timeout)
-            .await
-            .map_err(|e| method.error(e))?;
-        self.neg
-            .open(&answer, MessageKind::Response, method, decode)
+        let bytes = self.encode_owned(env, encode, "request", method);
+        async move {
+            let bytes = bytes?;
+            let answer = self
+                .link
+                .call(&bytes, timeout)
+                .await
+                .map_err(|e| method.error(e))?;
+            self.neg
+                .open(&answer, MessageKind::Response, method, decode)
+        }
     }
 
     /// As [`Client::stream`]; dropping the stream cancels it on the server.
     ///
     /// # Errors
     /// As [`Client::call`].
-    pub async fn stream<I>(
-        &self,
+    pub fn stream<'s, I: 's>(
+        &'s self,
         method: &'static Method,
         timeout: Option<Duration>,
         encode: Encoder<'_>,
         decode: ItemDecoder<I>,
-    ) -> Result<AsyncTypedStream<I, T>, RpcError> {
+    ) -> impl Future<Output = Result<AsyncTypedStream<I, T>, RpcError>> + Send + 's {
         let env = request_envelope(method, MessageKind::Stream, timeout);
-        let bytes = self.encode_owned(env, encode, "request", method)?;
-        let items = self
-            .link
-            .stream(&bytes)
-            .await
-            .map_err(|e| method.error(e))?;
-        Ok(AsyncTypedStream {
-            items: Some(items),
-            decode,
-            method,
-            neg: self.neg.clone(),
-        })
+        let bytes = self.encode_owned(env, encode, "request", method);
+        async move {
+            let bytes = bytes?;
+            let items = self
+                .link
+                .stream(&bytes)
+                .await
+                .map_err(|e| method.error(e))?;
+            Ok(AsyncTypedStream {
+                items: Some(items),
+                decode,
+                method,
+                neg: self.neg.clone(),
+            })
+        }
     }
 
     /// As [`Client::notify`].
     ///
     /// # Errors
     /// As [`Client::notify`].
-    pub async fn notify(
-        &self,
+    pub fn notify<'s>(
+        &'s self,
         method: &'static Method,
         encode: Encoder<'_>,
-    ) -> Result<(), RpcError> {
+    ) -> impl Future<Output = Result<(), RpcError>> + Send + 's {
         let env = Envelope::new(MessageKind::Notification, method.codec, method.id);
-        let bytes = self.encode_owned(env, encode, "notification", method)?;
-        self.link.notify(&bytes).await.map_err(RpcError::Transport)
+        let bytes = self.encode_owned(env, encode, "notification", method);
+        async move { self.link.notify(&bytes?).await.map_err(RpcError::Transport) }
     }
 }
 
