@@ -9,7 +9,7 @@ pub mod code {
     pub const BAD_REQUEST: u32 = 0x8000_F002;
     /// The envelope is malformed (version, kind, codec, flags, or compression).
     pub const BAD_ENVELOPE: u32 = 0x8000_F003;
-    /// The call's deadline passed before the handler ran.
+    /// The call's deadline passed on the server (before or while its handler ran).
     pub const DEADLINE_EXCEEDED: u32 = 0x8000_F004;
     /// The handler could not encode its answer.
     pub const BAD_RESPONSE: u32 = 0x8000_F005;
@@ -89,8 +89,9 @@ pub enum RpcError {
     /// A malformed envelope (from the peer, or a server that did not accept ours).
     #[error("malformed envelope: {0}")]
     BadEnvelope(String),
-    /// The call's deadline passed (on the server, before the handler ran).
-    #[error("the deadline of {method} passed before the server ran it")]
+    /// The call's deadline passed on the server (before its handler ran, or while it ran: its
+    /// answer, or the rest of the stream, was dropped).
+    #[error("the deadline of {method} passed on the server")]
     DeadlineExceeded {
         /// `Service.method`.
         method: &'static str,

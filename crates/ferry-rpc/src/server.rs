@@ -168,6 +168,18 @@ fn mismatch(env: &Envelope, method: &Method) -> Option<String> {
     None
 }
 
+/// Whether `deadline` passed (no clock read without one).
+fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
+fn deadline_message(method: &Method) -> String {
+    format!(
+        "the deadline of {} passed while its handler ran; its answer was dropped",
+        method.qualified
+    )
+}
+
 fn bad_request_message(method: &Method, e: &CodecError) -> String {
     format!(
         "the request to {} does not decode as {}: {e}",
@@ -365,6 +377,11 @@ impl<'a> Call<'a> {
     /// Answers with the handler's result, encoded with `encode`.
     pub fn respond<T>(self, out: Result<T, Status>, encode: ValueEncoder<T>) {
         let method = self.method();
+        if expired(self.deadline) {
+            return self
+                .request
+                .respond_error(code::DEADLINE_EXCEEDED, &deadline_message(method));
+        }
         let value = match out {
             Ok(v) => v,
             Err(s) => return self.request.respond_error(s.wire_code(), &s.message),
@@ -440,6 +457,9 @@ impl<'a> Call<'a> {
                 let r = work(&cx, &body, &sink);
                 drop(cx);
                 let _ = match r {
+                    Ok(()) if expired(deadline) && !sender.is_cancelled() => {
+                        sender.fail(code::DEADLINE_EXCEEDED, &deadline_message(method))
+                    }
                     Ok(()) => sender.finish(),
                     Err(f) => {
                         let (c, m) = f.code_and_message(method);
@@ -743,6 +763,9 @@ impl AsyncCall {
     pub async fn respond<T>(self, out: Result<T, Status>, encode: ValueEncoder<T>) {
         let method = self.method();
         let reply = match out {
+            _ if expired(self.deadline) => {
+                reply_error(code::DEADLINE_EXCEEDED, deadline_message(method))
+            }
             Err(s) => reply_error(s.wire_code(), s.message),
             Ok(v) => {
                 let env = Envelope::new(MessageKind::Response, method.codec, method.id);
@@ -862,6 +885,10 @@ impl<I> AsyncSink<I> {
     /// Ends the stream with the handler's result.
     pub async fn end(self, r: Result<(), Failure>) {
         let _ = match r {
+            Ok(()) if expired(self.deadline) && !self.sender.is_cancelled() => {
+                let m = deadline_message(self.method);
+                self.sender.fail(code::DEADLINE_EXCEEDED, &m).await
+            }
             Ok(()) => self.sender.finish().await,
             Err(f) => {
                 let (c, m) = f.code_and_message(self.method);

@@ -92,6 +92,7 @@ pub struct Counters {
     pub changes: u64,
     pub last_version: u64,
     pub chats_cancelled: u64,
+    pub waits_cancelled: u64,
 }
 
 #[ferry_rpc::service]
@@ -129,6 +130,7 @@ pub struct TestEngine {
     pub changes: AtomicU64,
     pub last_version: AtomicU64,
     pub chats_cancelled: AtomicU64,
+    pub waits_cancelled: AtomicU64,
     pub last_wait: Mutex<Option<WaitReport>>,
 }
 
@@ -249,6 +251,9 @@ impl Engine for TestEngine {
             budget_ms: first.budget_ms,
             cancelled: cx.is_cancelled(),
         };
+        if last.cancelled {
+            self.waits_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
         *self.last_wait.lock().unwrap() = Some(last.clone());
         Ok(last)
     }
@@ -258,10 +263,12 @@ impl Engine for TestEngine {
             changes: self.changes.load(Ordering::SeqCst),
             last_version: self.last_version.load(Ordering::SeqCst),
             chats_cancelled: self.chats_cancelled.load(Ordering::SeqCst),
+            waits_cancelled: self.waits_cancelled.load(Ordering::SeqCst),
         };
         if reset {
             self.changes.store(0, Ordering::SeqCst);
             self.chats_cancelled.store(0, Ordering::SeqCst);
+            self.waits_cancelled.store(0, Ordering::SeqCst);
         }
         Ok(c)
     }
@@ -342,6 +349,9 @@ impl AsyncEngine for AsyncTestEngine {
             budget_ms: first.budget_ms,
             cancelled,
         };
+        if cancelled {
+            self.inner.waits_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
         *self.inner.last_wait.lock().unwrap() = Some(last.clone());
         Ok(last)
     }
