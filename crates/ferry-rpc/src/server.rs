@@ -455,7 +455,6 @@ impl<'a> Call<'a> {
                     src: Src::Stream(&sender, &connection),
                 };
                 let r = work(&cx, &body, &sink);
-                drop(cx);
                 let _ = match r {
                     Ok(()) if expired(deadline) && !sender.is_cancelled() => {
                         sender.fail(code::DEADLINE_EXCEEDED, &deadline_message(method))
