@@ -77,6 +77,32 @@
 //! postcard otherwise). A request argument of type `&[u8]` travels as raw bytes, written
 //! straight into the ring record (`call_with`) and borrowed from it on the server.
 //!
+//! # Method ids
+//! A method's id is FNV-1a of `"Service.method"` ([`method_id`], a `const fn`) unless given
+//! with `#[method(id = N)]`. Two methods of one service with the same id do not compile:
+//!
+//! ```compile_fail
+//! #[ferry_rpc::service]
+//! trait Clash {
+//!     #[method(id = 7)]
+//!     fn a(x: u32) -> u32;
+//!     #[method(id = 7)]
+//!     fn b(x: u32) -> u32;
+//! }
+//! ```
+//!
+//! while the same service with distinct ids does:
+//!
+//! ```
+//! #[ferry_rpc::service]
+//! trait NoClash {
+//!     #[method(id = 7)]
+//!     fn a(x: u32) -> u32;
+//!     #[method(id = 8)]
+//!     fn b(x: u32) -> u32;
+//! }
+//! ```
+//!
 //! docs/rpc.md describes the envelope byte by byte, the method ids, the codecs, compression,
 //! the error codes, versioning, and the JSON-RPC 2.0 mapping.
 

@@ -184,9 +184,15 @@ fuzz_target!(|input: Input| {
         _ => s.client.notify(&message).expect("notify"),
     }
     // The connection is still up.
-    let mut probe = Envelope::new(MessageKind::Call, CodecId::Raw, ferry_rpc::method_id("Fuzzed", "raw"))
-        .to_bytes()
-        .to_vec();
+    let mut probe = Envelope::new(
+        MessageKind::Call,
+        CodecId::Raw,
+        ferry_rpc::method_id("Fuzzed", "raw"),
+    )
+    .to_bytes()
+    .to_vec();
     probe.extend_from_slice(b"ok");
-    s.client.call_timeout(&probe, limit).expect("the connection stays up");
+    s.client
+        .call_timeout(&probe, limit)
+        .expect("the connection stays up");
 });
