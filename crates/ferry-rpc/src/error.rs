@@ -13,6 +13,8 @@ pub mod code {
     pub const DEADLINE_EXCEEDED: u32 = 0x8000_F004;
     /// The handler could not encode its answer.
     pub const BAD_RESPONSE: u32 = 0x8000_F005;
+    /// The server runs as many streams for this connection as it allows.
+    pub const BUSY: u32 = 0x8000_F006;
     /// First code of the range reserved for the typed layer; handlers' [`Status`](crate::Status)
     /// codes must lie below it.
     pub const RESERVED_BASE: u32 = 0x8000_F000;
@@ -107,6 +109,14 @@ pub enum RpcError {
     /// `serve_async` (or an async client) was used outside a tokio runtime.
     #[error("ferry_rpc::serve_async must be called inside a tokio runtime (enter one first)")]
     NoRuntime,
+    /// The server refused to start the stream: this connection runs as many as it allows.
+    #[error("the server is busy: {message}")]
+    Busy {
+        /// `Service.method`.
+        method: &'static str,
+        /// The server's words.
+        message: String,
+    },
     /// This side could not encode a value.
     #[error("could not encode the {what} of {method}: {message}")]
     Encode {
@@ -145,6 +155,10 @@ impl RpcError {
             code::BAD_ENVELOPE => RpcError::BadEnvelope(message),
             code::DEADLINE_EXCEEDED => RpcError::DeadlineExceeded { method: qualified },
             code::BAD_RESPONSE => RpcError::BadResponse {
+                method: qualified,
+                message,
+            },
+            code::BUSY => RpcError::Busy {
                 method: qualified,
                 message,
             },

@@ -66,7 +66,7 @@ pub fn error_code(ferry_code: u32) -> i64 {
         code::UNKNOWN_METHOD => -32601,
         code::BAD_REQUEST => -32602,
         code::BAD_ENVELOPE => -32600,
-        code::BAD_RESPONSE => -32603,
+        code::BAD_RESPONSE | code::BUSY => -32603,
         code::DEADLINE_EXCEEDED | 2 => -32800, // deadline, or the transport's CANCELLED
         c if (0x8000_0000..code::RESERVED_BASE).contains(&c) => i64::from(c - 0x8000_0000),
         _ => -32603,

@@ -198,6 +198,9 @@ pub struct RpcConfig {
     /// The largest body this side decompresses; a compressed body that claims more is refused
     /// before anything is allocated. Default 64 MiB.
     pub max_decompressed: usize,
+    /// Server: the most blocking stream handlers (each on a thread of its own) one connection
+    /// may have running; a stream request beyond it is answered with `BUSY` at once. Default 64.
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for RpcConfig {
@@ -206,6 +209,7 @@ impl Default for RpcConfig {
             compress_above: None,
             accept_lz4: true,
             max_decompressed: 64 << 20,
+            max_streams_per_connection: 64,
         }
     }
 }

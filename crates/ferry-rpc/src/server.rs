@@ -329,6 +329,7 @@ pub struct Call<'a> {
     method: Option<&'static Method>,
     service: &'static str,
     config: &'a RpcConfig,
+    streams: &'a Arc<StreamCounts>,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -433,8 +434,17 @@ impl<'a> Call<'a> {
         work: impl FnOnce(&Context<'_>, &[u8], &Sink<'_, I>) -> Result<(), Failure> + Send + 'static,
     ) {
         let method = self.method();
-        let body = self.body.bytes().to_vec();
         let connection = self.request.connection();
+        let max = self.config.max_streams_per_connection;
+        let Some(slot) = StreamSlot::acquire(self.streams, connection.id(), max) else {
+            let msg = format!(
+                "{}: this connection already runs {max} streams \
+                 (RpcConfig::max_streams_per_connection); finish or cancel one first",
+                method.qualified
+            );
+            return self.request.respond_error(code::BUSY, &msg);
+        };
+        let body = self.body.bytes().to_vec();
         let peer = self.env.flags & FLAG_ACCEPTS_LZ4 != 0;
         let deadline = self.deadline;
         let config = self.config.clone();
@@ -442,6 +452,7 @@ impl<'a> Call<'a> {
         let spawned = std::thread::Builder::new()
             .name(format!("ferry-rpc {}", method.qualified))
             .spawn(move || {
+                let _slot = slot;
                 let sink = Sink {
                     sender: &sender,
                     method,
@@ -470,6 +481,44 @@ impl<'a> Call<'a> {
             // The closure (and the sender in it) is gone: dropping the sender answered with an
             // error. Nothing more can be sent; say why in the log.
             tracing::warn!(method = method.qualified, error = %e, "could not start a stream thread");
+        }
+    }
+}
+
+/// The blocking stream threads running per connection, so that one client cannot make the
+/// server start threads without bound (`RpcConfig::max_streams_per_connection`).
+#[derive(Debug, Default)]
+struct StreamCounts(std::sync::Mutex<std::collections::HashMap<u64, usize>>);
+
+/// One running stream thread of a connection; dropping it counts it out.
+struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    connection: u64,
+}
+
+impl StreamSlot {
+    fn acquire(counts: &Arc<StreamCounts>, connection: u64, max: usize) -> Option<StreamSlot> {
+        let mut map = counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(connection).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            counts: counts.clone(),
+            connection,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.connection) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.connection);
+            }
         }
     }
 }
@@ -583,6 +632,7 @@ impl Note<'_> {
 struct Blocking<S> {
     service: S,
     config: RpcConfig,
+    streams: Arc<StreamCounts>,
 }
 
 impl<S: Service> ferry_transport::Handler for Blocking<S> {
@@ -605,6 +655,7 @@ impl<S: Service> ferry_transport::Handler for Blocking<S> {
             method: None,
             service: self.service.service_name(),
             config: &self.config,
+            streams: &self.streams,
         };
         self.service.call(call);
     }
@@ -640,6 +691,7 @@ pub fn serve(
         Blocking {
             service,
             config: rpc,
+            streams: Arc::default(),
         },
     )?)
 }

@@ -182,3 +182,43 @@ fn async_server_sees_cancellations_and_deadlines() {
         .waits_cancelled
         == 2));
 }
+
+#[test]
+fn a_connection_cannot_start_stream_threads_without_bound() {
+    let dir = TestDir::new("stream-cap");
+    let _server = ferry_rpc::serve(
+        "rpc-stream-cap",
+        server_config(dir.path()),
+        RpcConfig {
+            max_streams_per_connection: 4,
+            ..RpcConfig::default()
+        },
+        EngineServer::new(TestEngine::default()),
+    )
+    .unwrap();
+    let client = EngineClient::connect_with(
+        "rpc-stream-cap",
+        client_config(dir.path()),
+        RpcConfig::default(),
+    )
+    .unwrap();
+    let mut running: Vec<_> = (0..4).map(|_| client.chat(&slow_chat()).unwrap()).collect();
+    for s in &mut running {
+        assert!(s.next().unwrap().is_ok());
+    }
+    let mut fifth = client.chat(&slow_chat()).unwrap();
+    match fifth.next() {
+        Some(Err(RpcError::Busy { method, message })) => {
+            assert_eq!(method, "Engine.chat");
+            assert!(message.contains("max_streams_per_connection"), "{message}");
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Calls still go through; once a stream ends, a new one may start.
+    assert_eq!(client.counters(&false).unwrap().changes, 0);
+    drop(running.pop());
+    assert!(eventually(Duration::from_secs(10), || {
+        let mut s = client.chat(&slow_chat()).unwrap();
+        matches!(s.next(), Some(Ok(_)))
+    }));
+}
