@@ -196,6 +196,7 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
         items.push(item("uds", "oneway", 64));
         items.push(item("ferry", "oneway", 64 << 10));
         items.push(item("ferry", "pipelined", 64));
+        items.extend(editor_plan());
         return items;
     }
     let mut latency = vec!["ferry", "ferry-park", "ferry-async", "uds", "tcp", "pipe"];
@@ -218,6 +219,55 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
     for t in ["ferry", "uds", "tcp", "pipe"] {
         items.push(item(t, "pipelined", 64));
     }
+    items.extend(editor_plan());
+    items
+}
+
+/// The editor workload's transports: Ferry's typed layer with each codec, JSON-RPC 2.0 over
+/// stdio pipes with each framing.
+pub const EDITOR_TRANSPORTS: &[&str] = &[
+    "ferry-postcard",
+    "ferry-rkyv",
+    "ferry-json",
+    "jsonrpc-stdio",
+    "jsonrpc-lsp",
+];
+/// A completion request's payload (ferry-bench's `editor::schema::COMPLETE_REQUEST_BYTES`).
+pub const EDITOR_COMPLETE_BYTES: usize = 2608;
+/// The chat prompt's length (`editor::schema::CHAT_PROMPT`).
+pub const EDITOR_CHAT_BYTES: usize = 57;
+pub const EDITOR_FILE_BYTES: usize = 1 << 20;
+
+/// The editor family (Linux; the same in `--quick`, with shorter counts): every transport runs
+/// complete, complete-16, chat and analyze; Ferry's postcard client also runs the pipelined
+/// calls and the old system's two load tests.
+fn editor_plan() -> Vec<Item> {
+    let mut items = Vec::new();
+    for (scenario, size) in [
+        ("editor-complete", EDITOR_COMPLETE_BYTES),
+        ("editor-complete-16", EDITOR_COMPLETE_BYTES),
+        ("editor-chat", EDITOR_CHAT_BYTES),
+        ("editor-analyze", EDITOR_FILE_BYTES),
+    ] {
+        for &transport in EDITOR_TRANSPORTS {
+            items.push(Item {
+                transport,
+                scenario,
+                size,
+            });
+        }
+    }
+    for (scenario, size) in [
+        ("editor-pipelined", 8),
+        ("editor-old-100x10k", EDITOR_COMPLETE_BYTES),
+        ("editor-old-32x1k", 1024),
+    ] {
+        items.push(Item {
+            transport: "ferry-postcard",
+            scenario,
+            size,
+        });
+    }
     items
 }
 
@@ -229,6 +279,8 @@ struct Servers {
     local: Proc,
     tcp: Option<(Proc, u16)>,
     node: Option<Proc>,
+    /// The typed editor engine (`serve editor`; not under Wine).
+    editor: Option<Proc>,
 }
 
 struct Harness {
@@ -351,12 +403,26 @@ impl Harness {
         } else {
             None
         };
+        let editor = if self.opts.wine {
+            None
+        } else {
+            let mut p = Proc::spawn(
+                "the typed editor engine",
+                self.command(
+                    &["serve", "editor", "--name", "bench-e", "--dir", self.dir()],
+                    self.server_cpu(),
+                ),
+            )?;
+            p.expect("ready", self.start_timeout())?;
+            Some(p)
+        };
         Ok(Servers {
             ferry,
             ferry_park,
             local,
             tcp,
             node,
+            editor,
         })
     }
 
@@ -385,6 +451,11 @@ impl Harness {
             "rtt" => {
                 push("--samples", &samples);
                 push("--warmup", &warmup);
+            }
+            s if s.starts_with("editor-") => {
+                for (k, v) in self.editor_args(s) {
+                    push(k, &v);
+                }
             }
             _ => push("--duration-ms", duration),
         }
@@ -417,6 +488,10 @@ impl Harness {
             iox = Some(p);
         }
         let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
+            t if t.starts_with("ferry-") && item.scenario.starts_with("editor-") => (
+                servers.editor.as_mut(),
+                vec![("--name", "bench-e".into()), ("--dir", dir)],
+            ),
             "ferry" | "ferry-async" => (
                 Some(&mut servers.ferry),
                 vec![("--name", "bench-a".into()), ("--dir", dir)],
@@ -495,6 +570,30 @@ impl Harness {
             client_cpu,
             server_cpu,
         })
+    }
+
+    /// The counts of an editor scenario's client (shorter under `--quick`).
+    fn editor_args(&self, scenario: &str) -> Vec<(&'static str, String)> {
+        let q = self.opts.quick;
+        let pick = |quick: u64, full: u64| if q { quick } else { full }.to_string();
+        let duration = pick(200, 1000);
+        match scenario {
+            "editor-complete" => vec![
+                ("--samples", self.opts.samples.to_string()),
+                ("--warmup", (self.opts.samples / 10).max(1000).to_string()),
+            ],
+            "editor-complete-16" => vec![("--threads", "16".into()), ("--duration-ms", duration)],
+            "editor-chat" => vec![
+                ("--samples", pick(20, 200)),
+                ("--warmup", pick(5, 20)),
+                ("--tokens", "500".into()),
+            ],
+            "editor-analyze" => vec![("--samples", pick(10, 100)), ("--warmup", pick(2, 10))],
+            "editor-pipelined" => vec![("--window", "64".into()), ("--duration-ms", duration)],
+            "editor-old-100x10k" => vec![("--conns", "100".into()), ("--calls", pick(200, 10_000))],
+            "editor-old-32x1k" => vec![("--conns", "32".into()), ("--calls", pick(500, 10_000))],
+            _ => vec![],
+        }
     }
 
     /// 1000 connections from 10 processes against a fresh server.
@@ -1003,7 +1102,19 @@ fn measure_all(
         .map(|(k, v)| model::summarize(k.clone(), v))
         .collect();
     report.summaries.sort_by_key(|s| {
-        let order = ["rtt", "oneway", "pipelined", "scale-1000"];
+        let order = [
+            "rtt",
+            "oneway",
+            "pipelined",
+            "scale-1000",
+            "editor-complete",
+            "editor-complete-16",
+            "editor-chat",
+            "editor-analyze",
+            "editor-pipelined",
+            "editor-old-100x10k",
+            "editor-old-32x1k",
+        ];
         let t = [
             "ferry",
             "ferry-async",
@@ -1013,11 +1124,16 @@ fn measure_all(
             "tcp",
             "pipe",
             "node",
+            "ferry-postcard",
+            "ferry-rkyv",
+            "ferry-json",
+            "jsonrpc-stdio",
+            "jsonrpc-lsp",
         ];
         (
-            order.iter().position(|o| *o == s.key.scenario).unwrap_or(9),
+            order.iter().position(|o| *o == s.key.scenario).unwrap_or(99),
             s.key.size,
-            t.iter().position(|o| *o == s.key.transport).unwrap_or(9),
+            t.iter().position(|o| *o == s.key.transport).unwrap_or(99),
         )
     });
     report.figures = figures
@@ -1063,6 +1179,7 @@ fn measure_all(
     if let Some(ms) = figures.median("reconnect: restarted server's bind → first answer") {
         measured.insert("reconnect_ms", ms);
     }
+    editor_gates(&report.summaries, &mut measured);
     if !opts.wine {
         report.gates = gates::judge(bounds, &measured, opts.quick);
     }
@@ -1074,11 +1191,13 @@ fn measure_all(
         local,
         tcp,
         node,
+        editor,
     } = servers;
     let mut procs = vec![ferry, local];
     procs.extend(ferry_park);
     procs.extend(tcp.map(|(p, _)| p));
     procs.extend(node);
+    procs.extend(editor);
     for mut p in procs {
         p.send("quit")?;
         p.finish(Duration::from_secs(10))?;
@@ -1099,11 +1218,24 @@ fn measure_all(
         report.date_utc,
         report.runs
     );
-    let outputs = [
+    let editor: Vec<&Summary> = report
+        .summaries
+        .iter()
+        .filter(|s| s.key.scenario == "editor-complete")
+        .collect();
+    let editor_title = format!(
+        "editor: completion call ({EDITOR_COMPLETE_BYTES} B request, 5 items back), two processes \
+         — {} ({} CPUs), {} UTC, median of {} run(s)",
+        report.cpu_model, report.cpus, report.date_utc, report.runs
+    );
+    let mut outputs = vec![
         ("report.json", report::json(&report)),
         ("report.md", report::markdown(&report)),
         ("latency.svg", svg::plot(&title, &latency)),
     ];
+    if !editor.is_empty() {
+        outputs.push(("latency-editor.svg", svg::plot(&editor_title, &editor)));
+    }
     for (name, text) in &outputs {
         let path = out_dir.join(name);
         fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -1114,8 +1246,13 @@ fn measure_all(
     }
     println!("\n{}", report::table(&report));
     println!(
-        "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg",
-        out_dir.display()
+        "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg{1}",
+        out_dir.display(),
+        if editor.is_empty() {
+            String::new()
+        } else {
+            format!(", {}/latency-editor.svg", out_dir.display())
+        }
     );
     if opts.wine {
         return Ok(report
@@ -1139,6 +1276,43 @@ fn measure_all(
             )
         })
         .collect())
+}
+
+/// The editor family's gates from the run's summaries (a figure not measured stays out, and its
+/// gate fails as "not measured").
+fn editor_gates(summaries: &[Summary], measured: &mut BTreeMap<&'static str, f64>) {
+    let find = |t: &str, s: &str| {
+        summaries
+            .iter()
+            .find(|x| x.key.transport == t && x.key.scenario == s)
+    };
+    let complete = |t: &str| find(t, "editor-complete");
+    if let Some(typed) = complete("ferry-postcard") {
+        if let Some(p99) = typed.p99_ns {
+            measured.insert("editor_complete_p99_us", p99 / 1e3);
+        }
+        // The faster of the two JSON-RPC framings: the stricter comparison.
+        let jsonrpc = ["jsonrpc-stdio", "jsonrpc-lsp"]
+            .iter()
+            .filter_map(|t| complete(t)?.p50_ns)
+            .reduce(f64::min);
+        if let (Some(a), Some(b)) = (typed.p50_ns, jsonrpc) {
+            measured.insert("editor_complete_p50_ratio_to_jsonrpc", a / b);
+        }
+    }
+    let allocs: Vec<Option<f64>> = ["ferry-postcard", "ferry-rkyv"]
+        .iter()
+        .map(|t| complete(t).and_then(|s| s.server_allocs_per_msg))
+        .collect();
+    if let Some(all) = allocs.into_iter().collect::<Option<Vec<f64>>>() {
+        measured.insert(
+            "editor_server_allocs_per_call",
+            all.into_iter().fold(0.0, f64::max),
+        );
+    }
+    if let Some(p) = find("ferry-postcard", "editor-pipelined") {
+        measured.insert("editor_pipelined_calls_per_sec", p.msgs_per_sec);
+    }
 }
 
 /// What a `--wine` report says about itself, besides its header.
@@ -1329,8 +1503,28 @@ mod tests {
         assert!(
             quick
                 .iter()
+                .filter(|i| !i.scenario.starts_with("editor-"))
                 .all(|i| i.transport == "ferry" || i.transport == "uds")
         );
+        // The editor family runs in both, every transport on the four editor scenarios.
+        for plan in [&full, &quick] {
+            for s in [
+                "editor-complete",
+                "editor-complete-16",
+                "editor-chat",
+                "editor-analyze",
+            ] {
+                for t in EDITOR_TRANSPORTS {
+                    assert!(
+                        plan.iter().any(|i| i.transport == *t && i.scenario == s),
+                        "{t} {s}"
+                    );
+                }
+            }
+            for s in ["editor-pipelined", "editor-old-100x10k", "editor-old-32x1k"] {
+                assert!(plan.iter().any(|i| i.scenario == s), "{s}");
+            }
+        }
     }
 
     #[test]
@@ -1353,6 +1547,7 @@ mod tests {
             full.iter()
                 .all(|i| !matches!(i.transport, "uds" | "node") && i.size == 64)
         );
+        assert!(!full.iter().any(|i| i.scenario.starts_with("editor-")));
         for s in ["oneway", "pipelined"] {
             assert!(
                 full.iter()

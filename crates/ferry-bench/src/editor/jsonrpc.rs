@@ -420,12 +420,12 @@ impl Peer {
             if let Some(e) = msg.error {
                 return Err(format!("JSON-RPC error answer: {}", e.get()));
             }
-            match (msg.id, msg.result) {
-                (Some(got), Some(result)) if got == id => {
-                    return serde_json::from_str(result.get()).map_err(io_err);
-                }
-                (Some(got), _) => return Err(format!("answer to {got} while waiting for {id}")),
-                (None, _) => on_note(msg.params.map_or("null", RawValue::get))?,
+            // (`"result": null` reads as `None`.)
+            let result = msg.result.map_or("null", RawValue::get);
+            match msg.id {
+                Some(got) if got == id => return serde_json::from_str(result).map_err(io_err),
+                Some(got) => return Err(format!("answer to {got} while waiting for {id}")),
+                None => on_note(msg.params.map_or("null", RawValue::get))?,
             }
         }
     }
