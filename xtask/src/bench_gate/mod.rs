@@ -1131,7 +1131,10 @@ fn measure_all(
             "jsonrpc-lsp",
         ];
         (
-            order.iter().position(|o| *o == s.key.scenario).unwrap_or(99),
+            order
+                .iter()
+                .position(|o| *o == s.key.scenario)
+                .unwrap_or(99),
             s.key.size,
             t.iter().position(|o| *o == s.key.transport).unwrap_or(99),
         )
@@ -1525,6 +1528,76 @@ mod tests {
                 assert!(plan.iter().any(|i| i.scenario == s), "{s}");
             }
         }
+    }
+
+    #[test]
+    fn editor_gates_take_the_typed_rows_and_the_faster_jsonrpc() {
+        let summary = |t: &str, s: &str, p50: u64, p99: u64, server: Option<u64>| {
+            let run = Run {
+                hist: Hist(vec![(p50, 98), (p99, 2)]),
+                msgs: 100,
+                elapsed_ns: 1_000_000,
+                server_allocs: server,
+                ..Run::default()
+            };
+            model::summarize(
+                Key {
+                    transport: t.into(),
+                    scenario: s.into(),
+                    size: EDITOR_COMPLETE_BYTES,
+                },
+                &[run],
+            )
+        };
+        let mut all = vec![
+            summary("ferry-postcard", "editor-complete", 4_000, 9_000, Some(0)),
+            summary("jsonrpc-stdio", "editor-complete", 50_000, 90_000, None),
+            summary("jsonrpc-lsp", "editor-complete", 40_000, 90_000, None),
+            summary("ferry-postcard", "editor-pipelined", 0, 0, Some(0)),
+        ];
+        let mut m = BTreeMap::new();
+        editor_gates(&all, &mut m);
+        assert_eq!(m["editor_complete_p99_us"], 9.0);
+        assert_eq!(m["editor_complete_p50_ratio_to_jsonrpc"], 0.1);
+        assert_eq!(m["editor_pipelined_calls_per_sec"], 100_000.0);
+        // No rkyv row: the allocation gate has nothing measured (and so fails).
+        assert!(!m.contains_key("editor_server_allocs_per_call"));
+        all.push(summary(
+            "ferry-rkyv",
+            "editor-complete",
+            4_000,
+            9_000,
+            Some(3),
+        ));
+        let mut m = BTreeMap::new();
+        editor_gates(&all, &mut m);
+        assert_eq!(m["editor_server_allocs_per_call"], 0.03);
+        let lines = report::editor_lines(&all);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("| ferry-postcard | 4.00 | 9.00 |"))
+        );
+        assert!(lines.iter().any(|l| l.contains("Pipelined typed calls")));
+        assert!(!lines.iter().any(|l| l.contains("71 K msg/s")));
+        all.push(summary(
+            "ferry-postcard",
+            "editor-old-100x10k",
+            20_000,
+            60_000,
+            None,
+        ));
+        let lines = report::editor_lines(&all);
+        let old = lines
+            .iter()
+            .find(|l| l.contains("100 connections"))
+            .unwrap();
+        // Measured: 100 calls in 1 ms, mean (98 × 20 + 2 × 60) / 100 µs; theirs beside it.
+        assert!(
+            old.contains("| 100.0 k | 20.80 | 60.00 | 71 K msg/s, 136 µs average |"),
+            "{old}"
+        );
+        assert!(report::editor_lines(&[]).is_empty());
     }
 
     #[test]

@@ -65,7 +65,11 @@ impl Hist {
     pub fn mean(&self) -> Option<f64> {
         let total = self.count();
         (total > 0).then(|| {
-            self.0.iter().map(|&(v, c)| v as f64 * c as f64).sum::<f64>() / total as f64
+            self.0
+                .iter()
+                .map(|&(v, c)| v as f64 * c as f64)
+                .sum::<f64>()
+                / total as f64
         })
     }
 

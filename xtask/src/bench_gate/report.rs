@@ -92,9 +92,7 @@ fn ferry_ratio(s: &Summary, all: &[Summary]) -> String {
         "ferry"
     };
     let ferry = all.iter().find(|f| {
-        f.key.transport == reference
-            && f.key.scenario == s.key.scenario
-            && f.key.size == s.key.size
+        f.key.transport == reference && f.key.scenario == s.key.scenario && f.key.size == s.key.size
     });
     let Some(ferry) = ferry else {
         return "-".to_owned();

@@ -220,8 +220,15 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
         let msg: Incoming<'_> = match serde_json::from_slice(&buf) {
             Ok(m) => m,
             Err(e) => {
-                reply_error(framing, &mut w, &mut out, None, -32700, format!("parse error: {e}"))
-                    .map_err(io)?;
+                reply_error(
+                    framing,
+                    &mut w,
+                    &mut out,
+                    None,
+                    -32700,
+                    format!("parse error: {e}"),
+                )
+                .map_err(io)?;
                 continue;
             }
         };
@@ -233,9 +240,8 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
             "textDocument/completion" => {
                 match serde_json::from_str::<CompletionRequest<'_>>(params)
                     .map_err(|e| e.to_string())
-                    .and_then(|req| {
-                        check_completion(&req.path, &req.prefix, &req.suffix, req.line)
-                    }) {
+                    .and_then(|req| check_completion(&req.path, &req.prefix, &req.suffix, req.line))
+                {
                     Ok(()) => send(
                         framing,
                         &mut w,
@@ -451,7 +457,10 @@ impl Peer {
             Ok(())
         })?;
         if n != u64::from(req.tokens) {
-            return Err(format!("a chat answer had {n} tokens, {} expected", req.tokens));
+            return Err(format!(
+                "a chat answer had {n} tokens, {} expected",
+                req.tokens
+            ));
         }
         Ok((first.unwrap_or_default(), n))
     }
@@ -665,9 +674,7 @@ fn concurrent(
                                 .map_err(io_err)?;
                             pipe.write_all(out).map_err(io_err)?;
                         }
-                        let body = rx
-                            .recv()
-                            .map_err(|_| "the reader stopped".to_owned())??;
+                        let body = rx.recv().map_err(|_| "the reader stopped".to_owned())??;
                         let msg: Incoming<'_> = serde_json::from_slice(&body).map_err(io_err)?;
                         let result = msg.result.ok_or("an answer without a result")?;
                         let list: CompletionList =

@@ -213,8 +213,24 @@ pub struct Token {
 
 /// The vocabulary chat answers cycle through: every token 2 to 8 bytes.
 pub const VOCABULARY: &[&str] = &[
-    "The", " fn", " walks", " the", " tree", ",", " and", " returns", " each", " node", "'s",
-    " parent", ". ", "Rename", " it", " to", " `parents`", ".\n",
+    "The",
+    " fn",
+    " walks",
+    " the",
+    " tree",
+    ",",
+    " and",
+    " returns",
+    " each",
+    " node",
+    "'s",
+    " parent",
+    ". ",
+    "Rename",
+    " it",
+    " to",
+    " `parents`",
+    ".\n",
 ];
 
 /// The `i`-th token of an answer.
@@ -301,4 +317,3 @@ pub trait EditorBench {
     /// The 1 KiB message of `editor-old-32x1k`, echoed.
     fn echo(data: &[u8]) -> Vec<u8>;
 }
-

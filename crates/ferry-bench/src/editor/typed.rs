@@ -289,13 +289,11 @@ pub fn client(
     let calls = Calls::new(transport, tokens);
     let client = connect(opts)?;
     let outcome = match work {
-        Work::Complete { samples, warmup } => sequential(
-            opts,
-            samples,
-            warmup,
-            COMPLETE_REQUEST_BYTES as u64,
-            || calls.complete(&client),
-        )?,
+        Work::Complete { samples, warmup } => {
+            sequential(opts, samples, warmup, COMPLETE_REQUEST_BYTES as u64, || {
+                calls.complete(&client)
+            })?
+        }
         Work::Analyze {
             samples,
             warmup,
@@ -338,7 +336,11 @@ pub fn client(
             concurrent(&calls, &client, threads, duration)?
         }
         Work::Pipelined { window, duration } => pipelined(&client, window, duration, opts)?,
-        Work::Load { conns, calls: n, size } => load(opts, &calls, conns, n, size)?,
+        Work::Load {
+            conns,
+            calls: n,
+            size,
+        } => load(opts, &calls, conns, n, size)?,
     };
     Ok((outcome, client))
 }
@@ -380,7 +382,12 @@ fn concurrent(
             .collect()
     });
     let elapsed = start.elapsed();
-    merge(results, elapsed, COMPLETE_REQUEST_BYTES as u64, allocs.end())
+    merge(
+        results,
+        elapsed,
+        COMPLETE_REQUEST_BYTES as u64,
+        allocs.end(),
+    )
 }
 
 fn merge(
@@ -449,7 +456,8 @@ fn pipelined(
         tokio::time::sleep(duration).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
-            t.await.map_err(|e| format!("a pipelined task failed: {e}"))??;
+            t.await
+                .map_err(|e| format!("a pipelined task failed: {e}"))??;
         }
         Ok(())
     });
@@ -516,6 +524,10 @@ fn load(opts: &Opts, calls: &Calls, conns: usize, n: u64, size: usize) -> Result
             .collect();
         (results, start.elapsed())
     });
-    let per_call = if size == 0 { COMPLETE_REQUEST_BYTES } else { size } as u64;
+    let per_call = if size == 0 {
+        COMPLETE_REQUEST_BYTES
+    } else {
+        size
+    } as u64;
     merge(results, elapsed, per_call, allocs.end())
 }
