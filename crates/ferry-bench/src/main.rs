@@ -73,11 +73,12 @@ ferry-bench pipe-echo
 ferry-bench scale --name N --dir D --conns N --threads N --duration-ms N
 ferry-bench reconnect --name N --dir D
 ferry-bench serve editor --name N --dir D
-ferry-bench client <ferry-postcard|ferry-rkyv|ferry-json|jsonrpc-stdio|jsonrpc-lsp>
+ferry-bench serve tarpc --path P   (feature `peers-rpc`)
+ferry-bench client <ferry-postcard|ferry-rkyv|ferry-json|jsonrpc-stdio|jsonrpc-lsp|tarpc>
             <editor-complete|editor-complete-16|editor-chat|editor-analyze|editor-pipelined|
              editor-old-100x10k|editor-old-32x1k>
             [--samples N --warmup N --duration-ms N --threads N --tokens N --size BYTES
-             --window N --conns N --calls N] (ferry-*: --name N --dir D)
+             --window N --conns N --calls N] (ferry-*: --name N --dir D; tarpc: --path P)
 ferry-bench jsonrpc-server --framing lines|lsp   (the JSON-RPC peers' child, on stdin/stdout)
 ";
 
@@ -103,6 +104,8 @@ ferry-bench reconnect --name N --dir D
                 ["serve", "tcp"] => wire::serve_tcp(),
                 #[cfg(target_os = "linux")]
                 ["serve", "editor"] => crate::editor::typed::serve(&opts),
+                #[cfg(all(target_os = "linux", feature = "peers-rpc"))]
+                ["serve", "tarpc"] => crate::editor::tarpc_peer::serve(&opts),
                 #[cfg(target_os = "linux")]
                 ["jsonrpc-server"] => crate::editor::jsonrpc::serve(&opts),
                 #[cfg(target_os = "linux")]

@@ -64,6 +64,14 @@ pub struct Options {
     pub wine: bool,
 }
 
+impl Options {
+    /// Whether the RPC framework peers of the editor workload (tarpc) are built and run:
+    /// full Linux runs, and `--quick` with `--peers all` (ferry-bench's `peers-rpc` feature).
+    pub fn rpc_peers(&self) -> bool {
+        !self.wine && (!self.quick || self.all_peers)
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -196,7 +204,7 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
         items.push(item("uds", "oneway", 64));
         items.push(item("ferry", "oneway", 64 << 10));
         items.push(item("ferry", "pipelined", 64));
-        items.extend(editor_plan());
+        items.extend(editor_plan(o.rpc_peers()));
         return items;
     }
     let mut latency = vec!["ferry", "ferry-park", "ferry-async", "uds", "tcp", "pipe"];
@@ -219,7 +227,7 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
     for t in ["ferry", "uds", "tcp", "pipe"] {
         items.push(item(t, "pipelined", 64));
     }
-    items.extend(editor_plan());
+    items.extend(editor_plan(o.rpc_peers()));
     items
 }
 
@@ -239,9 +247,10 @@ pub const EDITOR_CHAT_BYTES: usize = 57;
 pub const EDITOR_FILE_BYTES: usize = 1 << 20;
 
 /// The editor family (Linux; the same in `--quick`, with shorter counts): every transport runs
-/// complete, complete-16, chat and analyze; Ferry's postcard client also runs the pipelined
-/// calls and the old system's two load tests.
-fn editor_plan() -> Vec<Item> {
+/// complete, complete-16, chat and analyze (tarpc, with `rpc_peers`: all but chat, it has no
+/// streams); Ferry's postcard client also runs the pipelined calls and the old system's two
+/// load tests.
+fn editor_plan(rpc_peers: bool) -> Vec<Item> {
     let mut items = Vec::new();
     for (scenario, size) in [
         ("editor-complete", EDITOR_COMPLETE_BYTES),
@@ -252,6 +261,13 @@ fn editor_plan() -> Vec<Item> {
         for &transport in EDITOR_TRANSPORTS {
             items.push(Item {
                 transport,
+                scenario,
+                size,
+            });
+        }
+        if rpc_peers && scenario != "editor-chat" {
+            items.push(Item {
+                transport: "tarpc",
                 scenario,
                 size,
             });
@@ -281,6 +297,8 @@ struct Servers {
     node: Option<Proc>,
     /// The typed editor engine (`serve editor`; not under Wine).
     editor: Option<Proc>,
+    /// tarpc's server (`serve tarpc`, when the RPC peers run).
+    tarpc: Option<Proc>,
 }
 
 struct Harness {
@@ -332,6 +350,10 @@ impl Harness {
     /// How long a process may take to print `ready` (Wine starts processes slowly).
     fn start_timeout(&self) -> Duration {
         Duration::from_secs(if self.opts.wine { 60 } else { 20 })
+    }
+
+    fn tarpc_path(&self) -> String {
+        self.dir.join("tarpc.sock").display().to_string()
     }
 
     fn server_cpu(&self) -> Option<u32> {
@@ -416,6 +438,19 @@ impl Harness {
             p.expect("ready", self.start_timeout())?;
             Some(p)
         };
+        let tarpc = if self.opts.rpc_peers() {
+            let mut p = Proc::spawn(
+                "the tarpc server",
+                self.command(
+                    &["serve", "tarpc", "--path", &self.tarpc_path()],
+                    self.server_cpu(),
+                ),
+            )?;
+            p.expect("ready", self.start_timeout())?;
+            Some(p)
+        } else {
+            None
+        };
         Ok(Servers {
             ferry,
             ferry_park,
@@ -423,6 +458,7 @@ impl Harness {
             tcp,
             node,
             editor,
+            tarpc,
         })
     }
 
@@ -496,6 +532,7 @@ impl Harness {
                 Some(&mut servers.ferry),
                 vec![("--name", "bench-a".into()), ("--dir", dir)],
             ),
+            "tarpc" => (servers.tarpc.as_mut(), vec![("--path", self.tarpc_path())]),
             "ferry-park" => (
                 servers.ferry_park.as_mut(),
                 vec![("--name", "bench-p".into()), ("--dir", dir)],
@@ -902,8 +939,15 @@ pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
         println!("bench-gate: building ferry-bench (release)");
         ws.target_dir.join("release/ferry-bench")
     };
+    let mut features = Vec::new();
     if opts.all_peers {
-        build = build.args(["--features", "iceoryx2"]);
+        features.push("iceoryx2");
+    }
+    if opts.rpc_peers() {
+        features.push("peers-rpc");
+    }
+    if !features.is_empty() {
+        build = build.args(["--features", features.join(",").as_str()]);
     }
     build.run().map_err(|f| {
         if opts.wine {
@@ -997,6 +1041,17 @@ fn measure_all(
                     .into(),
             );
         }
+        if !opts.rpc_peers() {
+            report.notes.push(
+                "tarpc not measured: `--quick` does not build ferry-bench's `peers-rpc` feature \
+                 (`--peers all` adds it)."
+                    .into(),
+            );
+        }
+        report.notes.push(
+            "gRPC (tonic over a Unix socket) is not built yet: the editor workload has no gRPC row."
+                .into(),
+        );
         if !opts.all_peers {
             report.notes.push(
                 "iceoryx2 not measured: it is slow to compile; `--peers all` adds it (polling and blocking).".into(),
@@ -1129,6 +1184,7 @@ fn measure_all(
             "ferry-json",
             "jsonrpc-stdio",
             "jsonrpc-lsp",
+            "tarpc",
         ];
         (
             order
@@ -1195,12 +1251,14 @@ fn measure_all(
         tcp,
         node,
         editor,
+        tarpc,
     } = servers;
     let mut procs = vec![ferry, local];
     procs.extend(ferry_park);
     procs.extend(tcp.map(|(p, _)| p));
     procs.extend(node);
     procs.extend(editor);
+    procs.extend(tarpc);
     for mut p in procs {
         p.send("quit")?;
         p.finish(Duration::from_secs(10))?;
@@ -1528,6 +1586,20 @@ mod tests {
                 assert!(plan.iter().any(|i| i.scenario == s), "{s}");
             }
         }
+        // tarpc (no streams: no chat) in full runs, and in `--quick` only with `--peers all`.
+        let tarpc = |p: &[Item]| -> Vec<&str> {
+            p.iter()
+                .filter(|i| i.transport == "tarpc")
+                .map(|i| i.scenario)
+                .collect()
+        };
+        assert_eq!(
+            tarpc(&full),
+            ["editor-complete", "editor-complete-16", "editor-analyze"]
+        );
+        assert!(tarpc(&quick).is_empty());
+        let quick_all = plan(&parse(&args("--quick --peers all")).unwrap(), false);
+        assert_eq!(tarpc(&quick_all).len(), 3);
     }
 
     #[test]

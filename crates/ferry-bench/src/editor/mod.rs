@@ -17,6 +17,8 @@
 
 pub mod jsonrpc;
 pub mod schema;
+#[cfg(feature = "peers-rpc")]
+pub mod tarpc_peer;
 pub mod typed;
 
 use std::time::Duration;
@@ -130,10 +132,15 @@ pub fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String
             let (o, c) = jsonrpc::client(t, work, opts)?;
             (o, Box::new(c))
         }
+        #[cfg(feature = "peers-rpc")]
+        "tarpc" => {
+            let (o, c) = tarpc_peer::client(work, opts)?;
+            (o, Box::new(c))
+        }
         other => {
             return Err(format!(
                 "`{other}` does not run the editor workload (ferry-postcard, ferry-rkyv, \
-                 ferry-json, jsonrpc-stdio, jsonrpc-lsp)"
+                 ferry-json, jsonrpc-stdio, jsonrpc-lsp; tarpc with the `peers-rpc` feature)"
             ));
         }
     };
