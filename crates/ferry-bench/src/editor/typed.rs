@@ -154,8 +154,14 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
 }
 
 fn connect(opts: &Opts) -> Result<EditorBenchClient, String> {
+    let policy = match opts.str_or("policy", "adaptive") {
+        "adaptive" => ferry_transport::WaitPolicy::default(),
+        "park" => ferry_transport::WaitPolicy::ParkOnly,
+        other => return Err(format!("unknown wait policy `{other}` (adaptive or park)")),
+    };
     let config = ClientConfig {
         runtime_dir: Some(opts.path("dir")?),
+        policy,
         ..ClientConfig::default()
     };
     EditorBenchClient::connect_with(opts.str("name")?, config, RpcConfig::default())
