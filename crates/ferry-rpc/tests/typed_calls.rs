@@ -263,6 +263,16 @@ async fn exercise_async(dir: &TestDir) {
 }
 
 #[test]
+fn clients_are_send_sync_and_cheap_to_clone() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<EngineClient>();
+    shared::<EngineAsyncClient>();
+    shared::<EnginePusher>();
+    shared::<ferry_rpc::Client>();
+    shared::<ferry_rpc::AsyncClient>();
+}
+
+#[test]
 fn blocking_client_against_blocking_server() {
     let dir = TestDir::new("bb");
     let _server = start("server", &dir);
