@@ -513,7 +513,7 @@ impl AsyncStream {
                         self.finished = true;
                         self.call.done = true;
                         if inner.kind == Kind::ErrorResponse {
-                            let (code, message) = client::decode_error(&inner.buf);
+                            let (code, message) = crate::error::decode_error(&inner.buf);
                             return Poll::Ready(Some(Err(Error::Remote { code, message })));
                         }
                         return Poll::Ready(None);
