@@ -94,7 +94,7 @@ impl Default for WaitPolicy {
 impl WaitPolicy {
     /// Waits until `ready()` returns `true` or `deadline` passes.
     ///
-    /// The closures carry the sleep handshake (see the [crate docs](crate#the-sleep-handshake)):
+    /// The closures carry the sleep protocol (see the [crate docs](crate#the-sleep-protocol)):
     ///
     /// * `ready()`: is the condition true now? (For a ring: is it non-empty?) Called often;
     ///   must be cheap and must not block.
