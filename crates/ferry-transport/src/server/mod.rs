@@ -4,10 +4,12 @@
 //! timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
 //! which reads its ring, runs the handler inline for each message, and writes answers back.
 //! While any of its connections is busy the worker spins on their rings (bounded by the wait
-//! policy and the process-wide spin governor); when all are idle it arms every ring's sleep word
-//! with its doorbell token and sleeps in `epoll_wait` (macOS: `kevent`; Windows: an I/O
-//! completion port fed by thread-pool waits) on the doorbells and control channels, so an idle
-//! server costs no CPU, and a client's death (its control channel hangs up) is seen at once.
+//! policy's budget, learned as `ferry_notify::policy::SpinLearner` says; the process-wide spin
+//! governor of blocking waiters does not apply to workers); when all are idle it arms every
+//! ring's sleep word with its doorbell token and sleeps in `epoll_wait` (macOS: `kevent`;
+//! Windows: an I/O completion port fed by thread-pool waits) on the doorbells and control
+//! channels, so an idle server costs no CPU, and a client's death (its control channel hangs
+//! up) is seen at once.
 //!
 //! Where things are: [`config`] (how a server serves), [`conn`] (one connection as the server
 //! sees it, and its inline answers), [`request`] (the request API handlers answer through),

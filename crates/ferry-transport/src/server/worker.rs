@@ -7,216 +7,343 @@ use std::time::Duration;
 
 use ferry_frame::{ErrorCode, ErrorPayload, Kind};
 use ferry_notify::WaitPolicy;
-use ferry_notify::policy::PROBE_EVERY;
+use ferry_notify::policy::SpinLearner;
 
 use crate::error::Error;
 use crate::link::{Polled, TOKEN_DOORBELL};
 use crate::metrics::CloseReason;
 use crate::sys::{Events, Interest, Poller};
 
-use super::ServerShared;
 use super::conn::{ConnState, Connection};
 use super::request::{Request, send_error_inline};
+use super::{ServerShared, WorkerInbox};
 
-pub(crate) const WAKE_KEY: u64 = u64::MAX;
+/// The poller token of the worker's own doorbell (new connections, shutdown). A connection in
+/// slot `s` has tokens `s << 1` (its control channel) and `s << 1 | 1` (its doorbell).
+const WAKE_KEY: u64 = u64::MAX;
 
 /// Why a connection whose client said `Goodbye` is closed.
 pub(crate) const GOODBYE: &str = "the client said goodbye";
 
-/// One worker's event loop.
+/// `quiet[slot]` of a cold connection (or an empty slot).
+const COLD: u32 = u32::MAX;
+
+/// Runs worker `index`'s event loop until the server stops, then says goodbye to its clients.
 pub(crate) fn worker(shared: Arc<ServerShared>, index: usize) {
-    let inbox = &shared.workers[index];
-    let Ok(poller) = Poller::new() else {
+    let Some(mut worker) = Worker::new(&shared, index) else {
         return;
     };
-    if poller
-        .add(&inbox.bell, WAKE_KEY, Interest::Readable)
-        .is_err()
-    {
-        return;
-    }
-    let mut conns: Vec<Option<Arc<ConnState>>> = Vec::new();
-    let mut free_keys: Vec<usize> = Vec::new();
-    let mut events = Events::with_capacity(256);
-    // The hot list: connections polled every round (they were busy lately, or hold an answer
-    // waiting for ring space). Every other connection is cold: its incoming ring is armed with
-    // our doorbell token, so its client rings the doorbell when it next writes, and the poller
-    // brings it back to the hot list. A round therefore costs what the busy connections cost,
-    // not what all 1000 of them cost. `quiet[key]`: rounds without progress, or `COLD`.
-    let mut hot: Vec<usize> = Vec::new();
-    let mut quiet: Vec<u32> = Vec::new();
-    const COLD: u32 = u32::MAX;
-    let (spin, yields) = match shared.config.policy {
-        WaitPolicy::Spin => (u32::MAX, 0),
-        WaitPolicy::ParkOnly => (0, 0),
-        WaitPolicy::Adaptive { spin, yields } => (spin, yields),
-    };
-    let mut idle_rounds: u32 = 0;
-    let mut rounds: u32 = 0;
-    // The spin budget is learned, as in `WaitPolicy::wait_until` (adaptive policy only): an
-    // idle spell that spinning did not end (the worker went to sleep) halves it, down to
-    // nothing; work found while spinning doubles it back. Every `PROBE_EVERY`th sleep is
-    // preceded by a short probe spin. So a server whose clients call sparsely, or that shares
-    // its CPUs with more runnable threads than there are cores, parks at once instead of
-    // burning the CPU its peers need.
-    let learns = matches!(shared.config.policy, WaitPolicy::Adaptive { .. });
-    let mut learned = spin;
-    let mut sleeps: u32 = 0;
-    loop {
-        if shared.stop.load(Ordering::Acquire) {
-            break;
+    worker.run();
+    worker.say_goodbye();
+}
+
+/// One worker: the connections it owns and how busy each is.
+///
+/// The hot list: connections polled every round (they were busy lately, or hold an answer
+/// waiting for ring space). Every other connection is cold: its incoming ring is armed with
+/// our doorbell token, so its client rings the doorbell when it next writes, and the poller
+/// brings it back to the hot list. A round therefore costs what the busy connections cost,
+/// not what all 1000 of them cost.
+struct Worker<'a> {
+    shared: &'a ServerShared,
+    inbox: &'a WorkerInbox,
+    poller: Poller,
+    /// Connections by slot (`None`: a free slot, listed in `free_slots`).
+    conns: Vec<Option<Arc<ConnState>>>,
+    free_slots: Vec<usize>,
+    /// Slots of the hot connections.
+    hot: Vec<usize>,
+    /// Per slot: rounds without progress, or `COLD`.
+    quiet: Vec<u32>,
+    spin: Spin,
+    /// Rounds in a row in which no hot connection made progress.
+    idle_rounds: u32,
+    /// Rounds so far (wrapping), for looking at the poller now and then while busy.
+    rounds: u32,
+}
+
+/// How long the worker spins before it lets its connections go cold and sleeps.
+///
+/// The spin budget is learned (adaptive policy only) with the same rule as
+/// `WaitPolicy::wait_until` ([`SpinLearner`]): an idle spell that spinning did not end (the
+/// worker went to sleep) halves it, down to nothing; work found while spinning doubles it
+/// back; every `PROBE_EVERY`th spell is preceded by a short probe spin. So a server whose
+/// clients call sparsely, or that shares its CPUs with more runnable threads than there are
+/// cores, parks at once instead of burning the CPU its peers need. The process-wide spin
+/// governor does not apply: a worker spins in rounds over many connections, not in one wait.
+struct Spin {
+    /// The policy's budget (`Spin`: unbounded; `ParkOnly`: none).
+    max: u32,
+    /// The policy's yields after spinning.
+    yields: u32,
+    /// `Some` for the adaptive policy.
+    learner: Option<SpinLearner>,
+}
+
+impl Spin {
+    fn new(policy: WaitPolicy) -> Self {
+        match policy {
+            WaitPolicy::Spin => Self {
+                max: u32::MAX,
+                yields: 0,
+                learner: None,
+            },
+            WaitPolicy::ParkOnly => Self {
+                max: 0,
+                yields: 0,
+                learner: None,
+            },
+            WaitPolicy::Adaptive { spin, yields } => Self {
+                max: spin,
+                yields,
+                learner: Some(SpinLearner::new()),
+            },
         }
-        let probing = learns && learned < spin / 8 && sleeps.is_multiple_of(PROBE_EVERY);
-        let budget = if probing { spin / 8 } else { learned };
-        // The spin budget is per worker, not per connection: with more hot connections each
-        // round costs more, so fewer rounds are spun before a quiet one is let go cold.
-        let round_budget = budget / (hot.len().max(1) as u32);
-        // Serve every hot connection once; let go cold those quiet for the whole budget.
+    }
+
+    /// Spin rounds for this spell (a probe's, when the learned budget is small).
+    #[inline]
+    fn budget(&self) -> u32 {
+        self.learner
+            .as_ref()
+            .map_or(self.max, |l| l.budget(self.max))
+    }
+
+    /// Yields after the spin: none once the learned budget is gone.
+    #[inline]
+    fn yields(&self, budget: u32) -> u32 {
+        if self.learner.is_some() && budget == 0 {
+            0
+        } else {
+            self.yields
+        }
+    }
+
+    /// Work came while spinning `budget`.
+    #[inline]
+    fn paid(&mut self, budget: u32) {
+        if let Some(l) = &mut self.learner {
+            l.paid(self.max, budget);
+        }
+    }
+
+    /// Spinning `budget` did not pay this time: the worker slept. A new spell begins.
+    fn slept(&mut self, budget: u32) {
+        if let Some(l) = &mut self.learner {
+            l.did_not_pay(budget);
+            l.start_spell();
+        }
+    }
+}
+
+/// What the worker does after a round.
+enum Next {
+    /// Go on serving at once (spinning).
+    Serve,
+    /// Look at the poller, waiting at most this long (`None`: until something happens).
+    Poll(Option<Duration>),
+}
+
+impl<'a> Worker<'a> {
+    /// A worker with its poller watching its doorbell; `None` when the poller cannot be made.
+    fn new(shared: &'a ServerShared, index: usize) -> Option<Self> {
+        let inbox = &shared.workers[index];
+        let poller = Poller::new().ok()?;
+        poller.add(&inbox.bell, WAKE_KEY, Interest::Readable).ok()?;
+        Some(Worker {
+            shared,
+            inbox,
+            poller,
+            conns: Vec::new(),
+            free_slots: Vec::new(),
+            hot: Vec::new(),
+            quiet: Vec::new(),
+            spin: Spin::new(shared.config.policy),
+            idle_rounds: 0,
+            rounds: 0,
+        })
+    }
+
+    /// The event loop: serve the hot connections, spin or sleep, handle what the poller says,
+    /// adopt new connections; until the server stops.
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let budget = self.spin.budget();
+            // The spin budget is per worker, not per connection: with more hot connections each
+            // round costs more, so fewer rounds are spun before a quiet one is let go cold.
+            let round_budget = budget / (self.hot.len().max(1) as u32);
+            let progressed = self.serve_hot(round_budget);
+            self.rounds = self.rounds.wrapping_add(1);
+            let timeout = match self.next(progressed, budget, round_budget) {
+                Next::Serve => continue,
+                Next::Poll(timeout) => timeout,
+            };
+            match self.poller.wait(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+            let slept = timeout != Some(Duration::ZERO);
+            if slept {
+                self.idle_rounds = 0;
+                self.spin.slept(budget);
+            }
+            self.handle_events(&events);
+            // Now and then, drop cold connections that another thread closed (a responder that
+            // found the outgoing ring corrupted): the hot ones are seen in `serve_conn`.
+            if slept || self.rounds.is_multiple_of(4096) {
+                self.close_cold_closed();
+            }
+            self.adopt_new();
+        }
+    }
+
+    /// Serves every hot connection once; lets go cold those quiet for the whole round budget,
+    /// and closes those that failed. Returns whether any made progress.
+    #[inline]
+    fn serve_hot(&mut self, round_budget: u32) -> bool {
         let mut progressed = false;
         let mut i = 0;
-        while i < hot.len() {
-            let key = hot[i];
-            let Some(conn) = conns[key].clone() else {
-                hot.swap_remove(i);
+        while i < self.hot.len() {
+            let slot = self.hot[i];
+            let Some(conn) = self.conns[slot].clone() else {
+                self.hot.swap_remove(i);
                 continue;
             };
-            match serve_conn(&shared, &conn) {
+            match serve_conn(self.shared, &conn) {
                 Ok(true) => {
                     progressed = true;
-                    quiet[key] = 0;
+                    self.quiet[slot] = 0;
                 }
                 Ok(false) => {
-                    quiet[key] = quiet[key].saturating_add(1);
-                    if quiet[key] > round_budget && conn.lock_pending().is_none() {
-                        let mut rx = conn.lock_rx();
-                        if matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
-                            drop(rx);
-                            quiet[key] = COLD;
-                            hot.swap_remove(i);
+                    self.quiet[slot] = self.quiet[slot].saturating_add(1);
+                    if self.quiet[slot] > round_budget && conn.lock_pending().is_none() {
+                        if arm_cold(&conn) {
+                            self.quiet[slot] = COLD;
+                            self.hot.swap_remove(i);
                             continue;
                         }
                         // Data came in meanwhile: stay hot.
-                        rx.cancel_sleep();
-                        quiet[key] = 0;
+                        self.quiet[slot] = 0;
                     }
                 }
                 Err(e) => {
                     let reason = close_reason(&e, CloseReason::Other);
                     if reason == CloseReason::Protocol {
                         tracing::warn!(
-                            service = &*shared.service,
+                            service = &*self.shared.service,
                             connection = conn.id,
                             peer_pid = conn.peer_pid,
                             error = %e,
                             "ferry protocol error, closing the connection"
                         );
                     }
-                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, key, reason);
-                    quiet[key] = COLD;
-                    hot.swap_remove(i);
+                    self.close(slot, reason);
+                    self.quiet[slot] = COLD;
+                    self.hot.swap_remove(i);
                     continue;
                 }
             }
             i += 1;
         }
-        rounds = rounds.wrapping_add(1);
-        // While busy or spinning, look at the poller now and then: doorbells of cold connections,
-        // hang-ups, new connections. Often when some connections are cold (their requests wait
-        // for this), rarely when every connection is hot.
-        let live = conns.len() - free_keys.len();
-        let poll_every: u32 = if live > hot.len() { 16 } else { 256 };
-        let poll_now = rounds.is_multiple_of(poll_every);
+        progressed
+    }
+
+    /// After a round: spin on (serve again), yield, or go to sleep, by the spin budget. While
+    /// busy or spinning, looks at the poller now and then (doorbells of cold connections,
+    /// hang-ups, new connections): often when some connections are cold (their requests wait
+    /// for this), rarely when every connection is hot.
+    #[inline]
+    fn next(&mut self, progressed: bool, budget: u32, round_budget: u32) -> Next {
+        let live = self.conns.len() - self.free_slots.len();
+        let poll_every: u32 = if live > self.hot.len() { 16 } else { 256 };
+        let poll_now = self.rounds.is_multiple_of(poll_every);
         if progressed {
-            if learns && idle_rounds > 0 && idle_rounds <= round_budget {
-                learned = learned.max(budget.saturating_mul(2).max(32)).min(spin);
+            if self.idle_rounds > 0 && self.idle_rounds <= round_budget {
+                self.spin.paid(budget);
             }
-            idle_rounds = 0;
-            if !poll_now {
-                continue;
-            }
-        } else {
-            idle_rounds = idle_rounds.saturating_add(1);
-        }
-        let yields_now = if learns && budget == 0 { 0 } else { yields };
-        let mut timeout: Option<Duration> = Some(Duration::ZERO);
-        if progressed || (!hot.is_empty() && idle_rounds <= round_budget) {
-            if !poll_now {
-                std::hint::spin_loop();
-                continue;
-            }
-        } else if !hot.is_empty() && idle_rounds - round_budget.min(idle_rounds) <= yields_now {
-            std::thread::yield_now();
-        } else {
-            // Going to sleep: arm every hot connection that has no answer waiting for ring
-            // space, and let it go cold (the cold ones are armed already).
-            let mut data = false;
-            let mut i = 0;
-            while i < hot.len() {
-                let key = hot[i];
-                let Some(conn) = conns[key].as_ref() else {
-                    hot.swap_remove(i);
-                    continue;
-                };
-                if conn.lock_pending().is_some() {
-                    i += 1;
-                    continue;
-                }
-                let mut rx = conn.lock_rx();
-                if matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
-                    drop(rx);
-                    quiet[key] = COLD;
-                    hot.swap_remove(i);
-                } else {
-                    rx.cancel_sleep();
-                    data = true;
-                    i += 1;
-                }
-            }
-            if data {
-                idle_rounds = 0;
-                continue;
-            }
-            // Connections left hot hold an answer for a client that is not reading: look
-            // again in a millisecond (their clients ring no doorbell for us when they drain).
-            timeout = if hot.is_empty() {
-                None
+            self.idle_rounds = 0;
+            return if poll_now {
+                Next::Poll(Some(Duration::ZERO))
             } else {
-                Some(Duration::from_millis(1))
+                Next::Serve
             };
         }
-        match poller.wait(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+        self.idle_rounds = self.idle_rounds.saturating_add(1);
+        let idle = self.idle_rounds;
+        if !self.hot.is_empty() && idle <= round_budget {
+            if !poll_now {
+                std::hint::spin_loop();
+                return Next::Serve;
+            }
+        } else if !self.hot.is_empty() && idle - round_budget.min(idle) <= self.spin.yields(budget)
+        {
+            std::thread::yield_now();
+        } else {
+            return self.prepare_to_sleep();
         }
-        if timeout != Some(Duration::ZERO) {
-            idle_rounds = 0;
-            if learns {
-                // Spinning `budget` did not pay this time.
-                let current = learned.min(budget);
-                learned = if current < 32 { 0 } else { current / 2 };
-                sleeps = sleeps.wrapping_add(1);
+        Next::Poll(Some(Duration::ZERO))
+    }
+
+    /// Going to sleep: arms every hot connection that has no answer waiting for ring space,
+    /// and lets it go cold (the cold ones are armed already). Serves on if one had data.
+    fn prepare_to_sleep(&mut self) -> Next {
+        let mut data = false;
+        let mut i = 0;
+        while i < self.hot.len() {
+            let slot = self.hot[i];
+            let Some(conn) = self.conns[slot].as_ref() else {
+                self.hot.swap_remove(i);
+                continue;
+            };
+            if conn.lock_pending().is_some() {
+                i += 1;
+                continue;
+            }
+            if arm_cold(conn) {
+                self.quiet[slot] = COLD;
+                self.hot.swap_remove(i);
+            } else {
+                data = true;
+                i += 1;
             }
         }
+        if data {
+            self.idle_rounds = 0;
+            return Next::Serve;
+        }
+        // Connections left hot hold an answer for a client that is not reading: look again in
+        // a millisecond (their clients ring no doorbell for us when they drain).
+        Next::Poll(if self.hot.is_empty() {
+            None
+        } else {
+            Some(Duration::from_millis(1))
+        })
+    }
+
+    /// Handles what the poller reported: the worker's doorbell, hang-ups, cold connections'
+    /// doorbells.
+    fn handle_events(&mut self, events: &Events) {
         for key in events.tokens() {
             if key == WAKE_KEY {
-                let _ = inbox.bell.drain();
+                let _ = self.inbox.bell.drain();
                 continue;
             }
             let slot = (key >> 1) as usize;
-            let Some(conn) = conns.get(slot).and_then(Clone::clone) else {
+            let Some(conn) = self.conns.get(slot).and_then(Clone::clone) else {
                 continue;
             };
             if key & 1 == 0 {
                 // Control channel readable: its client's hang-up (or garbage, which ends the
                 // connection as well).
                 if conn.control.hung_up() {
-                    let reason = serve_remaining(&shared, &conn);
-                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
-                    if quiet[slot] != COLD {
-                        quiet[slot] = COLD;
-                        if let Some(pos) = hot.iter().position(|&k| k == slot) {
-                            hot.swap_remove(pos);
+                    let reason = serve_remaining(self.shared, &conn);
+                    self.close(slot, reason);
+                    if self.quiet[slot] != COLD {
+                        self.quiet[slot] = COLD;
+                        if let Some(pos) = self.hot.iter().position(|&k| k == slot) {
+                            self.hot.swap_remove(pos);
                         }
                     }
                 }
@@ -228,110 +355,129 @@ pub(crate) fn worker(shared: Arc<ServerShared>, index: usize) {
                 // space; wake it here (see `link`'s module docs).
                 #[cfg(windows)]
                 conn.tx.relay_wakes();
-                if quiet[slot] == COLD {
+                if self.quiet[slot] == COLD {
                     conn.lock_rx().cancel_sleep();
-                    quiet[slot] = 0;
-                    hot.push(slot);
+                    self.quiet[slot] = 0;
+                    self.hot.push(slot);
                 }
             }
         }
-        // Now and then, drop cold connections that another thread closed (a responder that
-        // found the outgoing ring corrupted): the hot ones are seen in `serve_conn`.
-        if rounds.is_multiple_of(4096) || timeout != Some(Duration::ZERO) {
-            for slot in 0..conns.len() {
-                if quiet[slot] == COLD && conns[slot].as_ref().is_some_and(|c| c.live.is_closed()) {
-                    let reason = CloseReason::Protocol;
-                    drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
-                }
+    }
+
+    /// Closes the cold connections that another thread closed.
+    fn close_cold_closed(&mut self) {
+        for slot in 0..self.conns.len() {
+            if self.quiet[slot] == COLD
+                && self.conns[slot]
+                    .as_ref()
+                    .is_some_and(|c| c.live.is_closed())
+            {
+                self.close(slot, CloseReason::Protocol);
             }
         }
-        // Adopt new connections (hot from the start).
+    }
+
+    /// Adopts the connections the acceptor handed over (hot from the start).
+    fn adopt_new(&mut self) {
         let new: Vec<Arc<ConnState>> =
-            std::mem::take(&mut *inbox.new.lock().unwrap_or_else(|e| e.into_inner()));
+            std::mem::take(&mut *self.inbox.new.lock().unwrap_or_else(|e| e.into_inner()));
         for conn in new {
-            let slot = free_keys.pop().unwrap_or_else(|| {
-                conns.push(None);
-                quiet.push(COLD);
-                conns.len() - 1
+            let slot = self.free_slots.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.quiet.push(COLD);
+                self.conns.len() - 1
             });
             let k = (slot as u64) << 1;
-            let ok = poller
+            let ok = self
+                .poller
                 .add(conn.control.watch(), k, Interest::ReadableOrHangUp)
                 .is_ok()
-                && poller.add(&conn.bell, k | 1, Interest::Readable).is_ok();
-            conns[slot] = Some(conn.clone());
+                && self
+                    .poller
+                    .add(&conn.bell, k | 1, Interest::Readable)
+                    .is_ok();
+            self.conns[slot] = Some(conn.clone());
             if !ok {
-                let reason = CloseReason::Other;
-                drop_conn(&shared, &poller, &mut conns, &mut free_keys, slot, reason);
+                self.close(slot, CloseReason::Other);
                 continue;
             }
-            if quiet[slot] == COLD {
-                hot.push(slot);
+            if self.quiet[slot] == COLD {
+                self.hot.push(slot);
             }
-            quiet[slot] = 0;
-            shared.handler.on_connect(&Connection { state: conn });
+            self.quiet[slot] = 0;
+            self.shared.handler.on_connect(&Connection { state: conn });
         }
     }
-    // Shutting down: say goodbye to everybody.
-    for key in 0..conns.len() {
-        if let Some(conn) = conns[key].clone() {
-            let mut buf = [0u8; 64];
-            let n = ErrorPayload::new(ErrorCode::SHUTTING_DOWN, "the server is shutting down")
-                .encode(&mut buf)
-                .unwrap_or(0);
-            let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
-            let reason = CloseReason::Shutdown;
-            drop_conn(&shared, &poller, &mut conns, &mut free_keys, key, reason);
+
+    /// Shutting down: says goodbye to everybody.
+    fn say_goodbye(&mut self) {
+        for slot in 0..self.conns.len() {
+            if let Some(conn) = self.conns[slot].clone() {
+                let mut buf = [0u8; 64];
+                let n = ErrorPayload::new(ErrorCode::SHUTTING_DOWN, "the server is shutting down")
+                    .encode(&mut buf)
+                    .unwrap_or(0);
+                let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
+                self.close(slot, CloseReason::Shutdown);
+            }
         }
     }
-    let _ = index;
+
+    /// Closes the connection in `slot` for `reason`: forgets it, wakes whoever waits on it,
+    /// counts and logs it, and tells the handler.
+    fn close(&mut self, slot: usize, reason: CloseReason) {
+        let Some(conn) = self.conns[slot].take() else {
+            return;
+        };
+        let shared = self.shared;
+        let _ = self.poller.delete(conn.control.watch());
+        let _ = self.poller.delete(&conn.bell);
+        conn.live.close("the connection was closed");
+        conn.tx.wake_waiters();
+        for d in conn.deferred.iter() {
+            if d.in_use.load(Ordering::Acquire) {
+                d.wake(); // an async handler waiting for cancellation sees the end
+            }
+        }
+        conn.control.shutdown();
+        self.free_slots.push(slot);
+        shared
+            .stats
+            .connections_closed
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        if reason == CloseReason::Protocol {
+            shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = shared.metrics.closed(conn.id, reason);
+        tracing::info!(
+            service = &*shared.service,
+            connection = conn.id,
+            peer_pid = conn.peer_pid,
+            reason = reason.label(),
+            duration_ms = conn.opened.elapsed().as_millis() as u64,
+            messages_received = last.messages_received(),
+            messages_sent = last.messages_sent(),
+            "ferry connection closed"
+        );
+        shared.handler.on_disconnect(&Connection { state: conn });
+    }
 }
 
-pub(crate) fn drop_conn(
-    shared: &ServerShared,
-    poller: &Poller,
-    conns: &mut [Option<Arc<ConnState>>],
-    free_keys: &mut Vec<usize>,
-    slot: usize,
-    reason: CloseReason,
-) {
-    let Some(conn) = conns[slot].take() else {
-        return;
-    };
-    let _ = poller.delete(conn.control.watch());
-    let _ = poller.delete(&conn.bell);
-    conn.live.close("the connection was closed");
-    conn.tx.wake_waiters();
-    for d in conn.deferred.iter() {
-        if d.in_use.load(Ordering::Acquire) {
-            d.wake(); // an async handler waiting for cancellation sees the end
-        }
+/// Arms `conn`'s incoming ring with the worker's doorbell token (the connection goes cold);
+/// `false`, with the ring disarmed again, when data came in meanwhile (it stays hot).
+#[inline]
+fn arm_cold(conn: &ConnState) -> bool {
+    let mut rx = conn.lock_rx();
+    if matches!(rx.prepare_sleep(TOKEN_DOORBELL), Ok(true)) {
+        true
+    } else {
+        rx.cancel_sleep();
+        false
     }
-    conn.control.shutdown();
-    free_keys.push(slot);
-    shared
-        .stats
-        .connections_closed
-        .fetch_add(1, Ordering::Relaxed);
-    shared
-        .stats
-        .connections_open
-        .fetch_sub(1, Ordering::Relaxed);
-    if reason == CloseReason::Protocol {
-        shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-    }
-    let last = shared.metrics.closed(conn.id, reason);
-    tracing::info!(
-        service = &*shared.service,
-        connection = conn.id,
-        peer_pid = conn.peer_pid,
-        reason = reason.label(),
-        duration_ms = conn.opened.elapsed().as_millis() as u64,
-        messages_received = last.messages_received(),
-        messages_sent = last.messages_sent(),
-        "ferry connection closed"
-    );
-    shared.handler.on_disconnect(&Connection { state: conn });
 }
 
 /// The client hung up its control socket (it exited, crashed, or dropped its client). What it
