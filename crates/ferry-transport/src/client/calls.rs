@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::link::WAIT_SLICE;
 use crate::metrics::CallError;
 
-use super::reader::arm_idle_reader;
+use super::reader::{Reader, arm_idle_reader};
 use super::{Client, Conn, Response, Shared};
 use crate::error::decode_error;
 
@@ -135,7 +135,7 @@ impl Client {
             rx.cancel_sleep();
         }
         if let Err(e) = send(&conn, id, deadline) {
-            arm_idle_reader(&self.shared, &conn);
+            arm_idle_reader(&self.shared, &conn, Reader::MayBlock);
             return Err(e);
         }
         match self.wait_answer(&conn, index, deadline) {

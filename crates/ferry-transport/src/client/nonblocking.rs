@@ -11,14 +11,10 @@ use std::task::{Context, Poll};
 
 use ferry_notify::WaitPolicy;
 
-use super::reader::{protocol_error, pump_nonblocking, ready};
+use super::reader::{Reader, arm_idle_reader, protocol_error, pump, ready};
 use super::{Conn, Shared};
 use crate::error::Error;
-use crate::link::{Polled, Rx, TOKEN_DOORBELL};
-
-/// Rounds of reading one poll may do while arming the doorbell before it hands the ring to
-/// the monitor thread (a server flooding us must not keep a tokio worker in one poll).
-pub(crate) const ARM_ROUNDS: usize = 16;
+use crate::link::Rx;
 
 /// Iterations of spinning and of yielding an async caller's first poll may spend reading
 /// the ring, from the client's wait policy. `Spin` is bounded too: a poll must return.
@@ -80,7 +76,7 @@ pub(crate) fn poll_slot(
     }
     // Someone must read what arrives: arm the doorbell (the monitor thread reads then),
     // unless another reader holds the ring (it arms or hands off when it leaves).
-    arm(shared, conn);
+    arm_idle_reader(shared, conn, Reader::NeverBlocks);
     if let Some(r) = ready(&slot.lock()) {
         return Poll::Ready(r);
     }
@@ -104,7 +100,7 @@ pub(crate) fn spin_read(
     let mut i: u32 = 0;
     loop {
         if rx.has_data() {
-            if let Err(e) = pump_nonblocking(shared, conn, rx) {
+            if let Err(e) = pump(shared, conn, rx, Reader::NeverBlocks) {
                 protocol_error(shared, conn, &e, "the server sent something invalid");
                 return Some(Err(e));
             }
@@ -138,38 +134,5 @@ pub(crate) fn leave(shared: &Shared, conn: &Conn) {
     if shared.slots.hand_off(None) {
         return;
     }
-    arm(shared, conn);
-}
-
-/// Leaves the incoming ring armed (the server rings the doorbell, the monitor thread
-/// reads), reading what is already there first — without ever blocking: when a stream is
-/// backed up, or the server keeps sending, the monitor thread is rung to take over.
-pub(crate) fn arm(shared: &Shared, conn: &Conn) {
-    let Some(mut rx) = conn.try_lock_rx() else {
-        return; // its holder arms or hands off when it leaves
-    };
-    for _ in 0..ARM_ROUNDS {
-        if shared.slots.backlogged() {
-            break;
-        }
-        match pump_nonblocking(shared, conn, &mut rx) {
-            Ok(Polled::Messages(_)) => continue,
-            Ok(Polled::Empty) => {}
-            Err(e) => {
-                protocol_error(shared, conn, &e, "the server sent something invalid");
-                return;
-            }
-        }
-        match rx.prepare_sleep(TOKEN_DOORBELL) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                protocol_error(shared, conn, &e, "the server corrupted the incoming ring");
-                return;
-            }
-        }
-    }
-    drop(rx);
-    // The monitor thread (which may block) reads from here on.
-    let _ = conn.bell.ring();
+    arm_idle_reader(shared, conn, Reader::NeverBlocks);
 }

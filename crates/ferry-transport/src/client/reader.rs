@@ -111,12 +111,12 @@ impl Client {
         if self.shared.slots.hand_off(Some(index)) {
             return;
         }
-        arm_idle_reader(&self.shared, conn);
+        arm_idle_reader(&self.shared, conn, Reader::MayBlock);
     }
 
     /// Reads everything available and dispatches it.
     pub(crate) fn pump(&self, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
-        pump(&self.shared, conn, rx)
+        pump(&self.shared, conn, rx, Reader::MayBlock)
     }
 }
 
@@ -131,147 +131,187 @@ pub(crate) fn ready(inner: &crate::slots::SlotInner) -> Option<Result<(), Error>
     }
 }
 
-/// Reads everything available on `rx`, handing each message to its slot. May block while a
-/// stream's reader lags (backpressure): only for threads that may block.
-pub(crate) fn pump(shared: &Shared, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
+/// Whether the thread reading the incoming ring may block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    /// A blocking caller leading, or the monitor thread: may wait while a stream's reader lags
+    /// (backpressure), and for ring space to answer a `Ping`.
+    MayBlock,
+    /// An async caller reading inside a `poll`: never waits. A stream item for a full queue is
+    /// queued anyway (the queue overshoots by that one message) and reading stops there; while
+    /// [`Slots::backlogged`](crate::slots::Slots::backlogged) says so, the ring is left to
+    /// readers that may block.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    NeverBlocks,
+}
+
+/// What a reader does after handing over one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterMessage {
+    /// Read the next message.
+    ReadOn,
+    /// Stop reading: a stream's queue just went over its limit and this reader may not block.
+    Pause,
+}
+
+/// Rounds of reading an async caller's poll may do while arming the doorbell before it hands
+/// the ring to the monitor thread (a server flooding us must not keep a tokio worker in one
+/// poll).
+const ARM_ROUNDS: usize = 16;
+
+/// Reads everything available on `rx` (up to a batch), handing each message to its slot.
+pub(crate) fn pump(
+    shared: &Shared,
+    conn: &Conn,
+    rx: &mut Rx,
+    reader: Reader,
+) -> Result<Polled, Error> {
     rx.poll(64, |kind, id, payload| {
-        dispatch(shared, conn, kind, id, payload, true)
+        dispatch(shared, conn, kind, id, payload, reader) == AfterMessage::ReadOn
     })
 }
 
-/// Like [`pump`], but never blocks: for async callers reading the ring inside a `poll`. A
-/// stream item for a full queue is queued anyway (the queue overshoots by that one message)
-/// and reading stops there; while [`Slots::backlogged`] says so, the ring is left to readers
-/// that may block (the monitor thread, blocking callers).
-#[cfg(feature = "tokio")]
-pub(crate) fn pump_nonblocking(shared: &Shared, conn: &Conn, rx: &mut Rx) -> Result<Polled, Error> {
-    rx.poll(64, |kind, id, payload| {
-        dispatch(shared, conn, kind, id, payload, false)
-    })
-}
-
-/// Hands one message to its slot (or handler). Returns whether to go on reading: `false` only
-/// when `can_block` is false and a stream queue just went over its limit.
-pub(crate) fn dispatch(
+/// Hands one message to its slot (an answer, a stream item), to the notification handler, or
+/// answers it (`Ping`).
+fn dispatch(
     shared: &Shared,
     conn: &Conn,
     kind: Kind,
     id: u64,
     payload: &[u8],
-    can_block: bool,
-) -> bool {
+    reader: Reader,
+) -> AfterMessage {
     match kind {
         Kind::Response | Kind::ErrorResponse | Kind::StreamEnd | Kind::StreamItem => {
-            let Some((_, slot)) = shared.slots.lookup(id) else {
-                return true; // an answer to an abandoned call: dropped by design
-            };
-            let mut inner = slot.lock();
-            if inner.state != State::Waiting {
-                return true;
-            }
-            let mut go_on = true;
-            if kind == Kind::StreamItem {
-                if !inner.streaming {
-                    return true;
-                }
-                // Backpressure: wait (bounded by liveness) while the stream's reader lags.
-                while can_block
-                    && inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
-                    && !inner.items.is_empty()
-                {
-                    if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
-                        return true;
-                    }
-                    // This thread may be the monitor, which then is not watching the control
-                    // socket: look at it here, or the server's death would go unseen (and every
-                    // other call hang) for as long as the stream's reader lags.
-                    if conn.control.hung_up() {
-                        drop(inner);
-                        server_went_away(shared, conn);
-                        return true;
-                    }
-                    inner = slot
-                        .cv
-                        .wait_timeout(inner, WAIT_SLICE)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-                inner.items.extend((payload.len() as u32).to_le_bytes());
-                inner.items.extend(payload);
-                if inner.items.len() > STREAM_QUEUE_BYTES {
-                    shared.slots.set_over(&mut inner, true);
-                    go_on = can_block;
-                }
-            } else {
-                inner.kind = kind;
-                inner.buf.clear();
-                inner.buf.extend_from_slice(payload);
-                inner.state = State::Done;
-            }
-            // Waking costs a system call: only when a thread sleeps on this slot, or a task
-            // waits for it.
-            let wake = inner.waiter;
-            let waker = inner.waker.take();
-            drop(inner);
-            if wake {
-                slot.cv.notify_all();
-            }
-            if let Some(w) = waker {
-                w.wake();
-            }
-            go_on
+            deliver(shared, conn, kind, id, payload, reader)
         }
         Kind::Notification => {
-            match &shared.config.on_notification {
-                Some(handler) => {
-                    shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                    // The handler runs on whichever thread reads the ring (a caller leading for
-                    // the others, or the monitor): a panic must not unwind through the reader,
-                    // which would leave the other callers waiting for a leader that is gone.
-                    let r =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(payload)));
-                    if r.is_err() {
-                        shared
-                            .stats
-                            .notification_panics
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            service = &*shared.service,
-                            "ferry notification handler panicked"
-                        );
-                    }
-                }
-                None => {
-                    shared
-                        .stats
-                        .notifications_dropped
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            true
+            notification(shared, payload);
+            AfterMessage::ReadOn
         }
         Kind::Ping => {
-            if can_block {
-                let _ = conn.tx.send(
-                    Kind::Pong,
-                    id,
-                    payload,
-                    Some(Instant::now() + WAIT_SLICE),
-                    &conn.live,
-                );
-            } else {
-                // Best effort without waiting: a full ring means the server is not reading.
-                let _ = conn.tx.try_send(Kind::Pong, id, payload, &conn.live);
+            match reader {
+                Reader::MayBlock => {
+                    let _ = conn.tx.send(
+                        Kind::Pong,
+                        id,
+                        payload,
+                        Some(Instant::now() + WAIT_SLICE),
+                        &conn.live,
+                    );
+                }
+                Reader::NeverBlocks => {
+                    // Best effort without waiting: a full ring means the server is not reading.
+                    let _ = conn.tx.try_send(Kind::Pong, id, payload, &conn.live);
+                }
             }
-            true
+            AfterMessage::ReadOn
         }
         Kind::Goodbye => {
             conn.live.close("the server said goodbye");
             shared.slots.fail_all("the server closed the connection");
-            true
+            AfterMessage::ReadOn
         }
         // Pong, Cancel, Request from the server: nothing the client serves today.
-        _ => true,
+        _ => AfterMessage::ReadOn,
+    }
+}
+
+/// Hands an answer or stream item to the slot of call `id` (dropped when the call was
+/// abandoned) and wakes whoever waits for it.
+fn deliver(
+    shared: &Shared,
+    conn: &Conn,
+    kind: Kind,
+    id: u64,
+    payload: &[u8],
+    reader: Reader,
+) -> AfterMessage {
+    let Some((_, slot)) = shared.slots.lookup(id) else {
+        return AfterMessage::ReadOn; // an answer to an abandoned call: dropped by design
+    };
+    let mut inner = slot.lock();
+    if inner.state != State::Waiting {
+        return AfterMessage::ReadOn;
+    }
+    let mut after = AfterMessage::ReadOn;
+    if kind == Kind::StreamItem {
+        if !inner.streaming {
+            return AfterMessage::ReadOn;
+        }
+        // Backpressure: wait (bounded by liveness) while the stream's reader lags.
+        while reader == Reader::MayBlock
+            && inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
+            && !inner.items.is_empty()
+        {
+            if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
+                return AfterMessage::ReadOn;
+            }
+            // This thread may be the monitor, which then is not watching the control socket:
+            // look at it here, or the server's death would go unseen (and every other call
+            // hang) for as long as the stream's reader lags.
+            if conn.control.hung_up() {
+                drop(inner);
+                server_went_away(shared, conn);
+                return AfterMessage::ReadOn;
+            }
+            inner = slot
+                .cv
+                .wait_timeout(inner, WAIT_SLICE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        inner.items.extend((payload.len() as u32).to_le_bytes());
+        inner.items.extend(payload);
+        if inner.items.len() > STREAM_QUEUE_BYTES {
+            shared.slots.set_over(&mut inner, true);
+            if reader == Reader::NeverBlocks {
+                after = AfterMessage::Pause;
+            }
+        }
+    } else {
+        inner.kind = kind;
+        inner.buf.clear();
+        inner.buf.extend_from_slice(payload);
+        inner.state = State::Done;
+    }
+    // Waking costs a system call: only when a thread sleeps on this slot, or a task waits for
+    // it.
+    let wake = inner.waiter;
+    let waker = inner.waker.take();
+    drop(inner);
+    if wake {
+        slot.cv.notify_all();
+    }
+    if let Some(w) = waker {
+        w.wake();
+    }
+    after
+}
+
+/// Hands a notification to the configured handler, or counts it dropped.
+fn notification(shared: &Shared, payload: &[u8]) {
+    let Some(handler) = &shared.config.on_notification else {
+        shared
+            .stats
+            .notifications_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    shared.stats.notifications.fetch_add(1, Ordering::Relaxed);
+    // The handler runs on whichever thread reads the ring (a caller leading for the others, or
+    // the monitor): a panic must not unwind through the reader, which would leave the other
+    // callers waiting for a leader that is gone.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(payload)));
+    if r.is_err() {
+        shared
+            .stats
+            .notification_panics
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            service = &*shared.service,
+            "ferry notification handler panicked"
+        );
     }
 }
 
@@ -292,14 +332,25 @@ pub(crate) fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
     conn.tx.wake_waiters();
 }
 
-/// Leaves the incoming ring armed so that the server rings our doorbell for whatever it sends
-/// next while no call waits; reads what is already there first.
-pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn) {
+/// Leaves the incoming ring armed, so that the server rings our doorbell for whatever it sends
+/// next while no call reads (the monitor thread reads then), reading what is already there
+/// first. A `reader` that may block reads until the ring is empty. One that never blocks (an
+/// async poll) reads at most `ARM_ROUNDS` rounds and stops when a stream is backed up; if the
+/// ring is not armed by then, it rings the doorbell so that the monitor thread takes over.
+/// Does nothing while another thread holds the ring (it arms or hands off when it leaves).
+pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn, reader: Reader) {
     let Some(mut rx) = conn.try_lock_rx() else {
         return;
     };
+    let mut rounds = 0;
     loop {
-        match pump(shared, conn, &mut rx) {
+        if reader == Reader::NeverBlocks {
+            if rounds == ARM_ROUNDS || shared.slots.backlogged() {
+                break;
+            }
+            rounds += 1;
+        }
+        match pump(shared, conn, &mut rx, reader) {
             Ok(Polled::Messages(_)) => continue,
             Ok(Polled::Empty) => {}
             Err(e) => {
@@ -309,13 +360,16 @@ pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn) {
         }
         match rx.prepare_sleep(TOKEN_DOORBELL) {
             Ok(true) => return,
-            Ok(false) => continue,
+            Ok(false) => {}
             Err(e) => {
                 protocol_error(shared, conn, &e, "the server corrupted the incoming ring");
                 return;
             }
         }
     }
+    drop(rx);
+    // The monitor thread (which may block) reads from here on.
+    let _ = conn.bell.ring();
 }
 
 /// Fails every call in flight: the server's control socket hung up.
@@ -335,7 +389,7 @@ pub(crate) fn server_went_away(shared: &Shared, conn: &Conn) {
 /// The connection's monitor: sleeps on the control channel and the doorbell.
 pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
     if let Some(s) = shared.upgrade() {
-        arm_idle_reader(&s, &conn);
+        arm_idle_reader(&s, &conn, Reader::MayBlock);
     }
     while let Ok(woke) = sys::wait_hangup_or_bell(&conn.control, &conn.bell) {
         let Some(s) = shared.upgrade() else { break };
@@ -354,7 +408,7 @@ pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
                 conn.rx_word.wake_all();
                 conn.tx.relay_wakes();
             }
-            arm_idle_reader(&s, &conn);
+            arm_idle_reader(&s, &conn, Reader::MayBlock);
         }
     }
 }
