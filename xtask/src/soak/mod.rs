@@ -67,7 +67,7 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         duration: Duration::from_secs(60),
         clients: 8,
         chaos: false,
-        seed: seed_from_clock(),
+        seed: random_seed(),
         stall: Duration::from_secs(20),
         inject: None,
     };
@@ -136,7 +136,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn seed_from_clock() -> u64 {
+/// A fresh seed from the clock (the default of `--seed`; CI's random soak).
+pub fn random_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64 % 1_000_000_007)
