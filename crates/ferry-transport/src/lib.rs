@@ -99,6 +99,8 @@
 // tested under Wine (see "Platforms"). Elsewhere the crate is empty.
 #![cfg(any(target_os = "linux", target_os = "macos", windows))]
 
+#[cfg(unix)]
+mod acceptor;
 mod client;
 mod control_frame;
 mod error;

@@ -223,10 +223,14 @@ pub(crate) enum RefuseReason {
     TooLarge,
     /// No `Refuse` could be sent: the peer hung up, timed out, or sent garbage.
     HandshakeFailed,
+    /// Unix: no complete `Hello` within the handshake timeout (told so with `TIMEOUT`).
+    HandshakeTimeout,
+    /// Unix: `max_pending_handshakes` were in progress; the oldest was refused (`BUSY`).
+    HandshakesPending,
 }
 
 impl RefuseReason {
-    const ALL: [RefuseReason; 10] = [
+    const ALL: [RefuseReason; 12] = [
         RefuseReason::UidNotAllowed,
         RefuseReason::NotHello,
         RefuseReason::BadHello,
@@ -237,6 +241,8 @@ impl RefuseReason {
         RefuseReason::BadQuery,
         RefuseReason::TooLarge,
         RefuseReason::HandshakeFailed,
+        RefuseReason::HandshakeTimeout,
+        RefuseReason::HandshakesPending,
     ];
 
     /// The label value.
@@ -252,6 +258,8 @@ impl RefuseReason {
             RefuseReason::BadQuery => "bad_metrics_query",
             RefuseReason::TooLarge => "metrics_too_large",
             RefuseReason::HandshakeFailed => "handshake_failed",
+            RefuseReason::HandshakeTimeout => "handshake_timeout",
+            RefuseReason::HandshakesPending => "handshakes_pending",
         }
     }
 }
@@ -296,7 +304,7 @@ impl CloseReason {
 /// and the table of open connections' counters.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
-    refused: [AtomicU64; 10],
+    refused: [AtomicU64; 12],
     closed: [AtomicU64; 5],
     handler_panics: AtomicU64,
     requests_dropped: AtomicU64,

@@ -1,7 +1,8 @@
 //! The blocking server: bind a service name, accept connections, run a handler per request.
 //!
-//! Threads: one acceptor (accepts on the control socket and runs each handshake with a
-//! timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
+//! Threads: one acceptor (accepts on the control socket; on Unix it serves every pending
+//! handshake at once from a poller, each with a deadline, see `acceptor.rs`; on Windows one at
+//! a time, each with a timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
 //! which reads its ring, runs the handler inline for each message, and writes answers back.
 //! While any of its connections is busy the worker spins on their rings (bounded by the wait
 //! policy and the process-wide spin governor); when all are idle it arms every ring's sleep word
@@ -44,8 +45,14 @@ pub struct ServerConfig {
     pub allowed_sids: Vec<crate::windows::identity::Sid>,
     /// Most connections served at once; more are refused with a clear error.
     pub max_connections: usize,
-    /// How long a client may take to send its `Hello`.
+    /// How long a client may take to send its `Hello` (Unix: from its connect to the whole
+    /// `Hello`; Windows: each read and write of the handshake).
     pub handshake_timeout: Duration,
+    /// Unix: most handshakes in progress at once (connected, `Hello` not complete yet). They
+    /// are served concurrently, so a silent socket delays nobody; when one more arrives, the
+    /// oldest is refused (metric `ferry_server_connections_refused_total{reason="handshakes_pending"}`).
+    /// Windows serves handshakes one at a time and ignores it.
+    pub max_pending_handshakes: usize,
     /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
     /// see `unix::service_dir::runtime_dir`).
     /// Windows: a scope for the service's pipe name (see [`ClientConfig::runtime_dir`](crate::ClientConfig::runtime_dir)).
@@ -78,6 +85,7 @@ impl Default for ServerConfig {
             allowed_sids: sys::default_allowed_users(),
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(1),
+            max_pending_handshakes: 1024,
             runtime_dir: None,
         }
     }
@@ -132,14 +140,17 @@ pub struct Server {
 }
 
 pub(crate) struct ServerShared {
-    config: ServerConfig,
-    listener: Listener,
+    pub(crate) config: ServerConfig,
+    pub(crate) listener: Listener,
     handler: Box<dyn Handler>,
-    stop: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    /// Unix: wakes the acceptor's poller when the server stops.
+    #[cfg(unix)]
+    pub(crate) acceptor_bell: Doorbell,
     pub(crate) stats: ServerStats,
     pub(crate) metrics: Arc<ServerMetrics>,
     /// The service name, for the lifecycle events.
-    service: Box<str>,
+    pub(crate) service: Box<str>,
     workers: Vec<WorkerInbox>,
     next_worker: AtomicUsize,
     next_conn_id: AtomicU64,
@@ -188,7 +199,7 @@ impl Deferred {
 }
 
 #[derive(Debug)]
-struct ConnState {
+pub(crate) struct ConnState {
     id: u64,
     tx: Tx,
     rx: Mutex<Rx>,
@@ -680,6 +691,8 @@ impl Server {
             listener,
             handler: Box::new(handler),
             stop: AtomicBool::new(false),
+            #[cfg(unix)]
+            acceptor_bell: Doorbell::new()?,
             stats: ServerStats::default(),
             metrics: Arc::default(),
             service: name.into(),
@@ -709,7 +722,12 @@ impl Server {
         threads.push(
             std::thread::Builder::new()
                 .name("ferry-acceptor".into())
-                .spawn(move || acceptor(s))
+                .spawn(move || {
+                    #[cfg(unix)]
+                    crate::acceptor::run(s);
+                    #[cfg(windows)]
+                    acceptor(s);
+                })
                 .map_err(|e| Error::io("spawning the acceptor thread", e))?,
         );
         Ok(Server { shared, threads })
@@ -767,6 +785,8 @@ impl Server {
             "ferry server shutting down"
         );
         self.shared.listener.stop();
+        #[cfg(unix)]
+        let _ = self.shared.acceptor_bell.ring();
         for w in &self.shared.workers {
             let _ = w.bell.ring();
         }
@@ -798,6 +818,9 @@ impl Drop for Server {
     }
 }
 
+/// Windows: the acceptor serves one handshake at a time, each bounded by the handshake
+/// timeout (a named-pipe instance is accepted, read and answered in turn).
+#[cfg(windows)]
 fn acceptor(shared: Arc<ServerShared>) {
     loop {
         let accepted = shared.listener.accept();
@@ -813,73 +836,80 @@ fn acceptor(shared: Arc<ServerShared>) {
             peer_pid = control.peer_pid(),
         )
         .entered();
-        match accept_one(&shared, control) {
-            Ok(Accepted::Connection(conn, limits)) => {
-                shared
-                    .stats
-                    .connections_accepted
-                    .fetch_add(1, Ordering::Relaxed);
-                shared
-                    .stats
-                    .connections_open
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.metrics.opened(conn.id, &conn.metrics);
-                tracing::info!(
+        let r = accept_one(&shared, control);
+        record(&shared, r);
+    }
+}
+
+/// Counts and logs how a control-channel conversation ended, and hands a new connection to a
+/// worker.
+pub(crate) fn record(shared: &ServerShared, result: Result<Accepted, Refusal>) {
+    match result {
+        Ok(Accepted::Connection(conn, limits)) => {
+            shared
+                .stats
+                .connections_accepted
+                .fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.opened(conn.id, &conn.metrics);
+            tracing::info!(
+                service = &*shared.service,
+                connection = conn.id,
+                peer_pid = conn.peer_pid,
+                peer_user = %conn.peer_user,
+                max_message_size = limits.max_message_size,
+                max_partial_messages = limits.max_partial_messages,
+                max_buffered_bytes = limits.max_buffered_bytes,
+                client_to_server_ring_bytes = limits.client_to_server_ring_bytes,
+                server_to_client_ring_bytes = limits.server_to_client_ring_bytes,
+                "ferry connection accepted"
+            );
+            let w = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
+            let inbox = &shared.workers[w];
+            inbox
+                .new
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            let _ = inbox.bell.ring();
+        }
+        Ok(Accepted::MetricsQuery(bytes)) => {
+            shared.metrics.metrics_query();
+            tracing::debug!(
+                service = &*shared.service,
+                bytes,
+                "ferry metrics query answered"
+            );
+        }
+        Err(Refusal { reason, error }) => {
+            shared
+                .stats
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            shared.metrics.refused(reason);
+            if reason == RefuseReason::HandshakeFailed {
+                tracing::warn!(
                     service = &*shared.service,
-                    connection = conn.id,
-                    peer_pid = conn.peer_pid,
-                    peer_user = %conn.peer_user,
-                    max_message_size = limits.max_message_size,
-                    max_partial_messages = limits.max_partial_messages,
-                    max_buffered_bytes = limits.max_buffered_bytes,
-                    client_to_server_ring_bytes = limits.client_to_server_ring_bytes,
-                    server_to_client_ring_bytes = limits.server_to_client_ring_bytes,
-                    "ferry connection accepted"
+                    error = %error,
+                    "ferry handshake failed"
                 );
-                let w = shared.next_worker.fetch_add(1, Ordering::Relaxed) % shared.workers.len();
-                let inbox = &shared.workers[w];
-                inbox
-                    .new
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(conn);
-                let _ = inbox.bell.ring();
-            }
-            Ok(Accepted::MetricsQuery(bytes)) => {
-                shared.metrics.metrics_query();
-                tracing::debug!(
+            } else {
+                tracing::warn!(
                     service = &*shared.service,
-                    bytes,
-                    "ferry metrics query answered"
+                    reason = reason.label(),
+                    error = %error,
+                    "ferry connection refused"
                 );
-            }
-            Err(Refusal { reason, error }) => {
-                shared
-                    .stats
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                shared.metrics.refused(reason);
-                if reason == RefuseReason::HandshakeFailed {
-                    tracing::warn!(
-                        service = &*shared.service,
-                        error = %error,
-                        "ferry handshake failed"
-                    );
-                } else {
-                    tracing::warn!(
-                        service = &*shared.service,
-                        reason = reason.label(),
-                        error = %error,
-                        "ferry connection refused"
-                    );
-                }
             }
         }
     }
 }
 
 /// What a control-socket conversation ended in, when it was not turned away.
-enum Accepted {
+pub(crate) enum Accepted {
     /// A connection, with the limits agreed.
     Connection(Arc<ConnState>, Limits),
     /// A metrics query, answered with this many bytes of text.
@@ -887,13 +917,18 @@ enum Accepted {
 }
 
 /// A connection attempt (or metrics query) turned away: why, and what the peer was told.
-struct Refusal {
+pub(crate) struct Refusal {
     reason: RefuseReason,
     error: Error,
 }
 
 /// Tells the peer why it is turned away (a `Refuse` frame, best effort).
-fn refuse(control: &Control, reason: RefuseReason, code: ErrorCode, message: &str) -> Refusal {
+pub(crate) fn refuse(
+    control: &Control,
+    reason: RefuseReason,
+    code: ErrorCode,
+    message: &str,
+) -> Refusal {
     let mut buf = [0u8; 512];
     let payload = error_payload(&mut buf, code, message);
     let _ = control.send(Kind::Refuse, 0, payload);
@@ -907,7 +942,7 @@ fn refuse(control: &Control, reason: RefuseReason, code: ErrorCode, message: &st
 }
 
 /// A handshake that ended without a `Refuse`: the peer hung up, timed out, or sent garbage.
-fn failed(error: Error) -> Refusal {
+pub(crate) fn failed(error: Error) -> Refusal {
     Refusal {
         reason: RefuseReason::HandshakeFailed,
         error,
@@ -950,18 +985,32 @@ fn answer_metrics_query(
     Ok(Accepted::MetricsQuery(text.len()))
 }
 
-/// Runs one control-channel conversation: a handshake (a new connection), or a metrics query.
+/// Windows: runs one control-channel conversation (a handshake, or a metrics query), each read
+/// and write bounded by the handshake timeout.
+#[cfg(windows)]
 fn accept_one(shared: &Arc<ServerShared>, mut control: Control) -> Result<Accepted, Refusal> {
-    let cfg = &shared.config;
     control
-        .set_timeout(Some(cfg.handshake_timeout))
+        .set_timeout(Some(shared.config.handshake_timeout))
         .map_err(failed)?;
     let peer = control.identify().map_err(failed)?;
+    // Read the Hello (or MetricsQuery) even from a user who will be refused: a channel closed
+    // before the client has written it makes the client's write fail, and the client never
+    // reads the Refuse that says why.
+    let first = control.recv();
+    conclude(shared, control, peer, first)
+}
+
+/// The rest of a control-channel conversation once its first frame is in (`first`: the frame,
+/// `None` when the peer hung up before one, or why reading it failed): a handshake (a new
+/// connection), a metrics query, or a refusal.
+pub(crate) fn conclude(
+    shared: &Arc<ServerShared>,
+    mut control: Control,
+    peer: sys::Peer,
+    first: Result<Option<sys::Incoming>, Error>,
+) -> Result<Accepted, Refusal> {
+    let cfg = &shared.config;
     if !cfg.allowed_users().contains(&peer.user) {
-        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a channel
-        // closed before the client has written it makes the client's write fail (EPIPE), and
-        // the client never reads the Refuse that says why.
-        let _ = control.recv();
         return Err(refuse(
             &control,
             RefuseReason::UidNotAllowed,
@@ -972,7 +1021,7 @@ fn accept_one(shared: &Arc<ServerShared>, mut control: Control) -> Result<Accept
             ),
         ));
     }
-    let Some(frame) = control.recv().map_err(failed)? else {
+    let Some(frame) = first.map_err(failed)? else {
         return Err(failed(Error::Closed(
             "the client hung up during the handshake",
         )));
