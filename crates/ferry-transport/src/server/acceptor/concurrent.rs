@@ -6,7 +6,7 @@
 //! its accept; whenever it is readable, what has arrived of its first frame is read into its own
 //! small buffer (`PartialFrame`: 24 header bytes, then the payload, at most
 //! [`MAX_FIRST_PAYLOAD`], checked on the header before it is allocated). Only when the whole
-//! frame is in does the acceptor do the rest of the handshake (`server::conclude`): check the
+//! frame is in does the acceptor do the rest of the handshake (`handshake::server::conclude`): check the
 //! user, negotiate, create the memory and doorbells, send the `Welcome` (a few dozen bytes into
 //! a fresh socket's empty buffer: it never waits). So a socket that says nothing, or stops half
 //! way through its `Hello`, costs one descriptor and a few bytes until its deadline, and delays
@@ -18,7 +18,7 @@
 //! sent from a short-lived thread with blocking writes bounded by the handshake timeout, at most
 //! [`MAX_METRICS_QUERIES`] at once (more are refused `BUSY`).
 //!
-//! Windows serves handshakes one at a time (`server.rs`'s `acceptor`): its named-pipe listener
+//! Windows serves handshakes one at a time (`acceptor.rs`): its named-pipe listener
 //! accepts with an overlapped `ConnectNamedPipe` on one instance at a time.
 
 use std::collections::VecDeque;
@@ -30,8 +30,9 @@ use ferry_frame::{ErrorCode, Kind};
 
 use crate::control_frame::{Fed, PartialFrame};
 use crate::error::Error;
+use crate::handshake::server as handshake;
 use crate::metrics::RefuseReason;
-use crate::server::{self, ServerShared};
+use crate::server::ServerShared;
 use crate::sys::{Control, Events, Incoming, Interest, Peer, Poller};
 
 /// Most payload bytes a handshake's first frame may announce (a `Hello` has 24, a
@@ -156,13 +157,13 @@ pub(crate) fn run(shared: Arc<ServerShared>) {
                 "no complete Hello within the handshake timeout ({:?})",
                 shared.config.handshake_timeout
             );
-            let r = server::refuse(
+            let r = handshake::refuse(
                 &h.control,
                 RefuseReason::HandshakeTimeout,
                 ErrorCode::TIMEOUT,
                 &why,
             );
-            server::record(&shared, Err(r));
+            super::record(&shared, Err(r));
         }
         match poller.wait(&mut events, timeout) {
             Ok(()) => {}
@@ -217,7 +218,7 @@ fn begin(shared: &Arc<ServerShared>, poller: &Poller, pending: &mut Pending, mut
         .and_then(|()| control.identify())
     {
         Ok(peer) => peer,
-        Err(e) => return server::record(shared, Err(server::failed(e))),
+        Err(e) => return super::record(shared, Err(handshake::failed(e))),
     };
     let max = shared.config.max_pending_handshakes.max(1);
     if pending.live >= max
@@ -229,13 +230,13 @@ fn begin(shared: &Arc<ServerShared>, poller: &Poller, pending: &mut Pending, mut
             "{max} handshakes were pending (max_pending_handshakes) and this was the oldest: \
              send the Hello right after connecting"
         );
-        let r = server::refuse(
+        let r = handshake::refuse(
             &h.control,
             RefuseReason::HandshakesPending,
             ErrorCode::BUSY,
             &why,
         );
-        server::record(shared, Err(r));
+        super::record(shared, Err(r));
     }
     let deadline = Instant::now() + shared.config.handshake_timeout;
     let slot = pending.insert(control, peer, deadline);
@@ -243,9 +244,9 @@ fn begin(shared: &Arc<ServerShared>, poller: &Poller, pending: &mut Pending, mut
     if let Err(e) = poller.add(h.control.watch(), slot as u64, Interest::ReadableOrHangUp) {
         let h = pending.take(slot).expect("just inserted");
         drop(h);
-        server::record(
+        super::record(
             shared,
-            Err(server::failed(Error::io(
+            Err(handshake::failed(Error::io(
                 "watching a new control socket",
                 e,
             ))),
@@ -268,19 +269,19 @@ fn finish(
     .entered();
     let query = matches!(&first, Ok(Some(f)) if f.header.kind() == Kind::MetricsQuery);
     if !query {
-        let r = server::conclude(shared, h.control, h.peer, first);
-        return server::record(shared, r);
+        let r = handshake::conclude(shared, h.control, h.peer, first);
+        return super::record(shared, r);
     }
     // The answer may be large: send it with blocking writes, off this thread.
     if metrics_queries.fetch_add(1, Ordering::AcqRel) >= MAX_METRICS_QUERIES {
         metrics_queries.fetch_sub(1, Ordering::AcqRel);
-        let r = server::refuse(
+        let r = handshake::refuse(
             &h.control,
             RefuseReason::Capacity,
             ErrorCode::BUSY,
             &format!("{MAX_METRICS_QUERIES} metrics queries are being answered; retry"),
         );
-        return server::record(shared, Err(r));
+        return super::record(shared, Err(r));
     }
     let (s, busy) = (shared.clone(), metrics_queries.clone());
     let timeout: Duration = shared.config.handshake_timeout;
@@ -288,17 +289,17 @@ fn finish(
         .name("ferry-metrics-query".into())
         .spawn(move || {
             let r = match h.control.set_handshake_mode(Some(timeout)) {
-                Ok(()) => server::conclude(&s, h.control, h.peer, first),
-                Err(e) => Err(server::failed(e)),
+                Ok(()) => handshake::conclude(&s, h.control, h.peer, first),
+                Err(e) => Err(handshake::failed(e)),
             };
-            server::record(&s, r);
+            super::record(&s, r);
             busy.fetch_sub(1, Ordering::AcqRel);
         });
     if let Err(e) = spawned {
         metrics_queries.fetch_sub(1, Ordering::AcqRel);
-        server::record(
+        super::record(
             shared,
-            Err(server::failed(Error::io(
+            Err(handshake::failed(Error::io(
                 "spawning a metrics query thread",
                 e,
             ))),
