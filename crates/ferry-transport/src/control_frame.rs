@@ -71,6 +71,7 @@ pub(crate) fn read(
 }
 
 /// What [`PartialFrame::feed`] got to.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) enum Fed {
     /// The frame is not complete yet: call again when the channel is readable.
@@ -85,6 +86,7 @@ pub(crate) enum Fed {
 /// (the server's acceptor serves many handshakes at once this way, each reading only what has
 /// arrived). Holds at most the frame's bytes: 24 before the header is validated, then
 /// `HEADER_LEN + payload_len` with the payload limit checked first.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) struct PartialFrame {
     buf: Vec<u8>,
@@ -92,6 +94,7 @@ pub(crate) struct PartialFrame {
     max_payload: usize,
 }
 
+#[cfg(unix)]
 impl PartialFrame {
     /// Nothing read yet; the payload may be up to `max_payload` bytes.
     pub(crate) fn new(max_payload: usize) -> Self {
@@ -138,7 +141,7 @@ impl PartialFrame {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
