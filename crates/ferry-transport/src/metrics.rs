@@ -276,15 +276,18 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// Anything else (the connection could not be registered with the worker).
     Other,
+    /// Its partial messages would have taken the server past `ServerConfig::max_partial_bytes`.
+    PartialBudget,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 5] = [
+    const ALL: [CloseReason; 6] = [
         CloseReason::Hangup,
         CloseReason::Goodbye,
         CloseReason::Protocol,
         CloseReason::Shutdown,
         CloseReason::Other,
+        CloseReason::PartialBudget,
     ];
 
     /// The label value.
@@ -295,6 +298,7 @@ impl CloseReason {
             CloseReason::Protocol => "protocol_error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Other => "other",
+            CloseReason::PartialBudget => "partial_budget",
         }
     }
 }
@@ -304,7 +308,9 @@ impl CloseReason {
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
     refused: [AtomicU64; 12],
-    closed: [AtomicU64; 5],
+    closed: [AtomicU64; 6],
+    /// The server-wide budget for partial messages, and what its connections hold of it.
+    pub(crate) partials: std::sync::Arc<crate::link::PartialBudget>,
     handler_panics: AtomicU64,
     requests_dropped: AtomicU64,
     metrics_queries: AtomicU64,
@@ -360,6 +366,14 @@ impl ServerMetrics {
     /// A metrics query was answered.
     pub(crate) fn metrics_query(&self) {
         self.metrics_queries.fetch_add(1, Relaxed);
+    }
+
+    /// Metrics for a server whose connections may hold `limit` bytes of partial messages.
+    pub(crate) fn with_partial_budget(limit: usize) -> Self {
+        ServerMetrics {
+            partials: std::sync::Arc::new(crate::link::PartialBudget::new(limit)),
+            ..ServerMetrics::default()
+        }
     }
 
     /// Open connections whose series are exported now.
@@ -426,6 +440,13 @@ impl ServerMetrics {
             "ferry_server_connections_open",
             "Connections open now.",
             &[(vec![], stats.connections_open.load(Relaxed) as u64)],
+        )?;
+        gauge(
+            enc,
+            "ferry_server_partial_bytes",
+            "Bytes held for partial (fragmented, incomplete) messages, all connections together \
+             (against ServerConfig::max_partial_bytes).",
+            &[(vec![], self.partials.used() as u64)],
         )?;
         counter(
             enc,

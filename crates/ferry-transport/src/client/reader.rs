@@ -241,6 +241,10 @@ fn goodbye_reason(code: ErrorCode) -> &'static str {
             "the server cut this connection off for a protocol violation (Goodbye \
              PROTOCOL_VIOLATION; its message, in this client's log, names the problem)"
         }
+        ErrorCode::BUSY => {
+            "the server cut this connection off: its memory for partial (fragmented) messages, \
+             all connections together, is used up (Goodbye BUSY); retry later"
+        }
         _ => "the server closed the connection (Goodbye with another code; see this client's log)",
     }
 }

@@ -299,12 +299,11 @@ impl Parts {
                 shared.config.policy,
                 metrics.clone(),
             ),
-            rx: Mutex::new(Rx::new(
-                self.consumer,
-                self.client_bell,
-                limits,
-                metrics.clone(),
-            )),
+            rx: Mutex::new({
+                let mut rx = Rx::new(self.consumer, self.client_bell, limits, metrics.clone());
+                rx.set_budget(shared.metrics.partials.clone());
+                rx
+            }),
             live: Liveness::default(),
             control,
             bell: self.server_bell,

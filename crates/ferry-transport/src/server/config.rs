@@ -29,6 +29,13 @@ pub struct ServerConfig {
     /// How long a client may take to send its `Hello` (Unix: from its connect to the whole
     /// `Hello`; Windows: each read and write of the handshake).
     pub handshake_timeout: Duration,
+    /// Most bytes the server holds for partial (fragmented, not yet complete) messages, all
+    /// connections together (each connection's own limits are in `limits`: by default 64 MiB,
+    /// so 1000 connections could otherwise ask for 64 GB). A connection whose next fragment
+    /// would take the total past it is cut off with `Goodbye` `BUSY` (metric
+    /// `ferry_server_connections_closed_total{reason="partial_budget"}`; what is held:
+    /// `ferry_server_partial_bytes`). Default 256 MiB.
+    pub max_partial_bytes: usize,
     /// Unix: most handshakes in progress at once (connected, `Hello` not complete yet). They
     /// are served concurrently, so a silent socket delays nobody; when one more arrives, the
     /// oldest is refused (metric `ferry_server_connections_refused_total{reason="handshakes_pending"}`).
@@ -67,6 +74,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(1),
             max_pending_handshakes: 1024,
+            max_partial_bytes: 256 << 20,
             runtime_dir: None,
         }
     }

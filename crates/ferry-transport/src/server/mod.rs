@@ -132,6 +132,7 @@ impl Server {
         let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
         sys::raise_fd_limit();
         let listener = Listener::bind(endpoint)?;
+        let partial_budget = config.max_partial_bytes;
         let workers = (0..config.workers.max(1))
             .map(|_| {
                 Ok(WorkerInbox {
@@ -148,7 +149,7 @@ impl Server {
             #[cfg(unix)]
             acceptor_bell: Doorbell::new()?,
             stats: ServerStats::default(),
-            metrics: Arc::default(),
+            metrics: Arc::new(ServerMetrics::with_partial_budget(partial_budget)),
             service: name.into(),
             workers,
             next_worker: AtomicUsize::new(0),

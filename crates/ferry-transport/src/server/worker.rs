@@ -244,6 +244,15 @@ impl<'a> Worker<'a> {
                         if !conn.live.is_closed() {
                             goodbye(&conn, ErrorCode::PROTOCOL_VIOLATION, &e.to_string());
                         }
+                    } else if reason == CloseReason::PartialBudget {
+                        tracing::warn!(
+                            service = &*self.shared.service,
+                            connection = conn.id,
+                            peer_pid = conn.peer_pid,
+                            error = %e,
+                            "ferry partial-message budget exceeded, cutting the connection off"
+                        );
+                        goodbye(&conn, ErrorCode::BUSY, &e.to_string());
                     }
                     self.close(slot, reason);
                     self.quiet[slot] = COLD;
@@ -439,6 +448,9 @@ impl<'a> Worker<'a> {
         let _ = self.poller.delete(conn.control.watch());
         let _ = self.poller.delete(&conn.bell);
         conn.live.close("the connection was closed");
+        // Its partial messages' memory goes back now, not when the last handle of the
+        // connection (a responder on another thread) is dropped.
+        conn.lock_rx().discard_partials();
         conn.tx.wake_waiters();
         for d in conn.deferred.iter() {
             if d.in_use.load(Ordering::Acquire) {
@@ -528,6 +540,7 @@ pub(crate) fn serve_remaining(shared: &ServerShared, conn: &Arc<ConnState>) -> C
 pub(crate) fn close_reason(e: &Error, otherwise: CloseReason) -> CloseReason {
     match e {
         Error::Closed(GOODBYE) => CloseReason::Goodbye,
+        Error::OverBudget { .. } => CloseReason::PartialBudget,
         // Closed by another thread: a responder found the outgoing ring corrupted.
         Error::Protocol(_) | Error::Closed(_) => CloseReason::Protocol,
         _ => otherwise,
