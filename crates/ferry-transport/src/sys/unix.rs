@@ -423,11 +423,6 @@ impl Listener {
     /// Stops accepting for good (the acceptor is woken by its own doorbell).
     pub(crate) fn stop(&self) {
         let _ = rustix::net::shutdown(self.bound.listener(), rustix::net::Shutdown::Both);
-        // On macOS shutting down a listening socket does not wake a thread blocked in `accept`
-        // (it fails with ENOTCONN); a connection of our own does, and the acceptor, seeing
-        // `stop`, drops it.
-        #[cfg(target_os = "macos")]
-        let _ = UnixStream::connect(&self.bound.paths().socket);
     }
 }
 
