@@ -234,6 +234,7 @@ fn soak(opts: Options, bin: PathBuf, runtime: PathBuf, out_dir: PathBuf) -> Exit
         fault_active: None,
         fault_steps: Vec::new(),
         fault_ended: 0.0,
+        fault_started: 0.0,
         deck: Vec::new(),
         hostile_modes: Vec::new(),
         server_fdfill: false,
