@@ -16,6 +16,8 @@ mod ci;
 mod cmd;
 mod coverage;
 #[cfg(target_os = "linux")]
+mod json;
+#[cfg(target_os = "linux")]
 mod soak;
 mod tests_output;
 mod wine;
