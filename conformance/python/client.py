@@ -17,7 +17,7 @@ from ferry import (CANCEL, CANCELLED, ERROR_RESPONSE, GOODBYE, HELLO, LIMITS_UNA
                    MORE, NORMAL, NOTIFICATION, PROTOCOL_VIOLATION, REQUEST, RESPONSE,
                    STREAM_END, STREAM_ITEM, VERSION_UNSUPPORTED)
 
-# Set once the server sends Goodbye on protocol violations (§6.2, §14): until then a hang-up
+# Set once the server sends Goodbye on protocol violations (§6.2, §13.2): until then a hang-up
 # is accepted too.
 REQUIRE_GOODBYE = os.environ.get("FERRY_CONFORMANCE_REQUIRE_GOODBYE") == "1"
 
@@ -166,7 +166,7 @@ def bad_frames(path):
         return bytes(f)
 
     def record_word(conn, word):
-        # A record word the ring rules forbid, published like a record (§10.7).
+        # A record word the ring rules forbid, published like a record (§9.7).
         at = conn.tx.data + conn.tx.tail % conn.tx.cap
         conn.mem.set_u64(at + 8, 0)
         conn.mem.set_u64(at, word)

@@ -1,8 +1,8 @@
 """A Ferry client written from docs/protocol.md alone: Python 3, standard library only.
 
-Linux only (the Unix transport with a memfd and eventfds, docs/protocol.md §7.1, §10-§13).
+Linux only (the Unix transport with a memfd and eventfds, docs/protocol.md §7.1, §9-§13).
 Section numbers in comments refer to docs/protocol.md. It is a slow, conforming peer: it
-takes the shortcuts that §12.5 allows a slow implementation, and no others.
+takes the shortcuts that §10.5 allows a slow implementation, and no others.
 """
 
 import ctypes
@@ -29,7 +29,7 @@ STREAM_ITEM, STREAM_END, CANCEL, PING, PONG, GOODBYE = 0x05, 0x06, 0x07, 0x08, 0
 HELLO, WELCOME, REFUSE, METRICS_QUERY, METRICS_REPLY, HANDLES = range(0x10, 0x16)
 KNOWN_KINDS = set(range(0x01, 0x0B)) | set(range(0x10, 0x16))
 FRAGMENTABLE = {REQUEST, RESPONSE, ERROR_RESPONSE, NOTIFICATION, STREAM_ITEM, STREAM_END}
-CONTROL_LIMIT = 1 << 20  # §13.3: the most a control frame's payload may hold
+CONTROL_LIMIT = 1 << 20  # §12.3: the most a control frame's payload may hold
 
 # Error codes (§5.1).
 NORMAL, CANCELLED, PROTOCOL_VIOLATION = 0, 2, 6
@@ -125,11 +125,11 @@ def hello(limits, min_version=1, max_version=1):
     return struct.pack("<BBH", min_version, max_version, 0) + LIMITS.pack(*limits)
 
 
-# --- memory ordering (§12.5) ------------------------------------------------------------------
+# --- memory ordering (§10.5) ------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_FUTEX = {"x86_64": 202, "aarch64": 98}[platform.machine()]
-_FUTEX_WAKE = 1  # shared: no FUTEX_PRIVATE_FLAG (§12.3)
+_FUTEX_WAKE = 1  # shared: no FUTEX_PRIVATE_FLAG (§10.3)
 # A full (StoreLoad) barrier: `mfence; ret` or `dmb ish; ret`, run from an executable page.
 _FENCE_CODE = {"x86_64": bytes.fromhex("0faef0c3"), "aarch64": bytes.fromhex("bf3b03d5c0035fd6")}
 _fence_page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
@@ -140,8 +140,8 @@ full_fence = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(_
 class Memory:
     """The connection's shared mapping. Words are read and written as whole, aligned 4- and
     8-byte accesses through ctypes (one machine load or store each); on x86-64 and in this
-    single-threaded program, program order then gives the acquire and release orderings §12
-    asks for. The full fences of §12 are `full_fence()`."""
+    single-threaded program, program order then gives the acquire and release orderings §10
+    asks for. The full fences of §10 are `full_fence()`."""
 
     def __init__(self, fd, size):
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -164,7 +164,7 @@ class Memory:
         _libc.syscall(_SYS_FUTEX, ctypes.c_void_p(self.base + off), _FUTEX_WAKE, 0x7FFFFFFF, None, None, 0)
 
 
-# --- §10: the ring ----------------------------------------------------------------------------
+# --- §9: the ring ----------------------------------------------------------------------------
 
 RING_MAGIC = int.from_bytes(b"FERRYRNG", "little")
 LAYOUT_VERSION = 3
@@ -187,7 +187,7 @@ class Ring:
         self.mem, self.base, self.cap = mem, base, capacity
         self.data = base + RING_HEADER
         self.wake_peer = wake_peer  # rings the server's doorbell
-        if mem.u64(base) != RING_MAGIC:  # §10.1: check before use
+        if mem.u64(base) != RING_MAGIC:  # §9.8: check before use
             raise ProtocolError("ring magic missing")
         if mem.u32(base + 8) != LAYOUT_VERSION:
             raise ProtocolError(f"ring layout version {mem.u32(base + 8)}, expected {LAYOUT_VERSION}")
@@ -198,18 +198,18 @@ class Ring:
         if self.head % 8 or self.tail % 8 or not 0 <= self.tail - self.head <= capacity:
             raise ProtocolError("ring cursors invalid at attach")
         self.published = self.head  # consumer: the head last stored
-        self.max_record = capacity // 2 - 8  # §10.4
+        self.max_record = capacity // 2 - 8  # §9.4
 
     def _take_sleeper(self, off):
-        """§12.2, after a publish and a full fence: wake the peer if its sleep word says so."""
+        """§10.2, after a publish and a full fence: wake the peer if its sleep word says so."""
         token = self.mem.u32(off)
         if token:
-            self.mem.set_u32(off, 0)  # §12.5: a plain store may stand for the compare-exchange
+            self.mem.set_u32(off, 0)  # §10.5: a plain store may stand for the compare-exchange
             if token & TOKEN_FUTEX:
                 self.mem.futex_wake(off)
             if token & TOKEN_DOORBELL:
                 self.wake_peer()
-            # other bits: ignored (§12.2)
+            # other bits: ignored (§10.2)
 
     # Producer side.
     def _need(self, n):
@@ -219,7 +219,7 @@ class Ring:
 
     def fits(self, n):
         need, _ = self._need(n)
-        if self.cap - (self.tail - self.head) >= need + 8:  # §10.5: record plus terminator
+        if self.cap - (self.tail - self.head) >= need + 8:  # §9.5: record plus terminator
             return True
         head = self.mem.u64(self.base + HEAD)
         if head % 8 or head < self.head or head > self.tail:
@@ -228,7 +228,7 @@ class Ring:
         return self.cap - (self.tail - self.head) >= need + 8
 
     def try_push(self, record):
-        """Writes one record (a frame) if it fits now (§10.5, §10.6)."""
+        """Writes one record (a frame) if it fits now (§9.5, §9.6)."""
         n = len(record)
         if n > self.max_record:
             raise ValueError(f"record of {n} bytes over the ring's maximum {self.max_record}")
@@ -243,7 +243,7 @@ class Ring:
         off = self.data + at % self.cap
         self.mem.map[off + 8 : off + 8 + n] = record
         end = at + rec
-        self.mem.set_u64(self.data + end % self.cap, 0)  # the terminator (§10.6)
+        self.mem.set_u64(self.data + end % self.cap, 0)  # the terminator (§9.6)
         word = n | TAG_DATA << 32
         if padded:  # the record at 0 first, then the padding word, which publishes
             self.mem.set_u64(off, word)
@@ -257,7 +257,7 @@ class Ring:
 
     # Consumer side.
     def try_pop(self):
-        """The next record's bytes, or None (§10.7). Validates every word it reads."""
+        """The next record's bytes, or None (§9.7). Validates every word it reads."""
         for _ in range(2):
             off = self.head % self.cap
             word = self.mem.u64(self.data + off)
@@ -283,7 +283,7 @@ class Ring:
         raise ProtocolError("padding after padding")
 
     def release(self):
-        """Publishes the head (release), then wakes a sleeping producer (§12.2)."""
+        """Publishes the head (release), then wakes a sleeping producer (§10.2)."""
         if self.head != self.published:
             self.mem.set_u64(self.base + HEAD, self.head)
             self.published = self.head
@@ -294,11 +294,11 @@ class Ring:
         return self.mem.u64(self.data + self.head % self.cap) != 0
 
 
-# --- §13: the Unix transport ------------------------------------------------------------------
+# --- §12: the Unix transport ------------------------------------------------------------------
 
 
 def socket_path(service):
-    """§13.1: service name to socket path (Linux)."""
+    """§12.1: service name to socket path (Linux)."""
     if not service or len(service) > 64 or service[0] == "." or any(
         not (c.isascii() and (c.isalnum() or c in "._-")) for c in service
     ):
@@ -307,7 +307,7 @@ def socket_path(service):
     if not d:
         xdg = os.environ.get("XDG_RUNTIME_DIR") or ""
         d = os.path.join(xdg, "ferry") if xdg else os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ferry-{os.geteuid()}")
-    st = os.lstat(d)  # §13.1: the directory must be private
+    st = os.lstat(d)  # §12.1: the directory must be private
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
         raise ProtocolError(f"{d} is not a private directory of this user")
     return os.path.join(d, f"{service}.sock")
@@ -366,7 +366,7 @@ class Control:
         return kind, cid, payload
 
     def hung_up(self, timeout=0.0):
-        """Whether the server ended the conversation (or wrote, which also ends it: §13.4)."""
+        """Whether the server ended the conversation (or wrote, which also ends it: §12.4)."""
         r, _, _ = select.select([self.sock], [], [], timeout)
         if not r:
             return False
@@ -385,7 +385,7 @@ DEFAULT_LIMITS = (16 << 20, 16, 64 << 20, 1 << 20, 1 << 20)
 
 
 class Connection:
-    """A connected client: the handshake (§7, §13), then frames through the rings."""
+    """A connected client: the handshake (§7, §12), then frames through the rings."""
 
     def __init__(self, path, limits=DEFAULT_LIMITS):
         self.control = Control(path)
@@ -413,7 +413,7 @@ class Connection:
         c2s_cap, s2c_cap = agreed[3], agreed[4]
         for cap in (c2s_cap, s2c_cap):
             if cap & (cap - 1) or not 4096 <= cap <= 1 << 30:
-                raise ProtocolError(f"agreed ring size {cap} is not allowed (§13.2)")
+                raise ProtocolError(f"agreed ring size {cap} is not allowed (§12.2)")
         c2s_off, s2c_off, total = layout(c2s_cap, s2c_cap)
         if os.fstat(memfd).st_size != total:  # §11: checks before mapping
             raise ProtocolError("shared memory of the wrong size")
@@ -424,15 +424,15 @@ class Connection:
         os.close(memfd)
         self.tx = Ring(self.mem, c2s_off, c2s_cap, self.ring_server)
         self.rx = Ring(self.mem, s2c_off, s2c_cap, self.ring_server)
-        self.control.sock.settimeout(None)  # §13.5: the handshake is over
-        self.frame_limit = self.rx.max_record - HEADER_LEN  # §13.3: our receiver's limit
+        self.control.sock.settimeout(None)  # §12.4: the handshake is over
+        self.frame_limit = self.rx.max_record - HEADER_LEN  # §12.3: our receiver's limit
         self.fragment = self.tx.max_record - HEADER_LEN  # the server's receiver limit
         self.partial = {}  # (kind, id) -> bytearray (§6.1)
         self.inbox = []  # complete messages (kind, id, payload) not yet taken
         self.goodbye = None
 
     def ring_server(self):
-        """Rings the server's doorbell: adds 1 to its eventfd (§12.3)."""
+        """Rings the server's doorbell: adds 1 to its eventfd (§10.3)."""
         try:
             os.write(self.server_bell, struct.pack("<Q", 1))
         except BlockingIOError:
@@ -470,7 +470,7 @@ class Connection:
 
     def wait(self, space=None, timeout=30.0):
         """Sleeps until a record arrives (or `space` bytes fit in the outgoing ring): the
-        sleeper's side of §12.1, with the doorbell token."""
+        sleeper's side of §10.1, with the doorbell token."""
         deadline = time.monotonic() + timeout
         while True:
             if self.goodbye is not None:
@@ -483,9 +483,12 @@ class Connection:
             if space is not None:
                 self.mem.set_u32(self.tx.base + PRODUCER_SLEEP, TOKEN_DOORBELL)
             full_fence()
+            # A peer publishing fence-free needs a heavy barrier we do not have: poll (§10.6).
+            fence_free = self.mem.u32(self.rx.base + 144) or self.mem.u32(self.tx.base + 272)
             ready = self.rx.has_record() or (space is not None and self.tx.fits(space))
             if not ready:
-                r, _, _ = select.select([self.bell, self.control.sock], [], [], 1.0)
+                nap = 0.001 if fence_free else 1.0
+                r, _, _ = select.select([self.bell, self.control.sock], [], [], nap)
                 if self.control.sock in r and self.control.hung_up():
                     if not self.poll():  # what the server wrote before it left still counts
                         raise Closed(self.goodbye)

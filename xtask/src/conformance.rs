@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::cmd::{Cmd, Failure, on_path};
 use crate::workspace::Workspace;
 
-/// The service name the server binds and the client resolves (docs/protocol.md §13.1).
+/// The service name the server binds and the client resolves (docs/protocol.md §12.1).
 const SERVICE: &str = "ferry-conformance";
 
 /// Builds the server, starts it in a fresh private runtime directory, runs the Python client
