@@ -50,8 +50,10 @@ def calls(path):
         kind, _, answer = conn.call(cid, payload)
         check(kind == RESPONSE, f"call of {n} B: kind {kind:#x}")
         check(answer == payload, f"call of {n} B: the echo differs")
+    futex, doorbell = conn.woke()
     conn.close()
-    return f"{len(sizes)} calls, {sizes[0]} B to {sizes[-1]} B, frames of at most {one} B"
+    return (f"{len(sizes)} calls, {sizes[0]} B to {sizes[-1]} B, frames of at most {one} B; "
+            f"woke the server {futex}x by futex, {doorbell}x by doorbell")
 
 
 def pipelined(path):
@@ -67,6 +69,22 @@ def pipelined(path):
     return f"{len(sent)} calls in flight at once"
 
 
+def ping_and_ignored_kinds(path):
+    """Ping is answered by Pong; control kinds and unsolicited answers in a ring are ignored."""
+    conn = ferry.Connection(path)
+    conn.send(ferry.PING, 5, b"\x01\x02\x03\x04")
+    kind, _, payload = conn.take(lambda k, i: i == 5, timeout=5)
+    check(kind == ferry.PONG and payload == b"\x01\x02\x03\x04", f"ping: kind {kind:#x}")
+    conn.send(HELLO, 0, ferry.hello(ferry.DEFAULT_LIMITS))
+    conn.send(ferry.HANDLES, 0, struct.pack("<II", 0, 0))
+    conn.send(RESPONSE, 999, b"nobody asked")
+    conn.send(ferry.PONG, 6, b"")
+    kind, _, answer = conn.call(2, b"still here")
+    check(kind == RESPONSE and answer == b"still here", "a call after ignored kinds")
+    conn.close()
+    return "Pong; Hello, Handles, an unsolicited Response and Pong in the ring ignored"
+
+
 def stream(path):
     conn = ferry.Connection(path)
     conn.send(REQUEST, 7, b"stream:100")
@@ -78,8 +96,20 @@ def stream(path):
         check(kind == STREAM_ITEM, f"stream: kind {kind:#x}")
         items.append(payload)
     check(items == [f"item {i}".encode() for i in range(100)], "stream items")
+    # 4 MiB of items through a 1 MiB ring: the server waits for space, we wake it (§10.2).
+    conn.send(REQUEST, 8, b"stream:64:65536")
+    count = 0
+    while True:
+        kind, _, payload = conn.take(lambda k, i: i == 8)
+        if kind == STREAM_END:
+            break
+        check(kind == STREAM_ITEM and payload == bytes([count % 251]) * 65536, f"big item {count}")
+        count += 1
+    check(count == 64, f"{count} big items")
+    futex, doorbell = conn.woke()
     conn.close()
-    return f"{len(items)} StreamItems, then StreamEnd"
+    return (f"100 small and 64 x 64 KiB StreamItems, each then StreamEnd; "
+            f"woke the server {futex}x by futex, {doorbell}x by doorbell")
 
 
 def cancel(path):
@@ -192,7 +222,7 @@ def bad_frames(path):
     return "; ".join(seen)
 
 
-CHECKS = [handshake, calls, pipelined, stream, cancel, notification, goodbye, refusals, bad_frames]
+CHECKS = [handshake, calls, pipelined, ping_and_ignored_kinds, stream, cancel, notification, goodbye, refusals, bad_frames]
 
 
 def main():

@@ -198,6 +198,7 @@ class Ring:
         if self.head % 8 or self.tail % 8 or not 0 <= self.tail - self.head <= capacity:
             raise ProtocolError("ring cursors invalid at attach")
         self.published = self.head  # consumer: the head last stored
+        self.woke = {TOKEN_FUTEX: 0, TOKEN_DOORBELL: 0}  # wake-ups delivered, by mechanism
         self.max_record = capacity // 2 - 8  # §9.4
 
     def _take_sleeper(self, off):
@@ -207,8 +208,10 @@ class Ring:
             self.mem.set_u32(off, 0)  # §10.5: a plain store may stand for the compare-exchange
             if token & TOKEN_FUTEX:
                 self.mem.futex_wake(off)
+                self.woke[TOKEN_FUTEX] += 1
             if token & TOKEN_DOORBELL:
                 self.wake_peer()
+                self.woke[TOKEN_DOORBELL] += 1
             # other bits: ignored (§10.2)
 
     # Producer side.
@@ -523,9 +526,13 @@ class Connection:
             last = at + size >= len(payload)
             self.push(encode(kind, cid, payload[at : at + size], 0 if last else MORE))
 
-    def call(self, cid, payload):
+    def call(self, cid, payload, timeout=120.0):
         self.send(REQUEST, cid, payload)
-        return self.take(lambda k, i: i == cid and k in (RESPONSE, ERROR_RESPONSE))
+        return self.take(lambda k, i: i == cid and k in (RESPONSE, ERROR_RESPONSE), timeout)
+
+    def woke(self):
+        """Wake-ups this client delivered to the server: (futex, doorbell)."""
+        return tuple(self.tx.woke[t] + self.rx.woke[t] for t in (TOKEN_FUTEX, TOKEN_DOORBELL))
 
     def close(self):
         self.control.sock.close()

@@ -3,6 +3,8 @@
 //!
 //! Requests (the payload is opaque to Ferry; this server looks at its start):
 //! - `stream:<n>`: answers with `n` `StreamItem`s `item <i>`, then a `StreamEnd`;
+//!   `stream:<n>:<size>`: items of `size` bytes, each byte of item `i` being `i mod 251`
+//!   (enough of them fill the ring, so that the sender waits for space);
 //! - `wait`: answers only when cancelled (`ErrorResponse` `CANCELLED`), or after 10 s with
 //!   `not cancelled`;
 //! - anything else: answered with the payload itself (echo, 0 B to the message size limit).
@@ -26,15 +28,19 @@ mod example {
     impl Handler for Conformance {
         fn on_request(&self, req: Request<'_>) {
             let payload = req.payload();
-            if let Some(n) = payload.strip_prefix(b"stream:") {
-                let n: usize = std::str::from_utf8(n)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
+            if let Some(args) = payload.strip_prefix(b"stream:") {
+                let args = String::from_utf8_lossy(args).into_owned();
+                let mut args = args.split(':').map(|a| a.parse::<usize>().unwrap_or(0));
+                let n = args.next().unwrap_or(0);
+                let size = args.next();
                 let stream = req.into_stream();
                 std::thread::spawn(move || {
                     for i in 0..n {
-                        if stream.send(format!("item {i}").as_bytes()).is_err() {
+                        let item = match size {
+                            Some(size) => vec![(i % 251) as u8; size],
+                            None => format!("item {i}").into_bytes(),
+                        };
+                        if stream.send(&item).is_err() {
                             return;
                         }
                     }
