@@ -16,6 +16,8 @@ mod cmd;
 mod conformance;
 mod coverage;
 #[cfg(target_os = "linux")]
+mod json;
+#[cfg(target_os = "linux")]
 mod soak;
 mod tests_output;
 mod wine;

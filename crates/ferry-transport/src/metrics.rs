@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -223,10 +222,14 @@ pub(crate) enum RefuseReason {
     TooLarge,
     /// No `Refuse` could be sent: the peer hung up, timed out, or sent garbage.
     HandshakeFailed,
+    /// Unix: no complete `Hello` within the handshake timeout (told so with `TIMEOUT`).
+    HandshakeTimeout,
+    /// Unix: `max_pending_handshakes` were in progress; the oldest was refused (`BUSY`).
+    HandshakesPending,
 }
 
 impl RefuseReason {
-    const ALL: [RefuseReason; 10] = [
+    const ALL: [RefuseReason; 12] = [
         RefuseReason::UidNotAllowed,
         RefuseReason::NotHello,
         RefuseReason::BadHello,
@@ -237,6 +240,8 @@ impl RefuseReason {
         RefuseReason::BadQuery,
         RefuseReason::TooLarge,
         RefuseReason::HandshakeFailed,
+        RefuseReason::HandshakeTimeout,
+        RefuseReason::HandshakesPending,
     ];
 
     /// The label value.
@@ -252,6 +257,8 @@ impl RefuseReason {
             RefuseReason::BadQuery => "bad_metrics_query",
             RefuseReason::TooLarge => "metrics_too_large",
             RefuseReason::HandshakeFailed => "handshake_failed",
+            RefuseReason::HandshakeTimeout => "handshake_timeout",
+            RefuseReason::HandshakesPending => "handshakes_pending",
         }
     }
 }
@@ -296,7 +303,7 @@ impl CloseReason {
 /// and the table of open connections' counters.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
-    refused: [AtomicU64; 10],
+    refused: [AtomicU64; 12],
     closed: [AtomicU64; 5],
     handler_panics: AtomicU64,
     requests_dropped: AtomicU64,
@@ -884,49 +891,6 @@ impl ClientMetrics {
             MetricType::Histogram,
         )?;
         m.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
-    }
-}
-
-/// How long [`read_server_metrics`] waits for the server (to connect, and for the reply).
-const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Reads the metrics of the server running on service `name` from another process, through its
-/// control socket: the same text as that server's [`Server::metrics_text`](crate::Server::metrics_text).
-///
-/// The runtime directory is `runtime_dir`, or the default one (as for
-/// [`Client::connect`](crate::Client::connect)). Like a client, the querier only talks to a
-/// server of its own user, and the server answers only users it accepts as clients
-/// (`ServerConfig::allowed_uids`). The reply is checked: at most
-/// [`ferry_frame::MAX_METRICS_REPLY`] bytes of UTF-8.
-///
-/// # Errors
-/// [`Error::NotRunning`] when no server listens; [`Error::Refused`] when the server turns the
-/// query away (its message says why); [`Error::PeerNotAllowed`] when the socket belongs to
-/// another user; [`Error::Closed`] when the server hangs up without answering (a server older
-/// than metrics queries does); [`Error::Protocol`] for a reply that is not valid;
-/// [`Error::Timeout`] when the server does not answer within 5 s.
-pub fn read_server_metrics(name: &str, runtime_dir: Option<&Path>) -> Result<String, Error> {
-    let endpoint = crate::sys::resolve(name, runtime_dir)?;
-    let (control, _server) =
-        crate::sys::Control::connect(&endpoint, QUERY_TIMEOUT, "metrics reader")?;
-    control.send(Kind::MetricsQuery, 0, &[])?;
-    let frame = control
-        .recv_limited(ferry_frame::MAX_METRICS_REPLY)?
-        .ok_or(Error::Closed(
-            "the server hung up without answering the metrics query (a server older than \
-             metrics queries does)",
-        ))?;
-    match frame.header.kind() {
-        Kind::MetricsReply => ferry_frame::metrics_reply_text(&frame.payload)
-            .map(str::to_owned)
-            .map_err(|e| Error::Protocol(format!("bad MetricsReply: {e}"))),
-        Kind::Refuse => {
-            let (code, message) = crate::client::decode_error(&frame.payload);
-            Err(Error::Refused { code, message })
-        }
-        other => Err(Error::Protocol(format!(
-            "expected MetricsReply or Refuse, got {other}"
-        ))),
     }
 }
 
