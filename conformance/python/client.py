@@ -7,7 +7,6 @@ the real server (`cargo run -p ferry-transport --example conformance_server`).
 Prints one line per check and exits non-zero at the first failure.
 """
 
-import os
 import struct
 import sys
 import time
@@ -17,9 +16,6 @@ from ferry import (CANCEL, CANCELLED, ERROR_RESPONSE, GOODBYE, HELLO, LIMITS_UNA
                    MORE, NORMAL, NOTIFICATION, PROTOCOL_VIOLATION, REQUEST, RESPONSE,
                    STREAM_END, STREAM_ITEM, VERSION_UNSUPPORTED)
 
-# Set once the server sends Goodbye on protocol violations (§6.2, §13.2): until then a hang-up
-# is accepted too.
-REQUIRE_GOODBYE = os.environ.get("FERRY_CONFORMANCE_REQUIRE_GOODBYE") == "1"
 
 
 def pattern(seed, n):
@@ -165,11 +161,22 @@ def refusals(path):
     expect_refusal(path, ferry.hello(lim[:3] + (2048, 1 << 20)), LIMITS_UNACCEPTABLE, "ring 2048")
     expect_refusal(path, ferry.hello((0,) + lim[1:]), PROTOCOL_VIOLATION, "a limit of 0")
     expect_refusal(path, b"", PROTOCOL_VIOLATION, "a Request first", kind=REQUEST)
-    return f"version 2 refused ({m!r}); bad ring sizes, a zero limit, no Hello"
+    # §12.6: no complete Hello within the handshake timeout (1 s by default).
+    for what, sent in [("silence", b""), ("half a Hello", ferry.encode(HELLO, 0, ferry.hello(lim))[:30])]:
+        c = ferry.Control(path, timeout=10)
+        c.send(sent)
+        got = c.recv()
+        check(got is not None and got[0] == ferry.REFUSE, f"{what}: no Refuse ({got})")
+        code, message = ferry.decode_error(got[2])
+        check(code == ferry.TIMEOUT, f"{what}: Refuse code {code} ({message})")
+        c.sock.close()
+    return (f"version 2 refused ({m!r}); bad ring sizes, a zero limit, no Hello; "
+            f"silence and half a Hello refused TIMEOUT ({message!r})")
 
 
-def violation(path, what, write):
-    """Writes something invalid into the client → server ring; the server must close."""
+def violation(path, what, write, goodbye=True):
+    """Writes something invalid; the server must close, after a Goodbye PROTOCOL_VIOLATION
+    (§13.2) unless `goodbye` is False (then a plain hang-up is fine)."""
     conn = ferry.Connection(path)
     write(conn)
     deadline = time.monotonic() + 5
@@ -181,7 +188,7 @@ def violation(path, what, write):
             if e.reason is not None:
                 check(e.reason[0] == PROTOCOL_VIOLATION, f"{what}: Goodbye code {e.reason[0]}")
                 return f"Goodbye {e.reason}"
-            check(not REQUIRE_GOODBYE, f"{what}: the server hung up without a Goodbye")
+            check(not goodbye, f"{what}: the server hung up without a Goodbye")
             return "hang-up"
         except TimeoutError:
             pass
@@ -214,11 +221,12 @@ def bad_frames(path):
         ("truncated", lambda c: c.push(ferry.encode(REQUEST, 1, b"hello")[:-1])),
         ("unknown record tag", lambda c: record_word(c, 5 | 0x58585858 << 32)),
         ("record over the maximum", lambda c: record_word(c, (c.tx.max_record + 8) | ferry.TAG_DATA << 32)),
-        ("bytes on the control socket", lambda c: c.control.send(b"\0")),
     ]
-    seen = []
-    for what, write in cases:
-        seen.append(f"{what}: {violation(path, what, write)}")
+    seen = [f"{what}: {violation(path, what, write)}" for what, write in cases]
+    # §12.4: bytes on the control socket after the handshake end the connection like a hang-up.
+    what = "bytes on the control socket"
+    result = violation(path, what, lambda c: c.control.send(b"\0"), goodbye=False)
+    seen.append(f"{what}: {result}")
     return "; ".join(seen)
 
 
