@@ -44,6 +44,7 @@ pub fn run(ws: &Workspace) -> Result<String, Failure> {
         Cmd::new("python3")
             .args(["conformance/python/client.py", SERVICE])
             .env("FERRY_RUNTIME_DIR", dir.to_string_lossy())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .run()
     });
     let _ = server.kill();
