@@ -33,7 +33,15 @@ def handshake(path):
     conn = ferry.Connection(path)
     check(conn.limits[3] == 1 << 20 and conn.limits[4] == 1 << 20, f"agreed limits {conn.limits}")
     conn.close()
-    return f"Welcome, limits {conn.limits}"
+    # Unequal rings, the smallest allowed one included: the mapping's layout (§11) and a call
+    # fragmented into frames of 2016 bytes (§12.3).
+    small = ferry.Connection(path, ferry.DEFAULT_LIMITS[:3] + (4096, 1 << 18))
+    check(small.limits[3:] == (4096, 1 << 18), f"agreed limits {small.limits}")
+    payload = pattern(9, 10_000)
+    kind, _, answer = small.call(1, payload)
+    check(kind == RESPONSE and answer == payload, "a call over 4096-byte rings")
+    small.close()
+    return f"Welcome, limits {conn.limits}; rings of 4096 and 262144 bytes, mapping {small.mem.size} bytes"
 
 
 def calls(path):
