@@ -49,12 +49,24 @@ mod example {
             },
         )?;
         #[cfg(unix)]
-        println!("engine listening on {:?}", server.paths().socket);
+        println!(
+            "engine listening on {:?}; Ctrl-C to stop",
+            server.paths().socket
+        );
         #[cfg(windows)]
-        println!("engine listening on {}", server.pipe_name());
-        loop {
-            std::thread::park();
-        }
+        println!("engine listening on {}; Ctrl-C to stop", server.pipe_name());
+        // SIGINT or SIGTERM (Windows: Ctrl-C, Ctrl-Break, closing the console): a graceful end.
+        // `shutdown` stops accepting, answers nothing new, says Goodbye SHUTTING_DOWN to every
+        // editor (its calls in flight fail with `Closed` saying so), and waits for the workers;
+        // chat streams still running see `send` fail and end their threads.
+        let (stop, stopped) = std::sync::mpsc::channel();
+        ctrlc::set_handler(move || {
+            let _ = stop.send(());
+        })?;
+        let _ = stopped.recv();
+        println!("engine: shutting down");
+        server.shutdown();
+        Ok(())
     }
 }
 

@@ -95,21 +95,36 @@ pub(crate) fn answer_metrics_query(
     Ok(Accepted::MetricsQuery(text.len()))
 }
 
-/// Runs one control-channel conversation: a handshake (a new connection), or a metrics query.
+/// Windows: runs one control-channel conversation (a handshake, or a metrics query), each read
+/// and write bounded by the handshake timeout. (Unix reads the first frame without waiting,
+/// many handshakes at once: `server::acceptor::concurrent`.)
+#[cfg(windows)]
 pub(crate) fn accept_one(
     shared: &Arc<ServerShared>,
     mut control: Control,
 ) -> Result<Accepted, Refusal> {
-    let cfg = &shared.config;
     control
-        .set_timeout(Some(cfg.handshake_timeout))
+        .set_timeout(Some(shared.config.handshake_timeout))
         .map_err(failed)?;
     let peer = control.identify().map_err(failed)?;
+    // Read the Hello (or MetricsQuery) even from a user who will be refused: a channel closed
+    // before the client has written it makes the client's write fail, and the client never
+    // reads the Refuse that says why.
+    let first = control.recv();
+    conclude(shared, control, peer, first)
+}
+
+/// The rest of a control-channel conversation once its first frame is in (`first`: the frame,
+/// `None` when the peer hung up before one, or why reading it failed): a handshake (a new
+/// connection), a metrics query, or a refusal.
+pub(crate) fn conclude(
+    shared: &Arc<ServerShared>,
+    mut control: Control,
+    peer: Peer,
+    first: Result<Option<sys::Incoming>, Error>,
+) -> Result<Accepted, Refusal> {
+    let cfg = &shared.config;
     if !cfg.allowed_users().contains(&peer.user) {
-        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a channel
-        // closed before the client has written it makes the client's write fail (EPIPE), and
-        // the client never reads the Refuse that says why.
-        let _ = control.recv();
         return Err(refuse(
             &control,
             RefuseReason::UidNotAllowed,
@@ -120,7 +135,7 @@ pub(crate) fn accept_one(
             ),
         ));
     }
-    let Some(frame) = control.recv().map_err(failed)? else {
+    let Some(frame) = first.map_err(failed)? else {
         return Err(failed(Error::Closed(
             "the client hung up during the handshake",
         )));
@@ -284,12 +299,11 @@ impl Parts {
                 shared.config.policy,
                 metrics.clone(),
             ),
-            rx: Mutex::new(Rx::new(
-                self.consumer,
-                self.client_bell,
-                limits,
-                metrics.clone(),
-            )),
+            rx: Mutex::new({
+                let mut rx = Rx::new(self.consumer, self.client_bell, limits, metrics.clone());
+                rx.set_budget(shared.metrics.partials.clone());
+                rx
+            }),
             live: Liveness::default(),
             control,
             bell: self.server_bell,

@@ -34,10 +34,14 @@ pub(crate) enum RefuseReason {
     TooLarge,
     /// No `Refuse` could be sent: the peer hung up, timed out, or sent garbage.
     HandshakeFailed,
+    /// Unix: no complete `Hello` within the handshake timeout (told so with `TIMEOUT`).
+    HandshakeTimeout,
+    /// Unix: `max_pending_handshakes` were in progress; the oldest was refused (`BUSY`).
+    HandshakesPending,
 }
 
 impl RefuseReason {
-    const ALL: [RefuseReason; 10] = [
+    const ALL: [RefuseReason; 12] = [
         RefuseReason::UidNotAllowed,
         RefuseReason::NotHello,
         RefuseReason::BadHello,
@@ -48,6 +52,8 @@ impl RefuseReason {
         RefuseReason::BadQuery,
         RefuseReason::TooLarge,
         RefuseReason::HandshakeFailed,
+        RefuseReason::HandshakeTimeout,
+        RefuseReason::HandshakesPending,
     ];
 
     /// The label value.
@@ -63,6 +69,8 @@ impl RefuseReason {
             RefuseReason::BadQuery => "bad_metrics_query",
             RefuseReason::TooLarge => "metrics_too_large",
             RefuseReason::HandshakeFailed => "handshake_failed",
+            RefuseReason::HandshakeTimeout => "handshake_timeout",
+            RefuseReason::HandshakesPending => "handshakes_pending",
         }
     }
 }
@@ -80,15 +88,18 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// Anything else (the connection could not be registered with the worker).
     Other,
+    /// Its partial messages would have taken the server past `ServerConfig::max_partial_bytes`.
+    PartialBudget,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 5] = [
+    const ALL: [CloseReason; 6] = [
         CloseReason::Hangup,
         CloseReason::Goodbye,
         CloseReason::Protocol,
         CloseReason::Shutdown,
         CloseReason::Other,
+        CloseReason::PartialBudget,
     ];
 
     /// The label value.
@@ -99,6 +110,7 @@ impl CloseReason {
             CloseReason::Protocol => "protocol_error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Other => "other",
+            CloseReason::PartialBudget => "partial_budget",
         }
     }
 }
@@ -107,8 +119,10 @@ impl CloseReason {
 /// and the table of open connections' counters.
 #[derive(Debug, Default)]
 pub(crate) struct ServerMetrics {
-    pub(crate) refused: [AtomicU64; 10],
-    pub(crate) closed: [AtomicU64; 5],
+    pub(crate) refused: [AtomicU64; 12],
+    pub(crate) closed: [AtomicU64; 6],
+    /// The server-wide budget for partial messages, and what its connections hold of it.
+    pub(crate) partials: std::sync::Arc<crate::link::PartialBudget>,
     pub(crate) handler_panics: AtomicU64,
     pub(crate) requests_dropped: AtomicU64,
     pub(crate) metrics_queries: AtomicU64,
@@ -129,6 +143,14 @@ impl ServerMetrics {
     }
 
     /// A connection was accepted: its series appear.
+    /// Metrics for a server whose connections may hold `limit` bytes of partial messages.
+    pub(crate) fn with_partial_budget(limit: usize) -> Self {
+        ServerMetrics {
+            partials: std::sync::Arc::new(crate::link::PartialBudget::new(limit)),
+            ..ServerMetrics::default()
+        }
+    }
+
     pub(crate) fn opened(&self, id: u64, link: &std::sync::Arc<LinkCounters>) {
         self.table().open.insert(id, link.clone());
     }
@@ -230,6 +252,13 @@ impl ServerMetrics {
             "ferry_server_connections_open",
             "Connections open now.",
             &[(vec![], stats.connections_open.load(Relaxed) as u64)],
+        )?;
+        gauge(
+            enc,
+            "ferry_server_partial_bytes",
+            "Bytes held for partial (fragmented, incomplete) messages, all connections together \
+             (against ServerConfig::max_partial_bytes).",
+            &[(vec![], self.partials.used() as u64)],
         )?;
         counter(
             enc,
