@@ -60,15 +60,18 @@ pub struct Options {
     pub pin: Option<(u32, u32)>,
     /// `--peers all`: also iceoryx2 (slow to compile: ferry-bench's `iceoryx2` feature).
     pub all_peers: bool,
+    /// `--peers rpc`: the RPC framework peers (tarpc) even under `--quick`.
+    pub rpc: bool,
     /// `--wine`: the Windows build of ferry-bench, run under Wine (see the module docs).
     pub wine: bool,
 }
 
 impl Options {
     /// Whether the RPC framework peers of the editor workload (tarpc) are built and run:
-    /// full Linux runs, and `--quick` with `--peers all` (ferry-bench's `peers-rpc` feature).
+    /// full Linux runs, and `--quick` with `--peers all` or `--peers rpc` (ferry-bench's
+    /// `peers-rpc` feature).
     pub fn rpc_peers(&self) -> bool {
-        !self.wine && (!self.quick || self.all_peers)
+        !self.wine && (!self.quick || self.all_peers || self.rpc)
     }
 }
 
@@ -80,6 +83,7 @@ impl Default for Options {
             samples: 200_000,
             pin: None,
             all_peers: false,
+            rpc: false,
             wine: false,
         }
     }
@@ -131,10 +135,12 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--peers" => match value("--peers")?.as_str() {
                 "all" => o.all_peers = true,
+                "rpc" => o.rpc = true,
                 "default" => o.all_peers = false,
                 other => {
                     return Err(format!(
-                        "`--peers` is `default` or `all` (adds iceoryx2), got `{other}`"
+                        "`--peers` is `default`, `rpc` (adds tarpc to `--quick`) or `all` (adds \
+                         iceoryx2, and tarpc to `--quick`), got `{other}`"
                     ));
                 }
             },
@@ -150,8 +156,12 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     if o.wine {
-        if o.all_peers {
-            return Err("`--peers all` adds iceoryx2, a Linux peer: not with `--wine`".into());
+        if o.all_peers || o.rpc {
+            return Err(
+                "`--peers all` and `--peers rpc` add Linux peers (iceoryx2, tarpc): not with \
+                 `--wine`"
+                    .into(),
+            );
         }
         // Round trips of the peers take 100 to 400 µs under Wine: fewer samples keep a run in
         // minutes (still 10 000+ per percentile, 100+ beyond p99).
@@ -1044,7 +1054,7 @@ fn measure_all(
         if !opts.rpc_peers() {
             report.notes.push(
                 "tarpc not measured: `--quick` does not build ferry-bench's `peers-rpc` feature \
-                 (`--peers all` adds it)."
+                 (`--peers rpc` or `--peers all` adds it)."
                     .into(),
             );
         }
@@ -1600,6 +1610,9 @@ mod tests {
         assert!(tarpc(&quick).is_empty());
         let quick_all = plan(&parse(&args("--quick --peers all")).unwrap(), false);
         assert_eq!(tarpc(&quick_all).len(), 3);
+        let quick_rpc = parse(&args("--quick --peers rpc")).unwrap();
+        assert!(!quick_rpc.all_peers);
+        assert_eq!(tarpc(&plan(&quick_rpc, false)).len(), 3);
     }
 
     #[test]
