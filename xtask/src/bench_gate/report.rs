@@ -483,7 +483,8 @@ pub fn json(report: &Report) -> String {
         let _ = write!(
             out,
             "    {{\"transport\": {}, \"scenario\": {}, \"msg_size\": {}, \"runs\": {}, \"samples\": {}, \
-             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"msgs_per_sec\": {}, \
+             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"mean_ns\": {}, \
+             \"msgs_per_sec\": {}, \
              \"gbps\": {}, \"client_allocs_per_msg\": {}, \"server_allocs_per_msg\": {}, \
              \"cpus_client_server\": [{}], \"percentiles_ns\": [{}]}}",
             crate::json::string(&s.key.transport),
@@ -495,6 +496,7 @@ pub fn json(report: &Report) -> String {
             jn(s.p99_ns),
             jn(s.p999_ns),
             jn(s.max_ns),
+            jn(s.mean_ns.map(f64::round)),
             jn(Some(s.msgs_per_sec.round())),
             jn(Some((s.gbps * 1000.0).round() / 1000.0)),
             jn(Some(s.client_allocs_per_msg)),
