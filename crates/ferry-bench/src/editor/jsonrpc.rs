@@ -585,6 +585,9 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
 
 type Pending = Mutex<HashMap<u64, mpsc::SyncSender<Result<Vec<u8>, String>>>>;
 
+/// How long a caller waits for its answer (the reader may have stopped on a bad message).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `threads` callers over the one pair of pipes: a reader thread hands each answer to the
 /// caller waiting for its id (as an editor's JSON-RPC client does).
 fn concurrent(
@@ -674,7 +677,9 @@ fn concurrent(
                                 .map_err(io_err)?;
                             pipe.write_all(out).map_err(io_err)?;
                         }
-                        let body = rx.recv().map_err(|_| "the reader stopped".to_owned())??;
+                        let body = rx
+                            .recv_timeout(ANSWER_TIMEOUT)
+                            .map_err(|e| format!("no answer to request {id}: {e}"))??;
                         let msg: Incoming<'_> = serde_json::from_slice(&body).map_err(io_err)?;
                         let result = msg.result.ok_or("an answer without a result")?;
                         let list: CompletionList =
@@ -719,7 +724,8 @@ fn concurrent(
                 .map_err(io_err)?;
             pipe.write_all(out).map_err(io_err)?;
             drop(w);
-            rx.recv().map_err(|_| "the reader stopped".to_owned())??;
+            rx.recv_timeout(ANSWER_TIMEOUT)
+                .map_err(|e| format!("no answer to the closing request: {e}"))??;
             Ok::<_, String>(results)
         })();
         (results, reading.join())
