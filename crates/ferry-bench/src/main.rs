@@ -73,12 +73,12 @@ ferry-bench pipe-echo
 ferry-bench scale --name N --dir D --conns N --threads N --duration-ms N
 ferry-bench reconnect --name N --dir D
 ferry-bench serve editor --name N --dir D
-ferry-bench serve tarpc --path P   (feature `peers-rpc`)
-ferry-bench client <ferry-postcard|ferry-rkyv|ferry-json|jsonrpc-stdio|jsonrpc-lsp|tarpc>
+ferry-bench serve tarpc|grpc --path P   (feature `peers-rpc`)
+ferry-bench client <ferry-postcard|ferry-rkyv|ferry-json|jsonrpc-stdio|jsonrpc-lsp|tarpc|grpc>
             <editor-complete|editor-complete-16|editor-chat|editor-analyze|editor-pipelined|
              editor-old-100x10k|editor-old-32x1k>
             [--samples N --warmup N --duration-ms N --threads N --tokens N --size BYTES
-             --window N --conns N --calls N] (ferry-*: --name N --dir D; tarpc: --path P)
+             --window N --conns N --calls N] (ferry-*: --name N --dir D; tarpc, grpc: --path P)
 ferry-bench jsonrpc-server --framing lines|lsp   (the JSON-RPC peers' child, on stdin/stdout)
 ";
 
@@ -106,6 +106,8 @@ ferry-bench reconnect --name N --dir D
                 ["serve", "editor"] => crate::editor::typed::serve(&opts),
                 #[cfg(all(target_os = "linux", feature = "peers-rpc"))]
                 ["serve", "tarpc"] => crate::editor::tarpc_peer::serve(&opts),
+                #[cfg(all(target_os = "linux", feature = "peers-rpc"))]
+                ["serve", "grpc"] => crate::editor::grpc_peer::serve(&opts),
                 #[cfg(target_os = "linux")]
                 ["jsonrpc-server"] => crate::editor::jsonrpc::serve(&opts),
                 #[cfg(target_os = "linux")]

@@ -275,12 +275,19 @@ fn editor_plan(rpc_peers: bool) -> Vec<Item> {
                 size,
             });
         }
-        if rpc_peers && scenario != "editor-chat" {
+        if rpc_peers {
             items.push(Item {
-                transport: "tarpc",
+                transport: "grpc",
                 scenario,
                 size,
             });
+            if scenario != "editor-chat" {
+                items.push(Item {
+                    transport: "tarpc",
+                    scenario,
+                    size,
+                });
+            }
         }
     }
     for (scenario, size) in [
@@ -307,8 +314,9 @@ struct Servers {
     node: Option<Proc>,
     /// The typed editor engine (`serve editor`; not under Wine).
     editor: Option<Proc>,
-    /// tarpc's server (`serve tarpc`, when the RPC peers run).
+    /// tarpc's and tonic's servers (`serve tarpc`, `serve grpc`, when the RPC peers run).
     tarpc: Option<Proc>,
+    grpc: Option<Proc>,
 }
 
 struct Harness {
@@ -362,8 +370,9 @@ impl Harness {
         Duration::from_secs(if self.opts.wine { 60 } else { 20 })
     }
 
-    fn tarpc_path(&self) -> String {
-        self.dir.join("tarpc.sock").display().to_string()
+    /// The Unix socket of an RPC framework peer's server.
+    fn rpc_path(&self, kind: &str) -> String {
+        self.dir.join(format!("{kind}.sock")).display().to_string()
     }
 
     fn server_cpu(&self) -> Option<u32> {
@@ -448,19 +457,22 @@ impl Harness {
             p.expect("ready", self.start_timeout())?;
             Some(p)
         };
-        let tarpc = if self.opts.rpc_peers() {
+        let rpc_server = |kind: &str| -> Result<Option<Proc>, String> {
+            if !self.opts.rpc_peers() {
+                return Ok(None);
+            }
             let mut p = Proc::spawn(
-                "the tarpc server",
+                format!("the {kind} server"),
                 self.command(
-                    &["serve", "tarpc", "--path", &self.tarpc_path()],
+                    &["serve", kind, "--path", &self.rpc_path(kind)],
                     self.server_cpu(),
                 ),
             )?;
             p.expect("ready", self.start_timeout())?;
-            Some(p)
-        } else {
-            None
+            Ok(Some(p))
         };
+        let tarpc = rpc_server("tarpc")?;
+        let grpc = rpc_server("grpc")?;
         Ok(Servers {
             ferry,
             ferry_park,
@@ -469,6 +481,7 @@ impl Harness {
             node,
             editor,
             tarpc,
+            grpc,
         })
     }
 
@@ -542,7 +555,14 @@ impl Harness {
                 Some(&mut servers.ferry),
                 vec![("--name", "bench-a".into()), ("--dir", dir)],
             ),
-            "tarpc" => (servers.tarpc.as_mut(), vec![("--path", self.tarpc_path())]),
+            "tarpc" => (
+                servers.tarpc.as_mut(),
+                vec![("--path", self.rpc_path("tarpc"))],
+            ),
+            "grpc" => (
+                servers.grpc.as_mut(),
+                vec![("--path", self.rpc_path("grpc"))],
+            ),
             "ferry-park" => (
                 servers.ferry_park.as_mut(),
                 vec![("--name", "bench-p".into()), ("--dir", dir)],
@@ -1053,15 +1073,11 @@ fn measure_all(
         }
         if !opts.rpc_peers() {
             report.notes.push(
-                "tarpc not measured: `--quick` does not build ferry-bench's `peers-rpc` feature \
-                 (`--peers rpc` or `--peers all` adds it)."
+                "tarpc and gRPC not measured: `--quick` does not build ferry-bench's `peers-rpc` \
+                 feature (`--peers rpc` or `--peers all` adds them)."
                     .into(),
             );
         }
-        report.notes.push(
-            "gRPC (tonic over a Unix socket) is not built yet: the editor workload has no gRPC row."
-                .into(),
-        );
         if !opts.all_peers {
             report.notes.push(
                 "iceoryx2 not measured: it is slow to compile; `--peers all` adds it (polling and blocking).".into(),
@@ -1195,6 +1211,7 @@ fn measure_all(
             "jsonrpc-stdio",
             "jsonrpc-lsp",
             "tarpc",
+            "grpc",
         ];
         (
             order
@@ -1262,6 +1279,7 @@ fn measure_all(
         node,
         editor,
         tarpc,
+        grpc,
     } = servers;
     let mut procs = vec![ferry, local];
     procs.extend(ferry_park);
@@ -1269,6 +1287,7 @@ fn measure_all(
     procs.extend(node);
     procs.extend(editor);
     procs.extend(tarpc);
+    procs.extend(grpc);
     for mut p in procs {
         p.send("quit")?;
         p.finish(Duration::from_secs(10))?;
@@ -1610,6 +1629,9 @@ mod tests {
         assert!(tarpc(&quick).is_empty());
         let quick_all = plan(&parse(&args("--quick --peers all")).unwrap(), false);
         assert_eq!(tarpc(&quick_all).len(), 3);
+        // gRPC has server streams: all four.
+        assert_eq!(full.iter().filter(|i| i.transport == "grpc").count(), 4);
+        assert!(!quick.iter().any(|i| i.transport == "grpc"));
         let quick_rpc = parse(&args("--quick --peers rpc")).unwrap();
         assert!(!quick_rpc.all_peers);
         assert_eq!(tarpc(&plan(&quick_rpc, false)).len(), 3);

@@ -1,5 +1,6 @@
 //! The `editor` workload: what an editor asks an engine, with the same message contents over
-//! every transport (Ferry's typed layer with each codec, JSON-RPC 2.0 over stdio pipes).
+//! every transport (Ferry's typed layer with each codec, JSON-RPC 2.0 over stdio pipes; tarpc
+//! and tonic gRPC over Unix sockets with the `peers-rpc` feature).
 //!
 //! - `editor-complete`: a completion request (path 40 B, line, column, 2 KiB of code before the
 //!   cursor, 512 B after it) answered by 5 items of about 80 B; sequential round trips.
@@ -15,6 +16,8 @@
 //! Every server checks what it received (sizes of the fields, the file's lines) and answers with
 //! the same contents; every client checks the answer (number of items, their sizes).
 
+#[cfg(feature = "peers-rpc")]
+pub mod grpc_peer;
 pub mod jsonrpc;
 pub mod schema;
 #[cfg(feature = "peers-rpc")]
@@ -133,6 +136,11 @@ pub fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String
             (o, Box::new(c))
         }
         #[cfg(feature = "peers-rpc")]
+        "grpc" => {
+            let (o, c) = grpc_peer::client(work, opts)?;
+            (o, Box::new(c))
+        }
+        #[cfg(feature = "peers-rpc")]
         "tarpc" => {
             let (o, c) = tarpc_peer::client(work, opts)?;
             (o, Box::new(c))
@@ -140,7 +148,7 @@ pub fn client(transport: &str, scenario: &str, opts: &Opts) -> Result<(), String
         other => {
             return Err(format!(
                 "`{other}` does not run the editor workload (ferry-postcard, ferry-rkyv, \
-                 ferry-json, jsonrpc-stdio, jsonrpc-lsp; tarpc with the `peers-rpc` feature)"
+                 ferry-json, jsonrpc-stdio, jsonrpc-lsp; tarpc and grpc with the `peers-rpc` feature)"
             ));
         }
     };
