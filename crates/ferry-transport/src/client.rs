@@ -943,10 +943,15 @@ fn dispatch(
                     return true;
                 }
                 // Backpressure: wait (bounded by liveness) while the stream's reader lags.
+                let mut counted = false;
                 while can_block
                     && inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
                     && !inner.items.is_empty()
                 {
+                    if !counted {
+                        shared.metrics.stream_backpressure_wait();
+                        counted = true;
+                    }
                     if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
                         return true;
                     }

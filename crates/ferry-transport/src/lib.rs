@@ -58,7 +58,9 @@
 //!   series go away when it closes (its counts stay in the server's totals), so the number of
 //!   series follows the open connections, not all connections ever made.
 //! - Client: `ferry_client_calls_total{outcome="ok"}`, `ferry_client_calls_failed_total{error}`,
-//!   `ferry_client_{connects,reconnections,connect_retries}_total`, the data-path families as
+//!   `ferry_client_{connects,reconnections,connect_retries}_total`,
+//!   `ferry_client_stream_backpressure_waits_total` (times the thread reading the ring waited for
+//!   a stream's consumer to make room in its queue), the data-path families as
 //!   `ferry_client_*`, and the histogram `ferry_client_round_trip_seconds` (one call in
 //!   [`ClientConfig::round_trip_sample_every`] per thread, 8 by default).
 //!

@@ -778,6 +778,7 @@ impl CallError {
 pub(crate) struct ClientMetrics {
     failed: [AtomicU64; 11],
     connect_retries: AtomicU64,
+    stream_backpressure_waits: AtomicU64,
     pub(crate) round_trip: LatencyHistogram,
     /// The sum of the counters of the client's earlier connections.
     earlier: Mutex<LinkSnapshot>,
@@ -792,6 +793,12 @@ impl ClientMetrics {
     /// A connection attempt failed and will be retried after a backoff.
     pub(crate) fn connect_retry(&self) {
         self.connect_retries.fetch_add(1, Relaxed);
+    }
+
+    /// A thread reading the ring started waiting for a stream's consumer to make room in its
+    /// queue (backpressure).
+    pub(crate) fn stream_backpressure_wait(&self) {
+        self.stream_backpressure_waits.fetch_add(1, Relaxed);
     }
 
     /// Locks the sum of earlier connections' counters; fold a replaced connection's counters
@@ -873,6 +880,13 @@ impl ClientMetrics {
             "ferry_client_notification_handler_panics",
             "Notifications whose handler panicked (caught; reading went on).",
             &[(vec![], load(&stats.notification_panics))],
+        )?;
+        counter(
+            enc,
+            "ferry_client_stream_backpressure_waits",
+            "Times the thread reading the ring had to wait because a stream's consumer lagged \
+             (its queue was full); the ring fills behind it meanwhile.",
+            &[(vec![], load(&self.stream_backpressure_waits))],
         )?;
         link_totals(enc, "ferry_client", &totals)?;
         let (sum, count, buckets) = self.round_trip.read();

@@ -15,12 +15,7 @@ use ferry_transport::{Client, Server};
 
 const SERVICE: &str = "kills";
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     assert_eq!(role, "writer");
     // Connects and writes large fragmented messages until killed.
     let mut cfg = client_config(&dir);
@@ -31,7 +26,7 @@ fn child_entry() {
     loop {
         let _ = client.call(&big);
     }
-}
+});
 
 fn echo_server(dir: &TestDir) -> Server {
     echo_plus_one_server(dir, SERVICE)

@@ -105,25 +105,16 @@ impl ferry_transport::Handler for Notify {
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
-    match role.as_str() {
+child_entry!(|role, dir| {
+    match role {
         "server" => {
             let mut cfg = server_config(&dir);
             cfg.limits = small_rings(cfg.limits);
-            let _server = Server::bind(SERVICE, cfg, Notify).expect("bind");
-            println!("READY");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            serve_until_killed(Server::bind(SERVICE, cfg, Notify).expect("bind"))
         }
         other => panic!("unknown role {other}"),
     }
-}
+});
 
 /// The request for the test server's `S` op: a stream of `count` items of `size` bytes.
 fn stream_request(count: u32, size: u32) -> Vec<u8> {
@@ -134,9 +125,7 @@ fn stream_request(count: u32, size: u32) -> Vec<u8> {
 }
 
 fn start_server(dir: &TestDir) -> std::process::Child {
-    let mut child = spawn("server", dir.path(), &[]);
-    wait_line(&mut child, "READY", Duration::from_secs(20));
-    child
+    start_child("server", dir.path())
 }
 
 fn connect(dir: &TestDir) -> Client {
@@ -351,13 +340,29 @@ fn server_death_is_seen_while_a_stream_reader_lags() {
     let client = connect(&dir);
     // 64 items of 64 KiB: four times the client's stream queue, never read.
     let mut stream = client.stream(&stream_request(64, 64 << 10)).unwrap();
-    // No call is waiting, so the monitor thread reads the ring: let it fill the queue and wait
-    // for the reader, with the ring behind it full.
-    std::thread::sleep(Duration::from_millis(300));
+    // No call is waiting, so the monitor thread reads the ring: it fills the queue and waits
+    // for the reader, with the ring behind it full. That wait is the case under test.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(
+                &client.metrics_text(),
+                "ferry_client_stream_backpressure_waits_total",
+            ) == Some(1.0)
+        }),
+        "the stream's queue never filled (the reading thread never waited for its consumer)"
+    );
     let c = client.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(c.call(b"W")));
-    std::thread::sleep(Duration::from_millis(50));
+    // Kill the server once it holds the call (and the stream): a call in flight.
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 2.0),
+        "the server never had the call and the stream in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     let r = rx
@@ -395,7 +400,14 @@ fn server_death_fails_calls_and_clients_reconnect() {
     // A call in flight when the server dies fails with a clear error, never hangs.
     let c = client.clone();
     let waiting = std::thread::spawn(move || c.call(b"W"));
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 1.0),
+        "the server never had the call in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     let r = waiting.join().unwrap();
@@ -413,8 +425,7 @@ fn server_death_fails_calls_and_clients_reconnect() {
             .is_err()
     );
     // Restart: the next call reconnects.
-    let mut server = spawn("server", dir.path(), &[]);
-    wait_line(&mut server, "READY", Duration::from_secs(20));
+    let mut server = start_child("server", dir.path());
     let bound = Instant::now();
     let resp = client
         .call_timeout(b"Eok", Duration::from_secs(5))

@@ -24,12 +24,7 @@ fn limits() -> Limits {
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     assert_eq!(role, "clients");
     let me: u64 = std::env::var("FERRY_TEST_INDEX").unwrap().parse().unwrap();
     let mut cfg = client_config(&dir);
@@ -56,7 +51,7 @@ fn child_entry() {
     }
     println!("OK {ok}");
     std::thread::sleep(Duration::from_secs(60));
-}
+});
 
 #[test]
 fn thousand_connections_from_ten_processes() {

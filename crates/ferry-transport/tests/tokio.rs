@@ -171,22 +171,11 @@ async fn handle_async(mut req: AsyncRequest) -> Reply {
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     let mut cfg = server_config(&dir);
     cfg.limits = small_rings(cfg.limits);
-    match role.as_str() {
-        "server" => {
-            let _server = Server::bind(SERVICE, cfg, handle).expect("bind");
-            println!("READY");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
+    match role {
+        "server" => serve_until_killed(Server::bind(SERVICE, cfg, handle).expect("bind")),
         "async-server" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -194,21 +183,15 @@ fn child_entry() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let _server = serve(SERVICE, cfg, handle_async).expect("serve");
-                println!("READY");
-                loop {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
+                serve_until_killed(serve(SERVICE, cfg, handle_async).expect("serve"))
             });
         }
         other => panic!("unknown role {other}"),
     }
-}
+});
 
 fn start(dir: &TestDir, role: &str) -> std::process::Child {
-    let mut child = spawn(role, dir.path(), &[]);
-    wait_line(&mut child, "READY", Duration::from_secs(20));
-    child
+    start_child(role, dir.path())
 }
 
 fn config(dir: &TestDir) -> ClientConfig {
@@ -541,7 +524,15 @@ fn server_death_fails_pending_async_calls() {
     let mut stream = rt.block_on(client.stream(b"T")).unwrap();
     let first = rt.block_on(async { stream.next_item().await.unwrap().unwrap() });
     assert_eq!(first, b"first");
-    std::thread::sleep(Duration::from_millis(50));
+    // Kill the server once it holds the 8 calls and the stream: all in flight.
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 9.0),
+        "the server never had the 8 calls and the stream in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     rt.block_on(async {
