@@ -365,7 +365,10 @@ pub struct Request<'a> {
     conn: &'a Arc<ConnState>,
     id: u64,
     payload: &'a [u8],
-    answered: bool,
+    /// Set once an answer went out or was handed on (a `Responder`, a stream). It lives in the
+    /// worker, not in the request, so that after a handler panics the worker still knows
+    /// whether the request was answered before the panic (then it must not answer again).
+    answered: &'a AtomicBool,
 }
 
 impl<'a> Request<'a> {
@@ -381,8 +384,8 @@ impl<'a> Request<'a> {
         }
     }
     /// Answers with `payload`.
-    pub fn respond(mut self, payload: &[u8]) {
-        self.answered = true;
+    pub fn respond(self, payload: &[u8]) {
+        self.answered.store(true, Ordering::Relaxed);
         self.conn.send_inline(Kind::Response, self.id, payload);
     }
     /// Answers with `len` bytes that `fill` writes in place, straight into the ring record (no
@@ -390,20 +393,20 @@ impl<'a> Request<'a> {
     /// or it is larger than one record and goes in fragments) `fill` writes into a buffer that
     /// is sent as the connection's pending answer, as [`respond`](Self::respond) would.
     /// `fill` gets exactly `len` bytes and should write them all.
-    pub fn respond_with(mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
-        self.answered = true;
+    pub fn respond_with(self, len: usize, fill: impl FnOnce(&mut [u8])) {
+        self.answered.store(true, Ordering::Relaxed);
         self.conn
             .send_inline_with(Kind::Response, self.id, len, fill);
     }
     /// Answers with an error `code` (see `ferry_frame::ErrorCode`; application codes from
     /// `0x8000_0000`) and a message for the caller.
-    pub fn respond_error(mut self, code: u32, message: &str) {
-        self.answered = true;
+    pub fn respond_error(self, code: u32, message: &str) {
+        self.answered.store(true, Ordering::Relaxed);
         send_error_inline(self.conn, self.id, code, message);
     }
     /// Takes the request out of the handler to answer it later, from any thread.
-    pub fn into_responder(mut self) -> Responder {
-        self.answered = true;
+    pub fn into_responder(self) -> Responder {
+        self.answered.store(true, Ordering::Relaxed);
         let slot = self.conn.defer(self.id);
         Responder {
             conn: self.conn.clone(),
@@ -424,7 +427,8 @@ impl Drop for Request<'_> {
     fn drop(&mut self) {
         // Dropped by a panicking handler: the worker answers "the handler panicked" (and counts
         // the panic) once `catch_unwind` returns.
-        if !self.answered && !std::thread::panicking() {
+        if !self.answered.load(Ordering::Relaxed) && !std::thread::panicking() {
+            self.answered.store(true, Ordering::Relaxed);
             self.conn.server_metrics.request_dropped();
             send_error_inline(
                 self.conn,
@@ -1482,11 +1486,12 @@ fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Erro
         match kind {
             Kind::Request => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let answered = AtomicBool::new(false);
                 let request = Request {
                     conn,
                     id,
                     payload,
-                    answered: false,
+                    answered: &answered,
                 };
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     shared.handler.on_request(request)
@@ -1499,12 +1504,16 @@ fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result<bool, Erro
                         request = id,
                         "ferry request handler panicked"
                     );
-                    send_error_inline(
-                        conn,
-                        id,
-                        ErrorCode::HANDLER_FAILED.0,
-                        "the handler panicked",
-                    );
+                    // A handler that answered (or handed the request to a `Responder` or a
+                    // stream, which answer for it) before panicking: one answer per request.
+                    if !answered.load(Ordering::Relaxed) {
+                        send_error_inline(
+                            conn,
+                            id,
+                            ErrorCode::HANDLER_FAILED.0,
+                            "the handler panicked",
+                        );
+                    }
                 }
             }
             Kind::Notification => {
