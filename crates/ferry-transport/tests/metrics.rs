@@ -48,7 +48,7 @@ child_entry!(|role, dir| {
         "server" => {
             let mut cfg = server_config(&dir);
             cfg.limits = small_rings(cfg.limits);
-            serve_until_killed(Server::bind(SERVICE, cfg, handle).expect("bind"))
+            serve_until_stopped(Server::bind(SERVICE, cfg, handle).expect("bind"))
         }
         // Reads the metrics of the server in `dir` and says what happened.
         "query" => match read_server_metrics(SERVICE, Some(&dir)) {
@@ -324,7 +324,7 @@ fn a_known_workload_gives_exact_counts_on_both_sides() {
         server_metrics(&dir).get("ferry_server_requests_in_flight"),
         0
     );
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// Does the handshake by hand with `hello`; returns the server's refusal code, if any.
@@ -452,7 +452,7 @@ fn errors_are_counted_by_kind() {
     );
     // Remote errors are round trips; the timeout and the local refusal are not.
     assert_eq!(cm.get("ferry_client_round_trip_seconds_count"), 4);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -494,7 +494,7 @@ fn a_corrupted_ring_is_a_protocol_error_and_closes_only_its_connection() {
     assert!(m.count_matching(r#"connection="1""#) > 0);
     assert_eq!(&*honest.call(b"Estill here").unwrap(), b"Estill here");
     drop(raw);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -638,7 +638,7 @@ fn a_client_counts_its_reconnection_and_keeps_its_totals() {
         2
     );
     assert_eq!(m.get(r#"ferry_client_calls_total{outcome="ok"}"#), 2);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]

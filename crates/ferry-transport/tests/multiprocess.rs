@@ -110,7 +110,7 @@ child_entry!(|role, dir| {
         "server" => {
             let mut cfg = server_config(&dir);
             cfg.limits = small_rings(cfg.limits);
-            serve_until_killed(Server::bind(SERVICE, cfg, Notify).expect("bind"))
+            serve_until_stopped(Server::bind(SERVICE, cfg, Notify).expect("bind"))
         }
         other => panic!("unknown role {other}"),
     }
@@ -173,7 +173,7 @@ fn message_sizes_from_empty_to_16_mib() {
     }
     // And the connection still works.
     assert_eq!(echo(&client, b"still alive"), transform(b"still alive"));
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn every_message_kind() {
     stream.cancel();
     // The connection is still healthy afterwards.
     assert_eq!(&*client.call(b"Exyz").unwrap(), b"yz{");
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn many_threads_share_one_client() {
         t.join().unwrap();
     }
     assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 16_000);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// Notifications a client sent just before it closed (or was dropped, or exited) were accepted:
@@ -306,7 +306,7 @@ fn notifications_sent_right_before_a_close_are_delivered() {
             count(&counter)
         );
     }
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// `StreamSender` is `Sync`: items sent from several threads at once must arrive whole, each
@@ -327,7 +327,7 @@ fn stream_items_sent_from_many_threads_stay_whole() {
         n += 1;
     }
     assert_eq!(next, [8; 4], "every thread's 8 items, each once");
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// A stream nobody reads fills its queue, and the thread reading the ring (the monitor, or a
@@ -436,7 +436,7 @@ fn server_death_fails_calls_and_clients_reconnect() {
     );
     assert_eq!(&*resp, b"pl");
     assert!(client.stats().connects.load(Ordering::Relaxed) >= 2);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[cfg(unix)]
@@ -618,7 +618,7 @@ fn pipelined_calls_from_one_thread_each_get_their_own_answer() {
         assert_eq!(&*call.wait().unwrap(), &[sent.wrapping_add(1)]);
     }
     assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 0);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]

@@ -175,7 +175,7 @@ child_entry!(|role, dir| {
     let mut cfg = server_config(&dir);
     cfg.limits = small_rings(cfg.limits);
     match role {
-        "server" => serve_until_killed(Server::bind(SERVICE, cfg, handle).expect("bind")),
+        "server" => serve_until_stopped(Server::bind(SERVICE, cfg, handle).expect("bind")),
         "async-server" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -183,7 +183,7 @@ child_entry!(|role, dir| {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                serve_until_killed(serve(SERVICE, cfg, handle_async).expect("serve"))
+                serve_until_stopped(serve(SERVICE, cfg, handle_async).expect("serve"))
             });
         }
         other => panic!("unknown role {other}"),
@@ -262,7 +262,7 @@ fn many_tasks_each_get_their_own_answer() {
         client.notify(b"hello").await.unwrap();
         assert_eq!(&*client.call(b"Eab").await.unwrap(), b"bc");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -306,7 +306,7 @@ fn async_and_blocking_callers_share_one_client() {
         t.join().unwrap();
     }
     assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 6000 + 8000);
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 async fn read_all(stream: &mut AsyncStream, size: usize, slow: bool) -> u64 {
@@ -352,7 +352,7 @@ fn async_streams_deliver_every_item_then_end() {
         // Calls still work, and every slot came back.
         assert_eq!(&*client.call(b"Exy").await.unwrap(), b"yz");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -395,7 +395,7 @@ fn dropping_a_call_future_frees_its_slot_and_cancels_it() {
         }
         assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 21);
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -422,7 +422,7 @@ fn dropping_an_async_stream_cancels_it_on_the_server() {
         // The connection is still healthy.
         assert_eq!(&*client.call(b"Eab").await.unwrap(), b"bc");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -502,7 +502,7 @@ fn async_server_answers_blocking_and_async_clients() {
             .await
         );
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -629,7 +629,7 @@ fn zero_copy_call_with_and_respond_with() {
             );
         }
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]

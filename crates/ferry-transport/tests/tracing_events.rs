@@ -137,7 +137,7 @@ fn handle(req: Request<'_>) {
 
 child_entry!(|role, dir| {
     assert_eq!(role, "server");
-    serve_until_killed(Server::bind(SERVICE, server_config(&dir), handle).expect("bind"))
+    serve_until_stopped(Server::bind(SERVICE, server_config(&dir), handle).expect("bind"))
 });
 
 #[test]
@@ -256,7 +256,7 @@ fn lifecycle_events_appear_and_carry_no_payload() {
         again.field("server_pid"),
         Some(child.id().to_string().as_str())
     );
-    kill9(&mut child);
+    stop_child(&mut child);
 
     // No payload bytes anywhere, in any form a formatter would give them.
     let text = String::from_utf8_lossy(SECRET).into_owned();

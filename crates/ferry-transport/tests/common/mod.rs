@@ -144,7 +144,8 @@ pub fn child_command(role: &str) -> Command {
 /// Spawns this test binary as a child playing `role` with runtime directory `dir`.
 pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
     let mut cmd = child_command(role);
-    cmd.env("FERRY_RUNTIME_DIR", dir);
+    // Piped: a server child exits when it is closed (`stop_child`, or this process dying).
+    cmd.env("FERRY_RUNTIME_DIR", dir).stdin(Stdio::piped());
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -152,16 +153,35 @@ pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
 }
 
 /// In a child: says `READY` (what [`start_child`] waits for) and keeps `server` running until
-/// the test kills the process.
-pub fn serve_until_killed<T>(_server: T) -> ! {
+/// the test closes the child's stdin ([`stop_child`]) or dies, then exits normally (so that
+/// what the process ran is written out by coverage instrumentation, which a killed process
+/// never does). Tests about a server's death kill it instead ([`kill9`]).
+pub fn serve_until_stopped<T>(_server: T) -> ! {
     println!("READY");
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0)
+}
+
+/// Tells a child in [`serve_until_stopped`] to exit (closes its stdin) and waits until it has,
+/// successfully.
+pub fn stop_child(child: &mut Child) {
+    drop(child.stdin.take());
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+            other => {
+                kill9(child);
+                panic!("the child did not exit within 10 s of being told to: {other:?}");
+            }
+        }
+    };
+    assert!(status.success(), "the child failed: {status}");
 }
 
 /// Spawns a child playing `role` and waits until it says `READY` (a server child that called
-/// [`serve_until_killed`]).
+/// [`serve_until_stopped`]).
 pub fn start_child(role: &str, dir: &Path) -> Child {
     let mut child = spawn(role, dir, &[]);
     wait_line(&mut child, "READY", Duration::from_secs(20));
