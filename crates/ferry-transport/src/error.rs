@@ -16,6 +16,14 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+    /// A configuration value no connection could work with.
+    #[error("invalid configuration: {field}: {why}; fix the value (the defaults work)")]
+    InvalidConfig {
+        /// The field (`limits.max_message_size`, `max_connections`, ...).
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The control socket path would not fit in `sockaddr_un`.
     #[error(
         "control socket path {path:?} is {len} bytes, more than the {max} a Unix socket address holds: \

@@ -53,6 +53,31 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Checks what no client could be served with: a limit of 0, ring sizes the layout cannot
+    /// have, no connection allowed at all. (Without this every client would be refused, each
+    /// told that *its* limits are wrong.)
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |field: &'static str, why: String| Error::InvalidConfig { field, why };
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_partial_messages", l.max_partial_messages),
+            ("limits.max_buffered_bytes", l.max_buffered_bytes),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "0 would refuse every client".to_owned()));
+            }
+        }
+        Layout::new(l).map_err(|why| invalid("limits", why))?;
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "max_connections",
+                "0 would refuse every client".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The users allowed to connect.
     fn allowed_users(&self) -> &[UserId] {
         #[cfg(unix)]
@@ -665,9 +690,13 @@ impl Server {
     /// Binds service `name` and starts serving with `handler`.
     ///
     /// # Errors
-    /// [`Error::AlreadyRunning`] when a live server holds the name; [`Error::UnsafeDirectory`]
-    /// when the runtime directory is not private; OS errors.
+    /// [`Error::InvalidConfig`] for limits no client could be served with (a limit of 0, ring
+    /// sizes that are not powers of two between [`MIN_RING`](crate::MIN_RING) and
+    /// [`MAX_RING`](crate::MAX_RING)) or `max_connections` 0; [`Error::AlreadyRunning`] when a
+    /// live server holds the name; [`Error::UnsafeDirectory`] when the runtime directory is not
+    /// private; OS errors.
     pub fn bind(name: &str, config: ServerConfig, handler: impl Handler) -> Result<Server, Error> {
+        config.validate()?;
         let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
         sys::raise_fd_limit();
         let listener = Listener::bind(endpoint)?;

@@ -44,3 +44,43 @@ fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// A server at `max_connections` refuses the next client as busy, saying so, and serves again
+/// once a connection closed.
+#[test]
+fn a_server_at_its_connection_limit_refuses_with_busy() {
+    let dir = TestDir::new("busy");
+    let mut cfg = server_config(dir.path());
+    cfg.max_connections = 1;
+    let server = Server::bind("busy", cfg, |r: ferry_transport::Request<'_>| {
+        r.respond(b"ok")
+    })
+    .unwrap();
+    let no_retry = || ClientConfig {
+        reconnect: false,
+        ..client_config(dir.path())
+    };
+    let first = Client::connect_with("busy", no_retry()).unwrap();
+    assert_eq!(&*first.call(b"").unwrap(), b"ok");
+    match Client::connect_with("busy", no_retry()) {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::BUSY.0);
+            assert!(
+                message.contains("maximum of 1 connections"),
+                "the reason names the limit: {message}"
+            );
+        }
+        other => panic!("a second client beyond max_connections = 1: {other:?}"),
+    }
+    let refused = metric(
+        &server.metrics_text(),
+        r#"ferry_server_connections_refused_total{reason="capacity"}"#,
+    );
+    assert_eq!(refused, Some(1.0));
+    first.close();
+    assert!(eventually(Duration::from_secs(5), || {
+        metric(&server.metrics_text(), "ferry_server_connections_open") == Some(0.0)
+    }));
+    let again = Client::connect_with("busy", no_retry()).unwrap();
+    assert_eq!(&*again.call(b"").unwrap(), b"ok");
+}

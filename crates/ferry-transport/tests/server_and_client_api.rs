@@ -1,0 +1,270 @@
+//! The blocking API's smaller surfaces, server and client in this process: what a handler
+//! learns about its connection, errors answered through a `Responder` or a stream, long error
+//! messages cut to fit, every wait policy on both sides, a notification for a client without a
+//! handler, `Client::connect` with the default runtime directory, and the `Debug` output.
+
+#![cfg(any(target_os = "linux", target_os = "macos", windows))]
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use ferry_transport::{
+    Client, ClientConfig, Connection, Error, Handler, Request, Server, ServerConfig, WaitPolicy,
+};
+
+const SERVICE: &str = "api";
+
+/// A message longer than an error payload holds, whose cut falls inside a two-byte character.
+fn long_message() -> String {
+    format!("x{}", "é".repeat(1000))
+}
+
+struct Api;
+
+impl Handler for Api {
+    fn on_request(&self, req: Request<'_>) {
+        match req.payload() {
+            b"who" => {
+                let c = req.connection();
+                #[cfg(unix)]
+                let user = c.peer_uid().to_string();
+                #[cfg(windows)]
+                let user = c.peer_sid().to_string();
+                let text = format!("{} {} {} {}", c.id(), c.peer_pid(), user, c.is_open());
+                req.respond(text.as_bytes());
+            }
+            b"responder error" => {
+                let r = req.into_responder();
+                std::thread::spawn(move || {
+                    r.respond_error(0x8000_0011, "later, an error").unwrap()
+                });
+            }
+            b"stream error" => {
+                let s = req.into_stream();
+                std::thread::spawn(move || {
+                    s.send(b"one").unwrap();
+                    s.fail(0x8000_0012, "the stream failed").unwrap();
+                });
+            }
+            b"long error" => req.respond_error(0x8000_0013, &long_message()),
+            other => {
+                let other = other.to_vec();
+                req.respond(&other)
+            }
+        }
+    }
+    fn on_connect(&self, connection: &Connection) {
+        // Every client is told hello; one without a notification handler drops it.
+        connection.notify(b"hello").unwrap();
+    }
+}
+
+fn bind(dir: &TestDir, policy: WaitPolicy) -> Server {
+    let cfg = ServerConfig {
+        policy,
+        ..server_config(dir.path())
+    };
+    Server::bind(SERVICE, cfg, Api).unwrap()
+}
+
+#[test]
+fn a_handler_sees_who_is_connected() {
+    let dir = TestDir::new("who");
+    let _server = bind(&dir, WaitPolicy::default());
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    let answer = String::from_utf8(client.call(b"who").unwrap().to_vec()).unwrap();
+    let fields: Vec<&str> = answer.split(' ').collect();
+    assert_eq!(fields[0], "1", "the first connection's id: {answer}");
+    assert_eq!(fields[1], std::process::id().to_string(), "{answer}");
+    #[cfg(unix)]
+    assert_eq!(
+        fields[2],
+        rustix::process::geteuid().as_raw().to_string(),
+        "{answer}"
+    );
+    #[cfg(windows)]
+    assert_eq!(
+        fields[2],
+        ferry_transport::windows::identity::Sid::current_user()
+            .unwrap()
+            .to_string()
+    );
+    assert_eq!(fields[3], "true", "{answer}");
+    let limits = client.limits().expect("connected: the agreed limits");
+    // The smaller of what each side offers.
+    let ring = |c: u32, s: u32| c.min(s);
+    assert_eq!(
+        limits.client_to_server_ring_bytes,
+        ring(
+            ClientConfig::default().limits.client_to_server_ring_bytes,
+            ServerConfig::default().limits.client_to_server_ring_bytes
+        )
+    );
+}
+
+#[test]
+fn errors_answered_later_and_long_messages_reach_the_caller() {
+    let dir = TestDir::new("errors");
+    let _server = bind(&dir, WaitPolicy::default());
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    match client.call(b"responder error") {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, 0x8000_0011);
+            assert_eq!(message, "later, an error");
+        }
+        other => panic!("expected the responder's error, got {other:?}"),
+    }
+    let mut stream = client.stream(b"stream error").unwrap();
+    assert_eq!(stream.next_item().unwrap().as_deref(), Some(&b"one"[..]));
+    match stream.next_item() {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, 0x8000_0012);
+            assert_eq!(message, "the stream failed");
+        }
+        other => panic!("expected the stream's error, got {other:?}"),
+    }
+    assert_eq!(
+        stream.next_item().unwrap(),
+        None,
+        "a failed stream stays ended"
+    );
+    match client.call(b"long error") {
+        Err(Error::Remote { code, message }) => {
+            assert_eq!(code, 0x8000_0013);
+            let full = long_message();
+            assert!(
+                message.len() < full.len() && full.starts_with(&message),
+                "cut to a prefix of the message ({} of {} bytes)",
+                message.len(),
+                full.len()
+            );
+            assert!(message.len() >= 1000, "cut only as much as needed");
+        }
+        other => panic!("expected the long error, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_wait_policy_serves_on_both_sides() {
+    for policy in [
+        WaitPolicy::Spin,
+        WaitPolicy::ParkOnly,
+        WaitPolicy::Adaptive {
+            spin: 10,
+            yields: 2,
+        },
+    ] {
+        let dir = TestDir::new("policy");
+        let _server = bind(&dir, policy);
+        let cfg = ClientConfig {
+            policy,
+            ..client_config(dir.path())
+        };
+        let client = Client::connect_with(SERVICE, cfg).unwrap();
+        for i in 0..200u64 {
+            let data = pattern(i, (i * 37 % 3000) as usize);
+            assert_eq!(*client.call(&data).unwrap(), *data, "{policy:?} call {i}");
+        }
+    }
+}
+
+#[test]
+fn a_notification_without_a_handler_is_counted_as_dropped() {
+    let dir = TestDir::new("dropped");
+    let _server = bind(&dir, WaitPolicy::default());
+    let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            client.stats().notifications_dropped.load(Ordering::SeqCst) == 1
+        }),
+        "the server's hello was not seen"
+    );
+    assert_eq!(client.stats().notifications.load(Ordering::SeqCst), 0);
+    let text = client.metrics_text();
+    assert_eq!(
+        metric(
+            &text,
+            r#"ferry_client_notifications_total{handled="false"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn debug_output_names_the_parts_and_no_handler_internals() {
+    let dir = TestDir::new("debug");
+    let server = bind(&dir, WaitPolicy::default());
+    let cfg = ClientConfig {
+        on_notification: Some(std::sync::Arc::new(|_: &[u8]| {})),
+        ..client_config(dir.path())
+    };
+    let text = format!("{cfg:?}");
+    assert!(text.contains("on_notification: true"), "{text}");
+    assert!(text.contains("max_in_flight"), "{text}");
+    let text = format!("{server:?}");
+    assert!(
+        text.contains("endpoint") && text.contains("stats"),
+        "{text}"
+    );
+    #[cfg(unix)]
+    assert!(server.paths().socket.exists());
+    let client = Client::connect_with(SERVICE, cfg).unwrap();
+    let text = format!("{client:?}");
+    assert!(text.contains("Client"), "{text}");
+}
+
+#[test]
+fn a_server_config_no_client_could_use_is_rejected_at_bind() {
+    let dir = TestDir::new("invalid");
+    let cases: [(&str, fn(&mut ServerConfig)); 4] = [
+        ("limits.max_partial_messages", |c| {
+            c.limits.max_partial_messages = 0
+        }),
+        ("limits.max_message_size", |c| c.limits.max_message_size = 0),
+        ("limits", |c| c.limits.server_to_client_ring_bytes = 5000),
+        ("max_connections", |c| c.max_connections = 0),
+    ];
+    for (field, break_it) in cases {
+        let mut cfg = server_config(dir.path());
+        break_it(&mut cfg);
+        match Server::bind(SERVICE, cfg, Api) {
+            Err(e @ Error::InvalidConfig { .. }) => {
+                let Error::InvalidConfig { field: f, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(*f, field, "{e}");
+                assert!(e.to_string().contains(field), "{e}");
+            }
+            other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    // Nothing was bound: a valid config binds the name now.
+    let _server = bind(&dir, WaitPolicy::default());
+}
+
+child_entry!(|role, dir| {
+    assert_eq!(role, "default-dir");
+    // FERRY_RUNTIME_DIR (set by the parent) is the default runtime directory.
+    assert_eq!(std::env::var_os("FERRY_RUNTIME_DIR"), Some(dir.into()));
+    let client = Client::connect(SERVICE).expect("connect with the default runtime directory");
+    println!(
+        "ANSWER {}",
+        String::from_utf8_lossy(&client.call(b"hi").unwrap())
+    );
+});
+
+#[test]
+fn connect_finds_the_server_in_the_default_runtime_directory() {
+    let dir = TestDir::new("default-dir");
+    let _server = bind(&dir, WaitPolicy::default());
+    let mut child = spawn("default-dir", dir.path(), &[]);
+    assert_eq!(
+        wait_line(&mut child, "ANSWER ", Duration::from_secs(20)),
+        "hi"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the child failed: {status}");
+}
