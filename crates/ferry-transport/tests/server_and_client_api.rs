@@ -17,6 +17,9 @@ use ferry_transport::{
 
 const SERVICE: &str = "api";
 
+/// Requests held unanswered (op `hold`) until a `release`.
+static HELD: std::sync::Mutex<Vec<ferry_transport::Responder>> = std::sync::Mutex::new(Vec::new());
+
 /// A message longer than an error payload holds, whose cut falls inside a two-byte character.
 fn long_message() -> String {
     format!("x{}", "é".repeat(1000))
@@ -50,6 +53,13 @@ impl Handler for Api {
                 });
             }
             b"long error" => req.respond_error(0x8000_0013, &long_message()),
+            b"hold" => HELD.lock().unwrap().push(req.into_responder()),
+            b"release" => {
+                for r in HELD.lock().unwrap().drain(..) {
+                    r.respond(b"released").unwrap();
+                }
+                req.respond(b"ok");
+            }
             other => {
                 let other = other.to_vec();
                 req.respond(&other)
@@ -145,6 +155,51 @@ fn errors_answered_later_and_long_messages_reach_the_caller() {
         }
         other => panic!("expected the long error, got {other:?}"),
     }
+}
+
+#[test]
+fn a_client_at_max_in_flight_waits_for_a_slot_or_times_out() {
+    let dir = TestDir::new("in-flight");
+    let server = bind(&dir, WaitPolicy::default());
+    let one = ClientConfig {
+        max_in_flight: 1,
+        ..client_config(dir.path())
+    };
+    let client = Client::connect_with(SERVICE, one).unwrap();
+    let held = {
+        let c = client.clone();
+        std::thread::spawn(move || c.call(b"hold").map(|r| r.to_vec()))
+    };
+    assert!(eventually(Duration::from_secs(5), || {
+        metric(&server.metrics_text(), "ferry_server_requests_in_flight") == Some(1.0)
+    }));
+    // The one slot is taken: a call with a deadline gives up, saying why.
+    match client.call_timeout(b"x", Duration::from_millis(50)) {
+        Err(e @ Error::TooManyInFlight(1)) => {
+            assert!(e.to_string().contains("max_in_flight"), "{e}")
+        }
+        other => panic!(
+            "expected TooManyInFlight(1), got {:?}",
+            other.map(|r| r.to_vec())
+        ),
+    }
+    // A call without one waits for the slot.
+    let waiting = {
+        let c = client.clone();
+        std::thread::spawn(move || c.call(b"waited").map(|r| r.to_vec()))
+    };
+    // Release the held call through a second client (this one has no slot to spare).
+    let other = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
+    assert_eq!(&*other.call(b"release").unwrap(), b"ok");
+    assert_eq!(held.join().unwrap().unwrap(), b"released");
+    assert_eq!(waiting.join().unwrap().unwrap(), b"waited");
+    assert_eq!(
+        metric(
+            &client.metrics_text(),
+            r#"ferry_client_calls_failed_total{error="too_many_in_flight"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[test]
