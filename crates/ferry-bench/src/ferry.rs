@@ -12,14 +12,7 @@ use crate::measure::{self, AllocWindow, Outcome, Scenario};
 use crate::opts::Opts;
 
 fn policy(name: &str) -> Result<WaitPolicy, String> {
-    match name {
-        "adaptive" => Ok(WaitPolicy::default()),
-        "park" => Ok(WaitPolicy::ParkOnly),
-        "spin" => Ok(WaitPolicy::Spin),
-        other => Err(format!(
-            "unknown wait policy `{other}` (adaptive, park or spin)"
-        )),
-    }
+    name.parse().map_err(|e| format!("{e}"))
 }
 
 struct Echo {

@@ -87,7 +87,7 @@ pub enum SetupError {
     /// A named object does not exist.
     #[error(
         "{what} `{name}` does not exist: the peer has not created it yet or has already exited; \
-         check that the peer is running and retry the handshake"
+         check that the peer is running and retry the connection"
     )]
     NotFound {
         /// What was being opened.

@@ -74,10 +74,10 @@
 //!   the user, but a peer can always wake you spuriously. Spurious wake-ups are part of the
 //!   contract; callers re-check their condition.
 //!
-//! # The sleep handshake
+//! # The sleep protocol
 //!
 //! Waking must never be lost, yet the producer must not pay a system call per message. The
-//! ring (`ferry-ring`, "sleep handshake" in its docs) and this crate agree on one protocol
+//! ring (`ferry-ring`, "sleep protocol" in its docs) and this crate agree on one protocol
 //! around a shared `AtomicU32` *sleep word* per direction:
 //!
 //! 1. Consumer, before sleeping: store a nonzero token into the sleep word (`SeqCst`), full
@@ -202,7 +202,7 @@ pub mod word {
 
     /// Wakes at most one thread blocked in [`wait`] on `word`, in any process.
     ///
-    /// Change the word *before* waking (see the [sleep handshake](crate#the-sleep-handshake)).
+    /// Change the word *before* waking (see the [sleep protocol](crate#the-sleep-protocol)).
     /// Waking with no waiter is a cheap no-op system call.
     ///
     /// # Errors
@@ -277,7 +277,7 @@ pub mod word {
     /// Wakes at most one thread of this process blocked in [`wait_in_process`] on `word` (on
     /// macOS before 14.4: every such thread, see there).
     ///
-    /// Change the word *before* waking (see the [sleep handshake](crate#the-sleep-handshake)).
+    /// Change the word *before* waking (see the [sleep protocol](crate#the-sleep-protocol)).
     /// Waking with no waiter is cheap.
     ///
     /// # Errors

@@ -158,7 +158,7 @@ impl Parker {
     /// timeout. Allocation-free.
     ///
     /// Linux: shared futex on `word`. Windows: check the word, then `WaitForSingleObject` on
-    /// the event (millisecond resolution, rounded up); the handshake's "change the word, then
+    /// the event (millisecond resolution, rounded up); the sleep protocol's "change the word, then
     /// signal" ordering plus the event's latch make a late wait return at once. macOS:
     /// `os_sync_wait_on_address`, or the semaphore.
     ///
@@ -248,7 +248,7 @@ impl Unparker {
 
     /// Wakes the parker (if it is parked; otherwise the next park may return spuriously).
     ///
-    /// Change `word` *before* calling this (the [sleep handshake](crate#the-sleep-handshake)).
+    /// Change `word` *before* calling this (the [sleep protocol](crate#the-sleep-protocol)).
     /// Allocation-free; one system call.
     ///
     /// # Errors

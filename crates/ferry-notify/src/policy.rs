@@ -66,7 +66,7 @@ pub enum WaitPolicy {
     /// [`std::thread::yield_now`] up to `yields` times, then park. Spinning is skipped when
     /// the [spin governor](spinning_threads) says enough threads already spin.
     ///
-    /// The budget is *learned* per thread (see [`learned_spin_budget`]): a wait whose spin
+    /// The budget is *learned* per thread (see [`SpinLearner`], [`learned_spin_budget`]): a wait whose spin
     /// ran out without the condition turning true halves the thread's budget for the next
     /// waits (down to none, and no yields either: park at once), a wait that spinning served
     /// doubles it back (up to `spin`). So when spinning stops paying (the peer is slow, or
@@ -91,10 +91,55 @@ impl Default for WaitPolicy {
     }
 }
 
+/// A wait policy's name that [`WaitPolicy`]'s [`FromStr`](core::str::FromStr) does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseWaitPolicyError {
+    name: String,
+}
+
+impl core::fmt::Display for ParseWaitPolicyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "unknown wait policy `{}`: use `adaptive` (the default: spin, yield, then park), \
+             `park` (park at once) or `spin` (spin only)",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for ParseWaitPolicyError {}
+
+/// Parses the names used on command lines and in environment variables (`FERRY_POLICY`):
+/// `adaptive` (the default policy), `park` ([`WaitPolicy::ParkOnly`]), `spin`
+/// ([`WaitPolicy::Spin`]).
+///
+/// ```
+/// use ferry_notify::WaitPolicy;
+///
+/// assert_eq!("park".parse(), Ok(WaitPolicy::ParkOnly));
+/// assert_eq!("adaptive".parse(), Ok(WaitPolicy::default()));
+/// assert!("sleepy".parse::<WaitPolicy>().is_err());
+/// ```
+impl core::str::FromStr for WaitPolicy {
+    type Err = ParseWaitPolicyError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "adaptive" => Ok(Self::default()),
+            "park" => Ok(Self::ParkOnly),
+            "spin" => Ok(Self::Spin),
+            other => Err(ParseWaitPolicyError {
+                name: other.to_owned(),
+            }),
+        }
+    }
+}
+
 impl WaitPolicy {
     /// Waits until `ready()` returns `true` or `deadline` passes.
     ///
-    /// The closures carry the sleep handshake (see the [crate docs](crate#the-sleep-handshake)):
+    /// The closures carry the sleep protocol (see the [crate docs](crate#the-sleep-protocol)):
     ///
     /// * `ready()`: is the condition true now? (For a ring: is it non-empty?) Called often;
     ///   must be cheap and must not block.
@@ -139,26 +184,29 @@ impl WaitPolicy {
             Self::Adaptive { spin, yields } => (spin, yields),
         };
 
-        let budget = LEARNED.with(|l| l.budget(spin));
+        let budget = learned(|l| {
+            l.start_spell();
+            l.budget(spin)
+        });
         let mut spun_out = false;
         if budget > 0
             && let Some(_slot) = SpinSlot::acquire()
         {
             match spin_bounded(&mut ready, budget, SPIN_YIELD_EVERY, deadline) {
                 Phase::Ready => {
-                    LEARNED.with(|l| l.paid(spin, budget));
+                    learned(|l| l.paid(spin, budget));
                     return Ok(WaitOutcome::Woken);
                 }
                 Phase::Expired => return Ok(WaitOutcome::TimedOut),
                 Phase::Exhausted => {
-                    LEARNED.with(|l| l.did_not_pay(budget));
+                    learned(|l| l.did_not_pay(budget));
                     spun_out = true;
                 }
             }
         }
         // Yielding only helps when spinning does (a peer just preempted on this CPU); once the
         // learned budget is gone, park at once.
-        let yields = if budget == 0 || (spun_out && LEARNED.with(Learned::exhausted)) {
+        let yields = if budget == 0 || (spun_out && learned(|l| l.is_exhausted())) {
             0
         } else {
             yields
@@ -260,60 +308,121 @@ fn spin_forever(
     }
 }
 
-/// What one thread has learned about spinning: its current budget and a wait counter for
-/// the periodic probe.
-struct Learned {
-    /// Spin iterations for the next adaptive wait; `u32::MAX` = not learned yet (use the
-    /// policy's own budget).
-    budget: Cell<u32>,
-    waits: Cell<u32>,
+/// The learned-spin rule of [`WaitPolicy::Adaptive`], in one place: what a waiter has learned
+/// about spinning, as a plain value (no OS, no clock, no atomics).
+///
+/// Each thread's adaptive waits keep one (thread-local, in [`WaitPolicy::wait_until`]); the
+/// transport's server workers keep one each for their spin between idle rounds. The rule:
+/// a spell (one wait, one idle stretch) whose spin ran out without work halves the budget,
+/// down to nothing; a spell that spinning served doubles it back (at least 32, at most the
+/// policy's `spin`). A budget below an eighth of the policy's spins `spin / 8` on every
+/// [`PROBE_EVERY`]th spell, to notice when spinning would pay again.
+///
+/// ```
+/// use ferry_notify::policy::SpinLearner;
+///
+/// let mut learner = SpinLearner::new();
+/// assert_eq!(learner.budget(512), 512); // nothing learned yet: the policy's own budget
+/// learner.did_not_pay(512);
+/// assert_eq!(learner.learned(), Some(256));
+/// learner.paid(512, 256);
+/// assert_eq!(learner.learned(), Some(512));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinLearner {
+    /// Spin iterations for the next spell; `u32::MAX` = not learned yet (use the policy's own
+    /// budget).
+    learned: u32,
+    /// Spells started, for the periodic probe.
+    spells: u32,
 }
 
-thread_local! {
-    static LEARNED: Learned = const {
-        Learned {
-            budget: Cell::new(u32::MAX),
-            waits: Cell::new(0),
+impl Default for SpinLearner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpinLearner {
+    /// A learner that has learned nothing yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            learned: u32::MAX,
+            spells: 0,
         }
-    };
-}
+    }
 
-impl Learned {
-    /// The budget for this wait under a policy spinning at most `max`.
-    fn budget(&self, max: u32) -> u32 {
-        let waits = self.waits.get().wrapping_add(1);
-        self.waits.set(waits);
-        let learned = self.budget.get().min(max);
-        if learned < max / 8 && waits.is_multiple_of(PROBE_EVERY) {
+    /// Counts the start of a new spell (for the periodic probe of [`budget`](Self::budget)).
+    #[inline]
+    pub fn start_spell(&mut self) {
+        self.spells = self.spells.wrapping_add(1);
+    }
+
+    /// The spin budget of the current spell under a policy spinning at most `max`: what was
+    /// learned, or `max / 8` when that is less and this spell is a probe.
+    #[inline]
+    #[must_use]
+    pub fn budget(&self, max: u32) -> u32 {
+        let learned = self.learned.min(max);
+        if learned < max / 8 && self.spells.is_multiple_of(PROBE_EVERY) {
             max / 8
         } else {
             learned
         }
     }
 
-    /// Spinning `budget` iterations saw the condition: double the budget (up to `max`).
-    fn paid(&self, max: u32, budget: u32) {
-        let current = self.budget.get().min(max);
-        self.budget
-            .set(current.max(budget.saturating_mul(2).max(32)).min(max));
+    /// Spinning `budget` iterations found the condition (or work): double the budget (at least
+    /// 32, at most `max`).
+    #[inline]
+    pub fn paid(&mut self, max: u32, budget: u32) {
+        let current = self.learned.min(max);
+        self.learned = current.max(budget.saturating_mul(2).max(32)).min(max);
     }
 
-    /// Spinning `budget` iterations did not see the condition: halve the budget.
-    fn did_not_pay(&self, budget: u32) {
-        let current = self.budget.get().min(budget);
-        self.budget.set(if current < 32 { 0 } else { current / 2 });
+    /// Spinning `budget` iterations did not find it (the waiter went to sleep): halve the
+    /// budget, to nothing below 32.
+    #[inline]
+    pub fn did_not_pay(&mut self, budget: u32) {
+        let current = self.learned.min(budget);
+        self.learned = if current < 32 { 0 } else { current / 2 };
     }
 
-    fn exhausted(&self) -> bool {
-        self.budget.get() == 0
+    /// The learned budget; `None` before anything was learned.
+    #[must_use]
+    pub fn learned(&self) -> Option<u32> {
+        Some(self.learned).filter(|&b| b != u32::MAX)
     }
+
+    /// Whether spinning stopped paying altogether (the budget is 0: park at once, yield no
+    /// more, apart from the periodic probe).
+    #[must_use]
+    pub fn is_exhausted(&self) -> bool {
+        self.learned == 0
+    }
+}
+
+thread_local! {
+    /// What this thread's adaptive waits have learned.
+    static LEARNED: Cell<SpinLearner> = const { Cell::new(SpinLearner::new()) };
+}
+
+/// Runs `f` on this thread's learner.
+#[inline]
+fn learned<T>(f: impl FnOnce(&mut SpinLearner) -> T) -> T {
+    LEARNED.with(|cell| {
+        let mut learner = cell.get();
+        let r = f(&mut learner);
+        cell.set(learner);
+        r
+    })
 }
 
 /// The spin budget this thread's next [`WaitPolicy::Adaptive`] wait starts from: `None`
 /// before its first adaptive wait that spun, then what spinning taught it (see
 /// [`WaitPolicy::Adaptive`]; `Some(0)` means it parks at once, apart from the periodic probe).
 pub fn learned_spin_budget() -> Option<u32> {
-    LEARNED.with(|l| Some(l.budget.get()).filter(|&b| b != u32::MAX))
+    learned(|l| l.learned())
 }
 
 /// Threads of this process spinning in [`WaitPolicy::wait_until`] right now.
@@ -555,6 +664,78 @@ mod tests {
             wait_once(Some(10));
         }
         assert_eq!(learned_spin_budget(), Some(512));
+    }
+
+    #[test]
+    fn learner_starts_from_the_policy_budget() {
+        let l = SpinLearner::new();
+        assert_eq!(l.learned(), None);
+        assert_eq!(l.budget(512), 512);
+        assert_eq!(l.budget(100), 100);
+        assert!(!l.is_exhausted());
+    }
+
+    #[test]
+    fn learner_halves_to_nothing_and_doubles_back() {
+        let mut l = SpinLearner::new();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            l.start_spell();
+            let b = l.budget(512);
+            l.did_not_pay(b);
+            seen.push(l.learned().unwrap());
+        }
+        // 512 halves to 256, 128, 64, 32, 16, then below 32 it drops to nothing.
+        assert_eq!(seen, [256, 128, 64, 32, 16, 0]);
+        assert!(l.is_exhausted());
+        // Work found while spinning (a probe): at least 32, doubling, capped at the policy's.
+        l.paid(512, 0);
+        assert_eq!(l.learned(), Some(32));
+        l.paid(512, 32);
+        assert_eq!(l.learned(), Some(64));
+        l.paid(512, 400);
+        assert_eq!(l.learned(), Some(512));
+        l.paid(512, 512);
+        assert_eq!(l.learned(), Some(512), "never above the policy's budget");
+    }
+
+    #[test]
+    fn an_exhausted_learner_probes_every_probe_every_spells() {
+        let mut l = SpinLearner::new();
+        while !l.is_exhausted() {
+            l.did_not_pay(l.budget(512));
+        }
+        let budgets: Vec<u32> = (0..PROBE_EVERY * 3)
+            .map(|_| {
+                l.start_spell();
+                l.budget(512)
+            })
+            .collect();
+        let probes = budgets.iter().filter(|&&b| b == 512 / 8).count();
+        assert_eq!(probes, 3, "{budgets:?}");
+        assert_eq!(
+            budgets.iter().filter(|&&b| b == 0).count(),
+            budgets.len() - 3,
+            "{budgets:?}"
+        );
+        // A budget of an eighth or more is never replaced by a probe.
+        let mut l = SpinLearner::new();
+        l.paid(512, 32); // learned 512 -> stays 512
+        l.did_not_pay(128); // learned 64 = 512 / 8
+        for _ in 0..PROBE_EVERY * 2 {
+            l.start_spell();
+            assert_eq!(l.budget(512), 64);
+        }
+    }
+
+    #[test]
+    fn wait_policy_parses_its_names() {
+        assert_eq!("adaptive".parse(), Ok(WaitPolicy::default()));
+        assert_eq!("park".parse(), Ok(WaitPolicy::ParkOnly));
+        assert_eq!("spin".parse(), Ok(WaitPolicy::Spin));
+        let e = "Spin".parse::<WaitPolicy>().unwrap_err();
+        assert!(e.to_string().contains("`Spin`"), "{e}");
+        assert!(e.to_string().contains("adaptive"), "{e}");
     }
 
     #[test]

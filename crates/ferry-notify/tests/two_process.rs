@@ -3,7 +3,7 @@
 //! The parent test spawns this same binary again (`--exact child_entry --ignored`) with the
 //! shared page (Linux: an inherited memfd; Windows: a named section) and the mechanism named
 //! in the environment. Each side publishes a sequence number, then wakes the peer only if the
-//! peer announced a sleep (the sleep handshake); a lost wake-up shows up as a wait that runs
+//! peer announced a sleep (the sleep protocol); a lost wake-up shows up as a wait that runs
 //! into its 20 s deadline and fails the test.
 
 mod common;

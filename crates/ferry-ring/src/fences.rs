@@ -1,4 +1,4 @@
-//! How a handle orders its publications against the peer's sleep handshake:
+//! How a handle orders its publications against the peer's sleep protocol:
 //! a SeqCst fence per publish (the default), or fence-free publication with
 //! the cost moved to the sleeper (a heavy barrier). See the crate docs,
 //! "Fence-free publication".

@@ -13,7 +13,7 @@ type Reserved13 = [core::sync::atomic::AtomicU64; 13];
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FERRYRNG");
 
 /// Version of the layout described in the crate docs. Bumped on any change
-/// of the header, the record encoding or the handshake.
+/// of the header, the record encoding or the sleep protocol.
 pub const LAYOUT_VERSION: u32 = 3;
 
 /// Smallest data-area capacity accepted by [`init`](crate::init) and attach.

@@ -117,7 +117,7 @@
 //! every later operation fails the same way. [`Producer::corruption`] and
 //! [`Consumer::corruption`] say what was seen.
 //!
-//! # Sleep/wake handshake (the contract with `ferry-notify`)
+//! # Sleep/wake protocol (the contract with `ferry-notify`)
 //!
 //! Each side has a sleep word (kept in the peer's line, see above):
 //! `consumer_sleep` (waiting for data) and `producer_sleep` (waiting for space). 0 means awake; a nonzero
@@ -157,7 +157,7 @@
 //!
 //! # Fence-free publication
 //!
-//! The SeqCst fence after every publish is what a sleeper's handshake
+//! The SeqCst fence after every publish is what the sleep protocol
 //! needs, but it costs the publisher a wait for its store buffer to drain
 //! (the record's cache lines, on their way from the consumer's core): on this
 //! project's machine, 64-byte records one at a time ran at about half the
@@ -171,7 +171,7 @@
 //! (Linux `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`, from
 //! `ferry_notify::barrier`) makes every thread of every registered process
 //! execute a full barrier, which turns the publisher's compiler fence into
-//! the fence the handshake needs; the proof above then holds unchanged. A
+//! the fence the sleep protocol needs; the proof above then holds unchanged. A
 //! sleeper with no heavy barrier never sleeps on a fence-free peer
 //! (`prepare_sleep` says `Ready`). Turning fence-free on stores the flag
 //! and fences, so a sleeper that read the old flag is still seen by the

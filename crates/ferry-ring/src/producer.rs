@@ -339,7 +339,7 @@ impl<R: Region> Producer<R> {
     /// Whether a record of `len` payload bytes could be reserved now (re-reads the consumer's
     /// head if the cached one is not enough). It is the test
     /// [`prepare_sleep`](Self::prepare_sleep) applies, so a waiter can use it as its readiness
-    /// check without ever disagreeing with the handshake.
+    /// check without ever disagreeing with the sleep protocol.
     pub fn can_reserve(&mut self, len: usize) -> bool {
         if self.corruption.is_some() || len > self.max_record_len() {
             return false;
@@ -354,7 +354,7 @@ impl<R: Region> Producer<R> {
     /// Publishes without the SeqCst fence (`on`), or with it (the default).
     ///
     /// Fence-free, a publish is a Release store and a compiler fence: the
-    /// StoreLoad ordering the sleep handshake needs is then the consumer's
+    /// StoreLoad ordering the sleep protocol needs is then the consumer's
     /// job, which it does with its [heavy barrier](crate::Consumer::set_heavy_barrier)
     /// when it prepares to sleep (see the crate docs, "Fence-free
     /// publication"). Turn it on only if this thread is reached by the

@@ -1,4 +1,4 @@
-//! The results of the sleep/wake handshake.
+//! The results of the sleep/wake protocol.
 
 use core::num::NonZeroU32;
 

@@ -1,5 +1,5 @@
 //! Loom models of the ring protocol on tiny rings (capacity 64: a handful
-//! of records), including the sleep/wake handshake on both sides with a
+//! of records), including the sleep/wake protocol on both sides with a
 //! futex stand-in. Loom reports a deadlock if a wake-up is ever lost.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=4 cargo test -p ferry-ring --release --test loom`

@@ -300,7 +300,7 @@ fn pop_into_a_small_buffer_leaves_the_record() {
 }
 
 #[test]
-fn consumer_sleep_handshake_bookkeeping() {
+fn consumer_sleep_protocol_bookkeeping() {
     let (mut p, mut c) = heap(256).unwrap();
     assert_eq!(c.prepare_sleep(T1), Ok(SleepPrep::Sleep));
     assert_eq!(
@@ -338,7 +338,7 @@ fn consumer_sleep_handshake_bookkeeping() {
 }
 
 #[test]
-fn producer_sleep_handshake_bookkeeping() {
+fn producer_sleep_protocol_bookkeeping() {
     let (mut p, mut c) = heap(64).unwrap();
     push(&mut p, &payload(0, 24)); // 0..32
     push(&mut p, &payload(1, 16)); // 32..56: full (the last 8 bytes are the terminator's)
@@ -527,7 +527,7 @@ fn error_messages_say_what_and_what_to_do() {
 }
 
 #[test]
-fn peer_sleep_words_and_can_reserve_agree_with_the_handshake() {
+fn peer_sleep_words_and_can_reserve_agree_with_the_sleep_protocol() {
     use core::num::NonZeroU32;
     use core::sync::atomic::Ordering;
     let (mut p, mut c) = ferry_ring::heap(256).unwrap();

@@ -1,5 +1,5 @@
 //! Two threads moving many records of varying sizes, with content checks:
-//! spinning, batched, and with the sleep/wake handshake.
+//! spinning, batched, and with the sleep/wake protocol.
 #![cfg(not(loom))] // loom atomics only work inside loom::model: see tests/loom.rs
 
 use std::num::NonZeroU32;

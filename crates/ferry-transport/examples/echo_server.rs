@@ -16,7 +16,7 @@ mod example {
         let server = Server::bind(
             &name,
             ServerConfig {
-                policy: policy_from_env(),
+                policy: policy_from_env()?,
                 ..ServerConfig::default()
             },
             |req: Request<'_>| {
@@ -35,12 +35,9 @@ mod example {
     }
 
     /// `FERRY_POLICY=spin|park|adaptive` (default adaptive) picks the wait policy.
-    fn policy_from_env() -> ferry_transport::WaitPolicy {
-        match std::env::var("FERRY_POLICY").as_deref() {
-            Ok("spin") => ferry_transport::WaitPolicy::Spin,
-            Ok("park") => ferry_transport::WaitPolicy::ParkOnly,
-            _ => ferry_transport::WaitPolicy::default(),
-        }
+    fn policy_from_env() -> Result<ferry_transport::WaitPolicy, Box<dyn std::error::Error>> {
+        let name = std::env::var("FERRY_POLICY").unwrap_or_else(|_| "adaptive".into());
+        Ok(name.parse()?)
     }
 }
 

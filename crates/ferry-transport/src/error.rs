@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use ferry_frame::{ErrorCode, ErrorPayload};
+
 /// Everything a transport operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -222,5 +224,17 @@ impl Error {
 impl From<ferry_notify::NotifyError> for Error {
     fn from(e: ferry_notify::NotifyError) -> Self {
         Error::Wake(e)
+    }
+}
+
+/// The code and message of an error payload (`ErrorResponse`, `Refuse`); a payload that does
+/// not decode becomes a protocol-violation error saying so.
+pub(crate) fn decode_error(payload: &[u8]) -> (u32, String) {
+    match ErrorPayload::decode(payload) {
+        Ok(p) => (p.code.0, p.message.to_owned()),
+        Err(e) => (
+            ErrorCode::PROTOCOL_VIOLATION.0,
+            format!("undecodable error payload: {e}"),
+        ),
     }
 }

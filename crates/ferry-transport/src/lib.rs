@@ -104,6 +104,7 @@
 mod client;
 mod control_frame;
 mod error;
+mod handshake;
 mod link;
 mod metrics;
 mod server;
@@ -123,8 +124,8 @@ pub use client::{
 pub use error::Error;
 pub use ferry_frame::Limits;
 pub use ferry_notify::WaitPolicy;
+pub use handshake::metrics_query::read_server_metrics;
 pub use link::{MAX_RING, MIN_RING};
-pub use metrics::read_server_metrics;
 /// The `prometheus-client` this crate exports its metrics through (for
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
 pub use prometheus_client;

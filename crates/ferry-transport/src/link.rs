@@ -533,6 +533,26 @@ impl Tx {
         live: &Liveness,
         fill: F,
     ) -> Result<Result<(), F>, Error> {
+        let r = self.write_frame(kind, flags, id, len, live, fill)?;
+        if r.is_err() {
+            self.metrics.sent.ring_full();
+        }
+        Ok(r)
+    }
+
+    /// The one place a frame is written: reserves room for a frame of `len` payload bytes, has
+    /// `fill` write the payload in place, encodes the header, commits, and wakes the consumer if
+    /// it sleeps. `Ok(Err(fill))` hands `fill` back when the ring is full (not counted here).
+    #[inline]
+    fn write_frame<F: FnOnce(&mut [u8])>(
+        &self,
+        kind: Kind,
+        flags: Flags,
+        id: u64,
+        len: usize,
+        live: &Liveness,
+        fill: F,
+    ) -> Result<Result<(), F>, Error> {
         if live.is_closed() {
             return Err(live.error());
         }
@@ -553,10 +573,7 @@ impl Tx {
                 deliver(wake, p.peer_sleep_word(), &self.peer_bell, sent)?;
                 Ok(Ok(()))
             }
-            Err(ReserveError::Full) => {
-                self.metrics.sent.ring_full();
-                Ok(Err(fill))
-            }
+            Err(ReserveError::Full) => Ok(Err(fill)),
             Err(ReserveError::TooLarge { len, max }) => Err(Error::TooLarge { len, max }),
             Err(ReserveError::Corrupted) => {
                 live.close("the peer corrupted the outgoing ring");
@@ -567,9 +584,10 @@ impl Tx {
         }
     }
 
-    /// Writes one frame of `len` payload bytes, filled in place by `fill`.
+    /// Writes one frame of `len` payload bytes, filled in place by `fill`, waiting for ring
+    /// space until `deadline`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn send_with(
+    pub(crate) fn send_with<F: FnOnce(&mut [u8])>(
         &self,
         kind: Kind,
         flags: Flags,
@@ -577,52 +595,23 @@ impl Tx {
         len: usize,
         deadline: Option<Instant>,
         live: &Liveness,
-        fill: impl FnOnce(&mut [u8]),
+        fill: F,
     ) -> Result<(), Error> {
-        let mut fill = Some(fill);
+        let mut fill = fill;
         let token = NonZeroU32::new(TOKEN_FUTEX).expect("nonzero");
         let mut found_full = false;
         loop {
-            if live.is_closed() {
-                return Err(live.error());
-            }
-            let mut p = self.lock();
-            match p.try_reserve(HEADER_LEN + len) {
-                Ok(mut grant) => {
-                    let buf = grant.as_mut_slice();
-                    (fill.take().expect("filled once"))(&mut buf[HEADER_LEN..]);
-                    ferry_frame::encode_header_in_place(buf, kind, flags, id, len)
-                        .map_err(|e| Error::Protocol(format!("encoding a {kind:?} frame: {e}")))?;
-                    let wake = grant.commit();
-                    let sent = &self.metrics.sent;
-                    sent.frame(
-                        kind,
-                        len,
-                        !flags.contains(Flags::MORE) && !flags.contains(Flags::ABORT),
-                    );
-                    let word = p.peer_sleep_word();
-                    return deliver(wake, word, &self.peer_bell, sent);
-                }
-                Err(ReserveError::Full) => {
-                    // Counted once per send, however long it then waits.
-                    if !found_full {
-                        found_full = true;
-                        self.metrics.sent.ring_full();
-                    }
-                }
-                Err(ReserveError::TooLarge { len, max }) => {
-                    return Err(Error::TooLarge { len, max });
-                }
-                Err(ReserveError::Corrupted) => {
-                    live.close("the peer corrupted the outgoing ring");
-                    return Err(Error::Protocol(
-                        "the outgoing ring's cursors are corrupted".into(),
-                    ));
-                }
+            fill = match self.write_frame(kind, flags, id, len, live, fill)? {
+                Ok(()) => return Ok(()),
+                Err(fill) => fill,
+            };
+            // Counted once per send, however long it then waits.
+            if !found_full {
+                found_full = true;
+                self.metrics.sent.ring_full();
             }
             // Full: spin/yield first, then sleep on the producer word until the consumer frees
             // space (it wakes TOKEN_FUTEX sleepers with wake_all).
-            drop(p);
             let need = HEADER_LEN + len;
             let outcome = self.policy.wait_until(
                 || self.lock().can_reserve(need) || live.is_closed(),

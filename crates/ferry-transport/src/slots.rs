@@ -264,7 +264,6 @@ impl Slots {
     }
 
     /// Whether some stream's queue is over the limit (then only a reader that may block reads).
-    #[cfg(feature = "tokio")]
     pub(crate) fn backlogged(&self) -> bool {
         self.backlogged.load(Ordering::SeqCst) != 0
     }

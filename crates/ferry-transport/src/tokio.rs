@@ -44,7 +44,7 @@
 //!    (reading for everybody) it completes async slots on the way. No wake-up can be lost:
 //!    the waker is registered under the slot's lock before the last check of the slot, and
 //!    every reader that stops reading either hands the ring to a blocked caller or arms the
-//!    doorbell first (the ring's sleep handshake then guarantees that the server sees the
+//!    doorbell first (the ring's sleep protocol then guarantees that the server sees the
 //!    arming or the reader sees the data).
 //!
 //! Integrating the doorbell with tokio's reactor (`AsyncFd`) instead would save the monitor's
@@ -513,7 +513,7 @@ impl AsyncStream {
                         self.finished = true;
                         self.call.done = true;
                         if inner.kind == Kind::ErrorResponse {
-                            let (code, message) = client::decode_error(&inner.buf);
+                            let (code, message) = crate::error::decode_error(&inner.buf);
                             return Poll::Ready(Some(Err(Error::Remote { code, message })));
                         }
                         return Poll::Ready(None);

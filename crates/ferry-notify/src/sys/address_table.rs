@@ -7,7 +7,7 @@
 //!
 //! No wake-up is lost: a waiter compares the word with `expected` while it holds its bucket's
 //! mutex and blocks on the condition variable without releasing it in between; a waker changes
-//! the word *before* waking (the sleep handshake), then takes the same mutex, so either the
+//! the word *before* waking (the sleep protocol), then takes the same mutex, so either the
 //! waiter saw the new value or it is already blocked and gets the notification. Different words
 //! may share a bucket, so a wake notifies every waiter of the bucket (a waiter of another word
 //! sees a spurious wake-up, which the contract allows), even for "wake one". Nothing is

@@ -1,7 +1,7 @@
 //! What the client and the server need from the operating system, behind one interface with
 //! an implementation per family: Unix (Linux, macOS: a Unix-domain control socket, descriptors
 //! passed with `SCM_RIGHTS`, uids) and Windows (a named pipe, handles duplicated into the
-//! client, SIDs). `client.rs`, `server.rs` and `link.rs` use only these items, so the data
+//! client, SIDs). `client/`, `server/`, `handshake/` and `link.rs` use only these items, so the data
 //! path, the handshake's negotiation, reconnection and the worker loop are one code for every
 //! platform.
 //!

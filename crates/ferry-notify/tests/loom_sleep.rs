@@ -1,7 +1,7 @@
-//! Loom model of the sleep handshake driven by `WaitPolicy::wait_until`: no interleaving of
+//! Loom model of the sleep protocol driven by `WaitPolicy::wait_until`: no interleaving of
 //! consumer and producer loses the wake-up.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p ferry-notify --test loom_handshake --release`.
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p ferry-notify --test loom_sleep --release`.
 //!
 //! The futex is emulated with a loom `Mutex` + `Condvar` with the kernel's semantics: the
 //! waiter checks "word == expected" and enqueues atomically with respect to wakers, and a wake
