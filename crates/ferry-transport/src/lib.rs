@@ -7,7 +7,7 @@
 //! // The engine process:
 //! let server = Server::bind("engine", ServerConfig::default(), |req: Request<'_>| {
 //!     let answer = req.payload().to_ascii_uppercase();
-//!     req.respond(&answer);
+//!     req.respond(&answer)
 //! })?;
 //!
 //! // The editor process:
@@ -89,8 +89,8 @@
 //!
 //! Windows (`x86_64-pc-windows-gnu`): the client, the server and the tokio API, **tested under
 //! Wine** (not on Windows itself). What differs there: the control channel is a named pipe
-//! restricted to the current user (`ferry_transport::windows`), peers are checked by the user
-//! SID of their process ([`ServerConfig`]'s `allowed_sids`, [`Connection`]'s `peer_sid`), the
+//! restricted to the current user, peers are checked by the user SID of their process (a
+//! [`UserId`] holds a SID there: [`ServerConfig::allowed_users`], [`Connection::peer_user`]), the
 //! memory and the doorbells (unnamed events) are duplicated into the client, a pending read on
 //! the pipe tells each side that the other is gone, the server's workers wait on an I/O
 //! completion port, and a thread waiting on a ring's sleep word is woken through its doorbell's
@@ -103,6 +103,7 @@
 
 mod client;
 mod control_frame;
+mod endpoint;
 mod error;
 mod handshake;
 mod link;
@@ -113,16 +114,23 @@ mod slots;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+mod user;
+// The platform layers are public only for this crate's own tests and tools (hand-made
+// handshakes, raw control frames, shared memory): hidden, and not part of the API (no semver
+// promise). Everything an application needs is at the crate root, the same on every platform.
 #[cfg(any(target_os = "linux", target_os = "macos"))]
+#[doc(hidden)]
 pub mod unix;
 #[cfg(windows)]
+#[doc(hidden)]
 pub mod windows;
 
 pub use client::{
-    Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
+    Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, StreamReceiver,
 };
+pub use endpoint::Endpoint;
 pub use error::Error;
-pub use ferry_frame::Limits;
+pub use ferry_frame::{ErrorCode, Limits};
 pub use ferry_notify::WaitPolicy;
 pub use handshake::metrics_query::read_server_metrics;
 pub use link::{MAX_RING, MIN_RING};
@@ -130,5 +138,7 @@ pub use link::{MAX_RING, MIN_RING};
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
 pub use prometheus_client;
 pub use server::{
-    Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
+    Connection, Handler, HandlerOutput, Request, Responder, Server, ServerConfig, ServerStats,
+    StreamSender,
 };
+pub use user::{UserId, UserIdParseError};

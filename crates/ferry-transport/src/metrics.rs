@@ -386,7 +386,7 @@ impl ServerMetrics {
             enc,
             "ferry_server_connections_accepted",
             "Connections accepted (handshake completed).",
-            &[(vec![], load(&stats.connections_accepted))],
+            &[(vec![], stats.connections_accepted)],
         )?;
         let refused: Vec<_> = RefuseReason::ALL
             .iter()
@@ -417,7 +417,7 @@ impl ServerMetrics {
             enc,
             "ferry_server_connections_open",
             "Connections open now.",
-            &[(vec![], stats.connections_open.load(Relaxed) as u64)],
+            &[(vec![], stats.connections_open as u64)],
         )?;
         counter(
             enc,
@@ -425,7 +425,7 @@ impl ServerMetrics {
             "Errors by kind: protocol violations (each closed its connection), handler panics, \
              requests dropped without an answer.",
             &[
-                (vec![("kind", "protocol")], load(&stats.protocol_errors)),
+                (vec![("kind", "protocol")], stats.protocol_errors),
                 (vec![("kind", "handler_panic")], load(&self.handler_panics)),
                 (
                     vec![("kind", "request_dropped")],
@@ -831,7 +831,7 @@ impl ClientMetrics {
             enc,
             "ferry_client_calls",
             "Calls answered with a response.",
-            &[(vec![("outcome", "ok")], load(&stats.calls_ok))],
+            &[(vec![("outcome", "ok")], stats.calls_ok)],
         )?;
         let failed: Vec<_> = CallError::ALL
             .iter()
@@ -843,7 +843,7 @@ impl ClientMetrics {
             "Calls that ended in an error, by error kind.",
             &failed,
         )?;
-        let connects = load(&stats.connects);
+        let connects = stats.connects;
         counter(
             enc,
             "ferry_client_connects",
@@ -867,18 +867,15 @@ impl ClientMetrics {
             "ferry_client_notifications",
             "Server notifications received, by whether a handler took them.",
             &[
-                (vec![("handled", "true")], load(&stats.notifications)),
-                (
-                    vec![("handled", "false")],
-                    load(&stats.notifications_dropped),
-                ),
+                (vec![("handled", "true")], stats.notifications),
+                (vec![("handled", "false")], stats.notifications_dropped),
             ],
         )?;
         counter(
             enc,
             "ferry_client_notification_handler_panics",
             "Notifications whose handler panicked (caught; reading went on).",
-            &[(vec![], load(&stats.notification_panics))],
+            &[(vec![], stats.notification_panics)],
         )?;
         counter(
             enc,
@@ -920,7 +917,7 @@ mod tests {
 
     #[derive(Debug, Default)]
     struct Server {
-        stats: crate::ServerStats,
+        stats: crate::server::ServerCounters,
         metrics: ServerMetrics,
     }
 
@@ -929,7 +926,7 @@ mod tests {
 
     impl prometheus_client::collector::Collector for Collect {
         fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
-            self.0.metrics.encode(&self.0.stats, &mut enc)
+            self.0.metrics.encode(&self.0.stats.snapshot(), &mut enc)
         }
     }
 

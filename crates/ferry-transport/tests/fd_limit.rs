@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Error};
+use ferry_transport::{Client, Error};
 
 const SERVICE: &str = "fdlimit";
 
@@ -23,10 +23,7 @@ child_entry!(|role, dir| {
     // Wait until the server is at its limit.
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).unwrap();
-    let config = ClientConfig {
-        reconnect: false,
-        ..client_config(&dir)
-    };
+    let config = client_config(&dir).with_reconnect(false);
     let outcome = Client::connect_with(SERVICE, config).and_then(|c| c.call(b"a").map(|_| ()));
     match outcome {
         Ok(()) => println!("RESULT ok"),

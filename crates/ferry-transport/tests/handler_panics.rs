@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use ferry_transport::ErrorCode;
 use ferry_transport::{Client, Error, Request, Server};
 
 const SERVICE: &str = "panics";
@@ -18,11 +19,11 @@ const SERVICE: &str = "panics";
 fn handle(req: Request<'_>) {
     match req.payload() {
         b"respond then panic" => {
-            req.respond(b"answered");
+            let _ = req.respond(b"answered");
             panic!("handler panics after answering");
         }
         b"error then panic" => {
-            req.respond_error(0x8000_0007, "answered with an error");
+            let _ = req.respond_error(ErrorCode(0x8000_0007), "answered with an error");
             panic!("handler panics after answering with an error");
         }
         b"responder then panic" => {
@@ -38,7 +39,7 @@ fn handle(req: Request<'_>) {
         b"panic" => panic!("handler panics without answering"),
         other => {
             let other = other.to_vec();
-            req.respond(&other)
+            let _ = req.respond(&other);
         }
     }
 }
@@ -91,7 +92,7 @@ fn a_handler_that_panics_sends_exactly_one_answer() {
     // Answered with an error, then panicked: that error is the one answer.
     match call_then_sync(&client, b"error then panic") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0007);
+            assert_eq!(code, ErrorCode(0x8000_0007));
             assert_eq!(message, "answered with an error");
         }
         other => panic!("expected the handler's own error, got {other:?}"),
@@ -102,7 +103,7 @@ fn a_handler_that_panics_sends_exactly_one_answer() {
     // Took a Responder, then panicked: the unwinding drops the Responder, which answers.
     match call_then_sync(&client, b"responder then panic") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, ferry_frame::ErrorCode::HANDLER_FAILED.0);
+            assert_eq!(code, ferry_frame::ErrorCode::HANDLER_FAILED);
             assert!(message.contains("without answering"), "{message}");
         }
         other => panic!("expected a handler failure, got {other:?}"),
@@ -123,7 +124,7 @@ fn a_handler_that_panics_sends_exactly_one_answer() {
     // Panicked without answering: the worker answers for it, once.
     match call_then_sync(&client, b"panic") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, ferry_frame::ErrorCode::HANDLER_FAILED.0);
+            assert_eq!(code, ferry_frame::ErrorCode::HANDLER_FAILED);
             assert_eq!(message, "the handler panicked");
         }
         other => panic!("expected a handler failure, got {other:?}"),

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Error, Request, Server};
+use ferry_transport::ErrorCode;
+use ferry_transport::{Client, Error, Request, Server};
 
 const SERVICE: &str = "svc";
 
@@ -30,11 +31,11 @@ fn handle(req: Request<'_>) {
     match op {
         b'E' => {
             let out = transform(rest);
-            req.respond(&out);
+            let _ = req.respond(&out);
         }
         b'X' => {
             let msg = String::from_utf8_lossy(rest).into_owned();
-            req.respond_error(0x8000_0001, &msg);
+            let _ = req.respond_error(ErrorCode(0x8000_0001), &msg);
         }
         b'S' => {
             let count = u32::from_le_bytes(rest[..4].try_into().unwrap());
@@ -71,9 +72,11 @@ fn handle(req: Request<'_>) {
         b'N' => {
             let conn = req.connection();
             conn.notify(rest).unwrap();
-            req.respond(b"ok");
+            let _ = req.respond(b"ok");
         }
-        b'C' => req.respond(&NOTIFIED.load(Ordering::SeqCst).to_le_bytes()),
+        b'C' => {
+            let _ = req.respond(&NOTIFIED.load(Ordering::SeqCst).to_le_bytes());
+        }
         b'W' => {
             let responder = req.into_responder();
             std::thread::spawn(move || {
@@ -86,10 +89,14 @@ fn handle(req: Request<'_>) {
                 }
             });
         }
-        b'Q' => req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes()),
+        b'Q' => {
+            let _ = req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes());
+        }
         b'P' => panic!("handler asked to panic"),
         b'D' => drop(req),
-        _ => req.respond_error(0x8000_0002, "unknown op"),
+        _ => {
+            let _ = req.respond_error(ErrorCode(0x8000_0002), "unknown op");
+        }
     }
 }
 
@@ -192,7 +199,7 @@ fn every_message_kind() {
     // Request → ErrorResponse, with the handler's code and message.
     match client.call(b"Xno such method") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0001);
+            assert_eq!(code, ErrorCode(0x8000_0001));
             assert_eq!(message, "no such method");
         }
         other => panic!("expected a remote error, got {other:?}"),
@@ -200,11 +207,17 @@ fn every_message_kind() {
     // A handler that panics or drops the request: the caller gets an error, never a hang.
     assert!(matches!(
         client.call(b"P"),
-        Err(Error::Remote { code: 1, .. })
+        Err(Error::Remote {
+            code: ErrorCode::HANDLER_FAILED,
+            ..
+        })
     ));
     assert!(matches!(
         client.call(b"D"),
-        Err(Error::Remote { code: 1, .. })
+        Err(Error::Remote {
+            code: ErrorCode::HANDLER_FAILED,
+            ..
+        })
     ));
     // Notification client → server (counted by the server).
     for _ in 0..3 {
@@ -275,7 +288,7 @@ fn many_threads_share_one_client() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 16_000);
+    assert_eq!(client.stats().calls_ok, 16_000);
     stop_child(&mut server);
 }
 
@@ -435,7 +448,7 @@ fn server_death_fails_calls_and_clients_reconnect() {
         bound.elapsed()
     );
     assert_eq!(&*resp, b"pl");
-    assert!(client.stats().connects.load(Ordering::Relaxed) >= 2);
+    assert!(client.stats().connects >= 2);
     stop_child(&mut server);
 }
 
@@ -445,7 +458,7 @@ fn only_one_server_per_name_and_stale_sockets_are_replaced() {
     let dir = TestDir::new("bind");
     let mut server = start_server(&dir);
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
         Err(Error::AlreadyRunning { .. }) => {}
         other => panic!("second bind: expected AlreadyRunning, got {other:?}"),
@@ -457,7 +470,7 @@ fn only_one_server_per_name_and_stale_sockets_are_replaced() {
         "a killed server leaves its socket file"
     );
     let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"fresh")
+        let _ = r.respond(b"fresh");
     })
     .expect("bind over a stale socket");
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
@@ -482,14 +495,14 @@ fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
     let dir = TestDir::new("bind");
     let mut server = start_server(&dir);
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
         Err(Error::AlreadyServed { .. }) => {}
         other => panic!("second bind: expected AlreadyServed, got {other:?}"),
     }
     kill9(&mut server);
     let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"fresh")
+        let _ = r.respond(b"fresh");
     })
     .expect("bind after the first server died");
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
@@ -502,10 +515,7 @@ fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
 #[test]
 fn connecting_without_a_server_says_so() {
     let dir = TestDir::new("nobody");
-    let cfg = ClientConfig {
-        connect_timeout: Duration::from_millis(20),
-        ..client_config(dir.path())
-    };
+    let cfg = client_config(dir.path()).with_connect_timeout(Duration::from_millis(20));
     match Client::connect_with(SERVICE, cfg) {
         Err(e @ Error::PipeNotFound { .. }) => {
             assert!(
@@ -527,10 +537,7 @@ fn connecting_without_a_server_says_so() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let cfg = ClientConfig {
-        connect_timeout: Duration::from_millis(20),
-        ..client_config(dir.path())
-    };
+    let cfg = client_config(dir.path()).with_connect_timeout(Duration::from_millis(20));
     match Client::connect_with(SERVICE, cfg) {
         Err(e @ Error::NotRunning { .. }) => {
             assert!(e.to_string().contains("no Ferry server is running"))
@@ -550,7 +557,7 @@ fn refuses_directories_other_users_can_write() {
     )
     .unwrap();
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
         Err(e @ Error::UnsafeDirectory { .. }) => {
             assert!(e.to_string().contains("group or others can write"))
@@ -569,7 +576,7 @@ fn a_user_not_on_the_allow_list_is_refused() {
     let _server = Server::bind(SERVICE, cfg, |r: Request<'_>| r.respond(b"")).unwrap();
     match Client::connect_with(SERVICE, client_config(dir.path())) {
         Err(Error::Refused { code, message }) => {
-            assert_eq!(code, ferry_frame::ErrorCode::REFUSED.0);
+            assert_eq!(code, ferry_frame::ErrorCode::REFUSED);
             assert!(message.contains(&me), "{message}");
         }
         other => panic!("expected Refused, got {other:?}"),
@@ -617,7 +624,7 @@ fn pipelined_calls_from_one_thread_each_get_their_own_answer() {
     for (sent, call) in window {
         assert_eq!(&*call.wait().unwrap(), &[sent.wrapping_add(1)]);
     }
-    assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(client.stats().calls_failed, 0);
     stop_child(&mut server);
 }
 

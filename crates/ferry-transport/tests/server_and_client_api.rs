@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
+use ferry_transport::ErrorCode;
 use ferry_transport::{
     Client, ClientConfig, Connection, Error, Handler, Request, Server, ServerConfig, WaitPolicy,
 };
@@ -32,37 +32,38 @@ impl Handler for Api {
         match req.payload() {
             b"who" => {
                 let c = req.connection();
-                #[cfg(unix)]
-                let user = c.peer_uid().to_string();
-                #[cfg(windows)]
-                let user = c.peer_sid().to_string();
-                let text = format!("{} {} {} {}", c.id(), c.peer_pid(), user, c.is_open());
-                req.respond(text.as_bytes());
+                let user = c.peer_user().to_string();
+                let text = format!("{}|{}|{}|{}", c.id(), c.peer_pid(), user, c.is_open());
+                let _ = req.respond(text.as_bytes());
             }
             b"responder error" => {
                 let r = req.into_responder();
                 std::thread::spawn(move || {
-                    r.respond_error(0x8000_0011, "later, an error").unwrap()
+                    let _ = r
+                        .respond_error(ErrorCode(0x8000_0011), "later, an error")
+                        .unwrap();
                 });
             }
             b"stream error" => {
                 let s = req.into_stream();
                 std::thread::spawn(move || {
                     s.send(b"one").unwrap();
-                    s.fail(0x8000_0012, "the stream failed").unwrap();
+                    s.fail(ErrorCode(0x8000_0012), "the stream failed").unwrap();
                 });
             }
-            b"long error" => req.respond_error(0x8000_0013, &long_message()),
+            b"long error" => {
+                let _ = req.respond_error(ErrorCode(0x8000_0013), &long_message());
+            }
             b"hold" => HELD.lock().unwrap().push(req.into_responder()),
             b"release" => {
                 for r in HELD.lock().unwrap().drain(..) {
                     r.respond(b"released").unwrap();
                 }
-                req.respond(b"ok");
+                let _ = req.respond(b"ok");
             }
             other => {
                 let other = other.to_vec();
-                req.respond(&other)
+                let _ = req.respond(&other);
             }
         }
     }
@@ -73,10 +74,7 @@ impl Handler for Api {
 }
 
 fn bind(dir: &TestDir, policy: WaitPolicy) -> Server {
-    let cfg = ServerConfig {
-        policy,
-        ..server_config(dir.path())
-    };
+    let cfg = server_config(dir.path()).with_policy(policy);
     Server::bind(SERVICE, cfg, Api).unwrap()
 }
 
@@ -86,22 +84,14 @@ fn a_handler_sees_who_is_connected() {
     let _server = bind(&dir, WaitPolicy::default());
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
     let answer = String::from_utf8(client.call(b"who").unwrap().to_vec()).unwrap();
-    let fields: Vec<&str> = answer.split(' ').collect();
+    let fields: Vec<&str> = answer.split('|').collect();
     assert_eq!(fields[0], "1", "the first connection's id: {answer}");
     assert_eq!(fields[1], std::process::id().to_string(), "{answer}");
+    // Unix `uid 1000`, Windows `user S-1-5-...`: this process's user, on both sides.
+    let me = ferry_transport::UserId::current().unwrap();
+    assert_eq!(fields[2], me.to_string(), "{answer}");
     #[cfg(unix)]
-    assert_eq!(
-        fields[2],
-        rustix::process::geteuid().as_raw().to_string(),
-        "{answer}"
-    );
-    #[cfg(windows)]
-    assert_eq!(
-        fields[2],
-        ferry_transport::windows::identity::Sid::current_user()
-            .unwrap()
-            .to_string()
-    );
+    assert_eq!(me.uid(), rustix::process::geteuid().as_raw());
     assert_eq!(fields[3], "true", "{answer}");
     let limits = client.limits().expect("connected: the agreed limits");
     // The smaller of what each side offers.
@@ -122,7 +112,7 @@ fn errors_answered_later_and_long_messages_reach_the_caller() {
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
     match client.call(b"responder error") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0011);
+            assert_eq!(code, ErrorCode(0x8000_0011));
             assert_eq!(message, "later, an error");
         }
         other => panic!("expected the responder's error, got {other:?}"),
@@ -131,7 +121,7 @@ fn errors_answered_later_and_long_messages_reach_the_caller() {
     assert_eq!(stream.next_item().unwrap().as_deref(), Some(&b"one"[..]));
     match stream.next_item() {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0012);
+            assert_eq!(code, ErrorCode(0x8000_0012));
             assert_eq!(message, "the stream failed");
         }
         other => panic!("expected the stream's error, got {other:?}"),
@@ -143,7 +133,7 @@ fn errors_answered_later_and_long_messages_reach_the_caller() {
     );
     match client.call(b"long error") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0013);
+            assert_eq!(code, ErrorCode(0x8000_0013));
             let full = long_message();
             assert!(
                 message.len() < full.len() && full.starts_with(&message),
@@ -161,10 +151,7 @@ fn errors_answered_later_and_long_messages_reach_the_caller() {
 fn a_client_at_max_in_flight_waits_for_a_slot_or_times_out() {
     let dir = TestDir::new("in-flight");
     let server = bind(&dir, WaitPolicy::default());
-    let one = ClientConfig {
-        max_in_flight: 1,
-        ..client_config(dir.path())
-    };
+    let one = client_config(dir.path()).with_max_in_flight(1);
     let client = Client::connect_with(SERVICE, one).unwrap();
     let held = {
         let c = client.clone();
@@ -214,10 +201,7 @@ fn every_wait_policy_serves_on_both_sides() {
     ] {
         let dir = TestDir::new("policy");
         let _server = bind(&dir, policy);
-        let cfg = ClientConfig {
-            policy,
-            ..client_config(dir.path())
-        };
+        let cfg = client_config(dir.path()).with_policy(policy);
         let client = Client::connect_with(SERVICE, cfg).unwrap();
         for i in 0..200u64 {
             let data = pattern(i, (i * 37 % 3000) as usize);
@@ -233,11 +217,11 @@ fn a_notification_without_a_handler_is_counted_as_dropped() {
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || {
-            client.stats().notifications_dropped.load(Ordering::SeqCst) == 1
+            client.stats().notifications_dropped == 1
         }),
         "the server's hello was not seen"
     );
-    assert_eq!(client.stats().notifications.load(Ordering::SeqCst), 0);
+    assert_eq!(client.stats().notifications, 0);
     let text = client.metrics_text();
     assert_eq!(
         metric(
@@ -252,10 +236,7 @@ fn a_notification_without_a_handler_is_counted_as_dropped() {
 fn debug_output_names_the_parts_and_no_handler_internals() {
     let dir = TestDir::new("debug");
     let server = bind(&dir, WaitPolicy::default());
-    let cfg = ClientConfig {
-        on_notification: Some(std::sync::Arc::new(|_: &[u8]| {})),
-        ..client_config(dir.path())
-    };
+    let cfg = client_config(dir.path()).with_on_notification(|_: &[u8]| {});
     let text = format!("{cfg:?}");
     assert!(text.contains("on_notification: true"), "{text}");
     assert!(text.contains("max_in_flight"), "{text}");
@@ -265,7 +246,11 @@ fn debug_output_names_the_parts_and_no_handler_internals() {
         "{text}"
     );
     #[cfg(unix)]
-    assert!(server.paths().socket.exists());
+    assert!(server.endpoint().socket_path().exists());
+    assert!(
+        text.contains(&server.endpoint().to_string()),
+        "the Debug output names the endpoint: {text}"
+    );
     let client = Client::connect_with(SERVICE, cfg).unwrap();
     let text = format!("{client:?}");
     assert!(text.contains("Client"), "{text}");

@@ -132,7 +132,7 @@ fn handle(req: Request<'_>) {
         panic!("handler asked to panic");
     }
     let echo = req.payload();
-    req.respond(echo);
+    let _ = req.respond(echo);
 }
 
 child_entry!(|role, dir| {

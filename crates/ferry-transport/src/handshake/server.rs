@@ -45,7 +45,7 @@ pub(crate) fn refuse(
     Refusal {
         reason,
         error: Error::Refused {
-            code: code.0,
+            code,
             message: message.to_owned(),
         },
     }
@@ -105,7 +105,7 @@ pub(crate) fn accept_one(
         .set_timeout(Some(cfg.handshake_timeout))
         .map_err(failed)?;
     let peer = control.identify().map_err(failed)?;
-    if !cfg.allowed_users().contains(&peer.user) {
+    if !cfg.allows(&peer.user) {
         // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a channel
         // closed before the client has written it makes the client's write fail (EPIPE), and
         // the client never reads the Refuse that says why.
@@ -259,7 +259,7 @@ pub(crate) fn accept_one(
         control,
         bell: server_bell,
         peer_pid: peer.pid,
-        peer_user: peer.user,
+        peer_user: crate::UserId(peer.user),
         metrics,
         server_metrics: shared.metrics.clone(),
         opened: Instant::now(),

@@ -8,10 +8,12 @@ use ferry_notify::WaitPolicy;
 
 use crate::error::Error;
 use crate::link::Layout;
-use crate::sys::{self, UserId};
+use crate::sys;
+use crate::user::UserId;
 
 /// How a server serves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The most the server grants for each limit (ring sizes, message size). Clients may ask
     /// for less.
@@ -20,12 +22,9 @@ pub struct ServerConfig {
     pub policy: WaitPolicy,
     /// Event-loop threads.
     pub workers: usize,
-    /// Users allowed to connect (default: only the server's own effective uid).
-    #[cfg(unix)]
-    pub allowed_uids: Vec<u32>,
-    /// Users allowed to connect (default: only the user the server runs as).
-    #[cfg(windows)]
-    pub allowed_sids: Vec<crate::windows::identity::Sid>,
+    /// Users allowed to connect (default: only the user the server runs as: its effective uid
+    /// on Unix, its token's user SID on Windows).
+    pub allowed_users: Vec<UserId>,
     /// Most connections served at once; more are refused with a clear error.
     pub max_connections: usize,
     /// How long a client may take to send its `Hello`.
@@ -62,12 +61,9 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The users allowed to connect.
-    pub(crate) fn allowed_users(&self) -> &[UserId] {
-        #[cfg(unix)]
-        return &self.allowed_uids;
-        #[cfg(windows)]
-        return &self.allowed_sids;
+    /// Whether `user` may connect.
+    pub(crate) fn allows(&self, user: &sys::UserId) -> bool {
+        self.allowed_users.iter().any(|u| u.0 == *user)
     }
 }
 
@@ -81,13 +77,61 @@ impl Default for ServerConfig {
             },
             policy: WaitPolicy::default(),
             workers: 1,
-            #[cfg(unix)]
-            allowed_uids: sys::default_allowed_users(),
-            #[cfg(windows)]
-            allowed_sids: sys::default_allowed_users(),
+            allowed_users: sys::default_allowed_users()
+                .into_iter()
+                .map(UserId)
+                .collect(),
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(1),
             runtime_dir: None,
         }
+    }
+}
+
+/// Builder-style setters: `ServerConfig::default().with_runtime_dir(dir).with_limits(limits)`. (The
+/// struct is `#[non_exhaustive]`: outside this crate it is built from [`Default`] and these
+/// setters or field assignments, never with a struct literal, so fields can be added later.)
+impl ServerConfig {
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets [`policy`](Self::policy).
+    #[must_use]
+    pub fn with_policy(mut self, policy: WaitPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+    /// Sets [`workers`](Self::workers).
+    #[must_use]
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+    /// Sets [`allowed_users`](Self::allowed_users).
+    #[must_use]
+    pub fn with_allowed_users(mut self, allowed_users: Vec<UserId>) -> Self {
+        self.allowed_users = allowed_users;
+        self
+    }
+    /// Sets [`max_connections`](Self::max_connections).
+    #[must_use]
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections;
+        self
+    }
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, handshake_timeout: Duration) -> Self {
+        self.handshake_timeout = handshake_timeout;
+        self
+    }
+    /// Sets [`runtime_dir`](Self::runtime_dir).
+    #[must_use]
+    pub fn with_runtime_dir(mut self, runtime_dir: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(runtime_dir.into());
+        self
     }
 }

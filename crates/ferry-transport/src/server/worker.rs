@@ -549,7 +549,7 @@ pub(crate) fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result
                         send_error_inline(
                             conn,
                             id,
-                            ErrorCode::HANDLER_FAILED.0,
+                            ErrorCode::HANDLER_FAILED,
                             "the handler panicked",
                         );
                     }

@@ -6,7 +6,7 @@
 //! Binding: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, which fails if
 //! the name exists at all. Before that, and again if the creation fails, the listener looks at
 //! the existing pipe by connecting to it as a client and opening the process serving it: one of
-//! ours ([`Error::AlreadyServed`]), or someone else's, or one that refuses us access
+//! ours ([`Error::AlreadyRunning`]), or someone else's, or one that refuses us access
 //! ([`Error::PipeSquatted`]). That probe is an ordinary connection that hangs up before its
 //! `Hello`; a live server counts it as a failed handshake. (The look comes first because Wine
 //! ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows the flag closes the race between the
@@ -455,7 +455,7 @@ pub fn connect(service: &str, timeout: Duration) -> Result<Pipe, Error> {
 /// server may learn who it is, but cannot act as it.
 ///
 /// # Errors
-/// [`Error::PipeNotFound`] when nothing serves the name; [`Error::PipeSquatted`] when the pipe
+/// [`Error::NotRunning`] when nothing serves the name; [`Error::PipeSquatted`] when the pipe
 /// refuses us access (a Ferry server of ours would grant it); [`Error::Timeout`] when every
 /// instance stayed busy; [`Error::Io`] otherwise.
 pub fn connect_pipe(pipe: &str, timeout: Duration) -> Result<Pipe, Error> {
@@ -465,8 +465,8 @@ pub fn connect_pipe(pipe: &str, timeout: Duration) -> Result<Pipe, Error> {
         match open_client(&wide) {
             Ok(handle) => return Ok(Pipe::new(handle, End::Client)),
             Err(ERROR_FILE_NOT_FOUND) => {
-                return Err(Error::PipeNotFound {
-                    pipe: pipe.to_owned(),
+                return Err(Error::NotRunning {
+                    endpoint: pipe.to_owned(),
                 });
             }
             Err(ERROR_ACCESS_DENIED) => {
@@ -620,7 +620,7 @@ impl PipeListener {
     /// the name exists at all.
     ///
     /// # Errors
-    /// [`Error::AlreadyServed`] when a server of this user holds the name;
+    /// [`Error::AlreadyRunning`] when a server of this user holds the name;
     /// [`Error::PipeSquatted`] when another user's process does, or the pipe refuses us;
     /// [`Error::Io`] otherwise.
     pub fn bind_pipe(name: String) -> Result<Self, Error> {
@@ -791,8 +791,8 @@ fn diagnose_taken(name: &str, me: &Sid) -> Result<(), Error> {
             let pipe = Pipe::new(handle, End::Client);
             let pid = pipe.peer_pid()?;
             match PeerProcess::open(pid, PeerAccess::Watch) {
-                Ok(p) if p.sid() == me => Err(Error::AlreadyServed {
-                    pipe: name.to_owned(),
+                Ok(p) if p.sid() == me => Err(Error::AlreadyRunning {
+                    endpoint: name.to_owned(),
                     pid: Some(pid),
                 }),
                 Ok(p) => Err(Error::PipeSquatted {
@@ -817,8 +817,8 @@ fn diagnose_taken(name: &str, me: &Sid) -> Result<(), Error> {
             why: "it exists and refuses you access, which a Ferry server of your user never does"
                 .into(),
         }),
-        Err(ERROR_PIPE_BUSY) => Err(Error::AlreadyServed {
-            pipe: name.to_owned(),
+        Err(ERROR_PIPE_BUSY) => Err(Error::AlreadyRunning {
+            endpoint: name.to_owned(),
             pid: None,
         }),
         Err(code) => Err(Error::io(
@@ -996,11 +996,14 @@ mod tests {
         let first = PipeListener::bind(&service).expect("first bind");
         let err = PipeListener::bind(&service).expect_err("second bind");
         match &err {
-            Error::AlreadyServed { pipe, pid } => {
+            Error::AlreadyRunning {
+                endpoint: pipe,
+                pid,
+            } => {
                 assert_eq!(pipe, first.name());
                 assert_eq!(*pid, Some(std::process::id()));
             }
-            other => panic!("expected AlreadyServed, got {other}"),
+            other => panic!("expected AlreadyRunning, got {other}"),
         }
         assert!(err.to_string().contains("already serving"), "{err}");
         // Once the first listener is gone, the name is free again (a restarted server binds).
@@ -1061,7 +1064,7 @@ mod tests {
     #[test]
     fn connecting_to_a_name_nobody_serves_says_so() {
         let err = connect(&unique("nobody"), Duration::from_millis(100)).expect_err("no server");
-        assert!(matches!(err, Error::PipeNotFound { .. }), "{err}");
+        assert!(matches!(err, Error::NotRunning { .. }), "{err}");
         assert!(err.to_string().contains("is the server started"), "{err}");
     }
 

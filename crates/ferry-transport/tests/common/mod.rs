@@ -44,36 +44,25 @@ impl Drop for TestDir {
 }
 
 pub fn server_config(dir: &Path) -> ServerConfig {
-    ServerConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default().with_runtime_dir(dir)
 }
 
 /// Makes `cfg` accept only another user than ours (Windows: Wine runs every process as one
 /// user, so a foreign SID); returns how the server's refusal names us (`uid 1000`,
 /// `user S-1-5-...`).
 pub fn allow_only_another_user(cfg: &mut ServerConfig) -> String {
+    let me = ferry_transport::UserId::current().unwrap();
     #[cfg(unix)]
-    {
-        let me = rustix::process::geteuid().as_raw();
-        cfg.allowed_uids = vec![me.wrapping_add(1)];
-        format!("uid {me}")
-    }
+    let other = ferry_transport::UserId::from_uid(me.uid().wrapping_add(1));
     #[cfg(windows)]
-    {
-        let me = ferry_transport::windows::identity::Sid::current_user().unwrap();
-        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
-        assert_ne!(cfg.allowed_sids[0], me);
-        format!("user {me}")
-    }
+    let other: ferry_transport::UserId = "S-1-5-21-1-2-3-4242".parse().unwrap();
+    assert_ne!(other, me);
+    cfg.allowed_users = vec![other];
+    me.to_string()
 }
 
 pub fn client_config(dir: &Path) -> ClientConfig {
-    ClientConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ClientConfig::default()
-    }
+    ClientConfig::default().with_runtime_dir(dir)
 }
 
 /// Ring size the tests use (small, so that ring-size±1 and fragmentation are cheap to hit).
@@ -428,7 +417,7 @@ pub fn raw_handshake(
     dir: &Path,
     service: &str,
     hello: ferry_frame::Hello,
-) -> Result<RawConnection, (u32, String)> {
+) -> Result<RawConnection, (ferry_frame::ErrorCode, String)> {
     let control = RawControl::connect(dir, service);
     control
         .send(ferry_frame::Kind::Hello, &hello.to_bytes())
@@ -441,7 +430,7 @@ pub fn raw_handshake(
         .expect("a frame");
     if frame.header.kind() == ferry_frame::Kind::Refuse {
         let p = ferry_frame::ErrorPayload::decode(&frame.payload).expect("refusal payload");
-        return Err((p.code.0, p.message.to_owned()));
+        return Err((p.code, p.message.to_owned()));
     }
     assert_eq!(frame.header.kind(), ferry_frame::Kind::Welcome);
     let welcome = ferry_frame::Welcome::decode(&frame.payload).unwrap();
