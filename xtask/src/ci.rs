@@ -12,7 +12,7 @@
 //! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
 //! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
 //! | `wine`   | the [`crate::wine::WINE_CRATES`] tests for `x86_64-pc-windows-gnu` under Wine (Linux hosts) |
-//! | `soak`   | `cargo xtask soak --duration 60s --chaos --seed `[`SOAK_SEED`]: the soak server, 8 clients and the fault schedule for a minute, every invariant checked (Linux hosts) |
+//! | `soak`   | `cargo xtask soak --duration 60s --chaos --seed `[`SOAK_SEED`], then the same with a fresh random seed (printed with its reproduce line): the soak server, 8 clients and the fault schedule for a minute each, every invariant checked (Linux hosts) |
 //! | `bench`  | `cargo xtask bench-gate --quick`: real processes, the report written, the gates that do not depend on timing enforced (Linux hosts) |
 //!
 //! The run ends with a table of steps and, when the tests ran, a last line `N passed, M failed`
@@ -517,33 +517,62 @@ fn doc() -> Result<Outcome, Failure> {
     )))
 }
 
-/// The seed of the gate's soak: fixed, so that a failure reproduces with the command the
-/// failure names (a soak is still not fully deterministic: it races real processes).
+/// The gate's fixed soak seed: a failure reproduces with the command the failure names (a soak
+/// is still not fully deterministic: it races real processes). Each run also soaks a fresh
+/// random seed (see [`soak`]), so that the gate does not keep proving the same schedule.
 #[cfg(target_os = "linux")]
 pub const SOAK_SEED: u64 = 1;
 
-/// A one-minute chaos soak (`cargo xtask soak`): the release build of `ferry-soak`, then its
-/// server, clients and fault schedule for 60 s; fails on any violation it names.
+/// Two one-minute chaos soaks (`cargo xtask soak`): seed [`SOAK_SEED`], then a fresh random seed
+/// (printed with the command that reproduces it before it starts). Each run's report is kept
+/// in `target/soak/seed-<N>/`. Fails on any violation of either, naming the seeds that failed.
 #[cfg(target_os = "linux")]
 fn soak() -> Result<Outcome, Failure> {
-    let args: Vec<String> = ["--duration", "60s", "--chaos", "--seed"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .chain([SOAK_SEED.to_string()])
-        .collect();
-    let reproduce = format!("cargo xtask soak {}", args.join(" "));
-    if crate::soak::run(&args) == ExitCode::SUCCESS {
-        Ok(Outcome::Done(format!(
-            "60 s chaos soak, seed {SOAK_SEED}: no violation"
-        )))
-    } else {
-        let mut f = Failure::new(format!(
-            "the 60 s chaos soak (seed {SOAK_SEED}) failed: see the violations it printed above"
-        ))
-        .hint("read target/soak/report.json (violations, faults, server samples) and target/soak/soak.svg");
-        f.reproduce = Some(reproduce);
-        Err(f)
+    let ws = Workspace::discover().map_err(Failure::new)?;
+    let random = loop {
+        let s = crate::soak::random_seed();
+        if s != SOAK_SEED {
+            break s;
+        }
+    };
+    let mut failed = Vec::new();
+    for (what, seed) in [("fixed", SOAK_SEED), ("random", random)] {
+        let args: Vec<String> = ["--duration", "60s", "--chaos", "--seed"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([seed.to_string()])
+            .collect();
+        let reproduce = format!("cargo xtask soak {}", args.join(" "));
+        println!("xtask ci: soak with the {what} seed {seed} (reproduce: {reproduce})");
+        let passed = crate::soak::run(&args) == ExitCode::SUCCESS;
+        let kept = ws.root.join(format!("target/soak/seed-{seed}"));
+        let _ = fs::create_dir_all(&kept);
+        for f in ["report.json", "soak.svg"] {
+            let _ = fs::copy(ws.root.join("target/soak").join(f), kept.join(f));
+        }
+        if !passed {
+            failed.push((seed, reproduce));
+        }
     }
+    if failed.is_empty() {
+        return Ok(Outcome::Done(format!(
+            "60 s chaos soaks, seeds {SOAK_SEED} and {random} (random): no violation"
+        )));
+    }
+    let seeds: Vec<String> = failed.iter().map(|(s, _)| s.to_string()).collect();
+    let mut f = Failure::new(format!(
+        "the 60 s chaos soak failed with seed(s) {} (of {SOAK_SEED} and the random {random}): see the violations it printed above",
+        seeds.join(", ")
+    ))
+    .hint("read target/soak/seed-<N>/report.json (violations, faults, server samples) and soak.svg");
+    f.reproduce = Some(
+        failed
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    Err(f)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -3,7 +3,9 @@
 //! - `cargo xtask ci`: the whole CI gate (fmt, clippy on four targets, tests with coverage floors,
 //!   docs, loom, miri, a fuzz smoke run, Windows tests under Wine). See [`ci`].
 //! - `cargo xtask bench-gate`: Ferry against the alternatives with real processes, gates from
-//!   `benches/gates.toml`. See [`bench_gate`].
+//!   `benches/gates.toml` (Linux; `--wine`: the Windows build under Wine). See [`bench_gate`].
+//! - `cargo xtask soak`: many client processes against one server, with a seeded schedule of
+//!   faults, every invariant checked (Linux). See [`soak`].
 //!
 //! Shaped like rust-analyzer's xtask: this file only parses flags and hands each command to its
 //! own module. It has no dependencies so that it builds in seconds on a fresh CI machine.
@@ -13,6 +15,8 @@ mod bench_gate;
 mod ci;
 mod cmd;
 mod coverage;
+#[cfg(target_os = "linux")]
+mod json;
 #[cfg(target_os = "linux")]
 mod soak;
 mod tests_output;

@@ -1,7 +1,7 @@
 //! The soak's checkers catch a server that corrupts, duplicates or drops what it sends: run the
 //! real soak server with a deliberate bug and one honest client, and wait for the client to
 //! report the violation. (`cargo xtask soak --inject-bug ...` does the same end to end and exits
-//! non-zero; see xtask/src/soak.rs.)
+//! non-zero; see xtask/src/soak/.)
 
 #![cfg(target_os = "linux")]
 

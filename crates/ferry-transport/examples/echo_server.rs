@@ -23,9 +23,17 @@ mod example {
             },
         )?;
         println!("echo server on {}; Ctrl-C to stop", server.endpoint());
-        loop {
-            std::thread::park();
-        }
+        // SIGINT or SIGTERM (Windows: Ctrl-C, Ctrl-Break, closing the console): stop accepting,
+        // tell every client (Goodbye SHUTTING_DOWN: their calls in flight fail with `Closed`
+        // saying so), wait for the workers, remove the socket.
+        let (stop, stopped) = std::sync::mpsc::channel();
+        ctrlc::set_handler(move || {
+            let _ = stop.send(());
+        })?;
+        let _ = stopped.recv();
+        println!("echo server: shutting down");
+        server.shutdown();
+        Ok(())
     }
 
     /// `FERRY_POLICY=spin|park|adaptive` (default adaptive) picks the wait policy.

@@ -48,10 +48,19 @@ mod example {
                 }
             },
         )?;
-        println!("engine listening on {}", server.endpoint());
-        loop {
-            std::thread::park();
-        }
+        println!("engine listening on {}; Ctrl-C to stop", server.endpoint());
+        // SIGINT or SIGTERM (Windows: Ctrl-C, Ctrl-Break, closing the console): a graceful end.
+        // `shutdown` stops accepting, answers nothing new, says Goodbye SHUTTING_DOWN to every
+        // editor (its calls in flight fail with `Closed` saying so), and waits for the workers;
+        // chat streams still running see `send` fail and end their threads.
+        let (stop, stopped) = std::sync::mpsc::channel();
+        ctrlc::set_handler(move || {
+            let _ = stop.send(());
+        })?;
+        let _ = stopped.recv();
+        println!("engine: shutting down");
+        server.shutdown();
+        Ok(())
     }
 }
 

@@ -69,3 +69,137 @@ pub(crate) fn read(
     frame.drain(..HEADER_LEN);
     Ok(Some((header, frame)))
 }
+
+/// What [`PartialFrame::feed`] got to.
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) enum Fed {
+    /// The frame is not complete yet: call again when the channel is readable.
+    Incomplete,
+    /// The stream ended before any byte of a frame.
+    Ended,
+    /// A whole, validated frame.
+    Frame(Header, Vec<u8>),
+}
+
+/// One frame read a piece at a time from a non-blocking channel, as [`read`] reads it whole
+/// (the server's acceptor serves many handshakes at once this way, each reading only what has
+/// arrived). Holds at most the frame's bytes: 24 before the header is validated, then
+/// `HEADER_LEN + payload_len` with the payload limit checked first.
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) struct PartialFrame {
+    buf: Vec<u8>,
+    got: usize,
+    max_payload: usize,
+}
+
+#[cfg(unix)]
+impl PartialFrame {
+    /// Nothing read yet; the payload may be up to `max_payload` bytes.
+    pub(crate) fn new(max_payload: usize) -> Self {
+        PartialFrame {
+            buf: vec![0u8; HEADER_LEN],
+            got: 0,
+            max_payload,
+        }
+    }
+
+    /// Reads what `read_some` has now: it returns `Ok(Some(n))` for `n` bytes read (0 at the end
+    /// of the stream), `Ok(None)` when nothing more has arrived.
+    ///
+    /// # Errors
+    /// As [`read`].
+    pub(crate) fn feed(
+        &mut self,
+        channel: Channel,
+        mut read_some: impl FnMut(&mut [u8]) -> Result<Option<usize>, Error>,
+    ) -> Result<Fed, Error> {
+        let bad = |e| Error::Protocol(format!("bad frame on the {}: {e}", channel.name));
+        let limits = DecodeLimits::new(u32::try_from(self.max_payload).unwrap_or(u32::MAX));
+        loop {
+            if self.got == self.buf.len() {
+                if self.got == HEADER_LEN {
+                    let header = ferry_frame::decode_header(&self.buf, &limits).map_err(bad)?;
+                    self.buf
+                        .resize(HEADER_LEN + header.payload_len() as usize, 0);
+                }
+                if self.got == self.buf.len() {
+                    let mut frame = std::mem::take(&mut self.buf);
+                    let header = ferry_frame::decode(&frame, &limits).map_err(bad)?.header;
+                    frame.drain(..HEADER_LEN);
+                    return Ok(Fed::Frame(header, frame));
+                }
+            }
+            match read_some(&mut self.buf[self.got..])? {
+                None => return Ok(Fed::Incomplete),
+                Some(0) if self.got == 0 => return Ok(Fed::Ended),
+                Some(0) => return Err(Error::Closed(channel.closed_mid_frame)),
+                Some(n) => self.got += n,
+            }
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    const CHANNEL: Channel = Channel {
+        name: "test channel",
+        closed_mid_frame: "closed mid-frame",
+    };
+
+    /// Feeds `bytes` in pieces of `step`, with "nothing yet" between them.
+    fn feed_in_pieces(bytes: &[u8], step: usize, max: usize) -> Result<Fed, Error> {
+        let mut p = PartialFrame::new(max);
+        let mut at = 0;
+        let mut pause = false;
+        loop {
+            let r = p.feed(CHANNEL, |buf| {
+                if pause {
+                    pause = false;
+                    return Ok(None);
+                }
+                pause = true;
+                let n = buf.len().min(step).min(bytes.len() - at);
+                buf[..n].copy_from_slice(&bytes[at..at + n]);
+                at += n;
+                Ok(Some(n))
+            })?;
+            match r {
+                Fed::Incomplete => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_arriving_a_byte_at_a_time_is_read_whole() {
+        let bytes = encode(Kind::Hello, 0, b"hello there").unwrap();
+        for step in [1, 5, 24, 100] {
+            match feed_in_pieces(&bytes, step, 1024).unwrap() {
+                Fed::Frame(h, payload) => {
+                    assert_eq!(h.kind(), Kind::Hello);
+                    assert_eq!(payload, b"hello there");
+                }
+                other => panic!("step {step}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_refused_before_its_payload_is_read() {
+        let bytes = encode(Kind::Hello, 0, &[0u8; 100]).unwrap();
+        let e = feed_in_pieces(&bytes[..HEADER_LEN], 7, 99).unwrap_err();
+        assert!(matches!(e, Error::Protocol(_)), "{e}");
+    }
+
+    #[test]
+    fn the_end_of_the_stream_before_or_inside_a_frame() {
+        assert!(matches!(feed_in_pieces(&[], 1, 10), Ok(Fed::Ended)));
+        let bytes = encode(Kind::Hello, 0, b"abc").unwrap();
+        let e = feed_in_pieces(&bytes[..HEADER_LEN + 1], 4, 10).unwrap_err();
+        assert!(matches!(e, Error::Closed("closed mid-frame")), "{e}");
+    }
+}

@@ -129,6 +129,22 @@ pub enum Error {
     /// Waking or waiting failed.
     #[error("wake-up mechanism failed: {0}")]
     Wake(ferry_notify::NotifyError),
+    /// Server side: a connection's partial (fragmented, incomplete) messages would take the
+    /// memory the server holds for them, all connections together, past its budget; the
+    /// connection is cut off (its client is told with `Goodbye` `BUSY`).
+    #[error(
+        "buffering {wanted} more bytes of partial messages would take the server past its budget \
+         of {limit} bytes for them across all connections ({used} held): this connection is cut \
+         off; raise ServerConfig::max_partial_bytes, or have clients send fewer large messages at once"
+    )]
+    OverBudget {
+        /// Bytes the connection needed on top of what it held.
+        wanted: usize,
+        /// Bytes held by all connections at the time.
+        used: usize,
+        /// The budget.
+        limit: usize,
+    },
     /// The connection to the peer is gone (the peer exited, crashed, or closed it).
     #[error("the connection is closed: {0}")]
     Closed(&'static str),

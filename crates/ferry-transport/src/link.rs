@@ -18,7 +18,7 @@
 //! thread hop, on the path where the sleeper had already given up spinning.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -720,15 +720,110 @@ impl Tx {
     }
 }
 
+/// Bytes held for partial (fragmented, not yet complete) messages by all the connections of one
+/// server, against the budget `ServerConfig::max_partial_bytes`. Each server-side [`Rx`]
+/// charges what its reassembler holds (allocated capacity) and gives it back as it shrinks,
+/// when the connection closes, or when the `Rx` is dropped.
+#[derive(Debug)]
+pub(crate) struct PartialBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl Default for PartialBudget {
+    /// No limit (a server sets its own with [`new`](Self::new)).
+    fn default() -> Self {
+        PartialBudget::new(usize::MAX)
+    }
+}
+
+impl PartialBudget {
+    pub(crate) fn new(limit: usize) -> Self {
+        PartialBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held now, all connections together.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` more bytes if they fit.
+    fn charge(&self, n: usize) -> bool {
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > self.limit {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// The receiving half: the consumer of the incoming ring and its reassembler.
 #[derive(Debug)]
 pub(crate) struct Rx {
     consumer: Consumer<RingSlice>,
     reassembler: Reassembler,
+    /// Server side: the server-wide budget for partial messages, and what this `Rx` has
+    /// charged to it.
+    budget: Option<(Arc<PartialBudget>, usize)>,
     limits: DecodeLimits,
     peer_bell: Doorbell,
     /// The connection's counters; `received` is written by this `Rx`'s holder only.
     metrics: Arc<LinkCounters>,
+}
+
+/// Brings an `Rx`'s charge to the server's budget (if it has one) in line with what its
+/// reassembler holds.
+///
+/// # Errors
+/// [`Error::OverBudget`] when holding it would exceed the server-wide budget (every partial
+/// message of the connection is then discarded).
+fn account(
+    reassembler: &mut Reassembler,
+    budget: &mut Option<(Arc<PartialBudget>, usize)>,
+) -> Result<(), Error> {
+    let Some((b, charged)) = budget.as_mut() else {
+        return Ok(());
+    };
+    let held = reassembler.held_bytes();
+    if held > *charged {
+        let wanted = held - *charged;
+        if !b.charge(wanted) {
+            let (used, limit) = (b.used(), b.limit);
+            discard(reassembler, budget);
+            return Err(Error::OverBudget {
+                wanted,
+                used,
+                limit,
+            });
+        }
+        *charged = held;
+    } else if held < *charged {
+        b.release(*charged - held);
+        *charged = held;
+    }
+    Ok(())
+}
+
+/// Discards every partial message of a reassembler and gives its charge back.
+fn discard(reassembler: &mut Reassembler, budget: &mut Option<(Arc<PartialBudget>, usize)>) {
+    reassembler.clear();
+    if let Some((b, charged)) = budget.as_mut() {
+        b.release(std::mem::take(charged));
+    }
+}
+
+impl Drop for Rx {
+    fn drop(&mut self) {
+        self.discard_partials();
+    }
 }
 
 /// What [`Rx::poll`] saw.
@@ -750,6 +845,7 @@ impl Rx {
         let max_record = consumer.max_record_len();
         Rx {
             reassembler: Reassembler::new(ReassemblyLimits::from(*limits)),
+            budget: None,
             limits: DecodeLimits::new((max_record.saturating_sub(HEADER_LEN)) as u32),
             consumer,
             peer_bell,
@@ -793,7 +889,11 @@ impl Rx {
                     )));
                 }
             };
-            match self.reassembler.push(frame) {
+            let event = self.reassembler.push(frame);
+            if let Err(e) = account(&mut self.reassembler, &mut self.budget) {
+                break Err(e);
+            }
+            match event {
                 Ok(Event::Message(m)) => {
                     self.metrics.received.frame(m.kind, m.payload.len(), true);
                     let go_on = on_message(m.kind, m.correlation_id, &m.payload);
@@ -821,6 +921,17 @@ impl Rx {
         } else {
             Polled::Messages(handled)
         })
+    }
+
+    /// Server side: charges what the reassembler holds to `budget` from now on.
+    pub(crate) fn set_budget(&mut self, budget: Arc<PartialBudget>) {
+        self.budget = Some((budget, 0));
+    }
+
+    /// Discards every partial message and gives its memory (and budget) back: the connection
+    /// is closing.
+    pub(crate) fn discard_partials(&mut self) {
+        discard(&mut self.reassembler, &mut self.budget);
     }
 
     /// Announces that this side is going to sleep on `token`'s mechanism; `false` when data

@@ -307,23 +307,6 @@ pub fn markdown(report: &Report) -> String {
     out
 }
 
-fn js(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn jn(v: Option<f64>) -> String {
     match v {
         Some(v) if v.is_finite() => num(v),
@@ -337,20 +320,23 @@ pub fn json(report: &Report) -> String {
     let _ = writeln!(
         out,
         "  \"run\": {{\"date_utc\": {}, \"commit\": {}, \"mode\": {}, \"runs_per_scenario\": {}, \"pin\": {}}},",
-        js(&report.date_utc),
-        js(&report.commit),
-        js(&report.mode),
+        crate::json::string(&report.date_utc),
+        crate::json::string(&report.commit),
+        crate::json::string(&report.mode),
         report.runs,
-        report.pin.as_deref().map_or_else(|| "null".to_owned(), js)
+        report
+            .pin
+            .as_deref()
+            .map_or_else(|| "null".to_owned(), crate::json::string)
     );
     let _ = writeln!(
         out,
         "  \"machine\": {{\"cpu_model\": {}, \"cpus\": {}, \"kernel\": {}, \"loadavg_start\": {}, \"loadavg_end\": {}}},",
-        js(&report.cpu_model),
+        crate::json::string(&report.cpu_model),
         report.cpus,
-        js(&report.kernel),
-        js(&report.load_start),
-        js(&report.load_end)
+        crate::json::string(&report.kernel),
+        crate::json::string(&report.load_start),
+        crate::json::string(&report.load_end)
     );
     out.push_str("  \"results\": [\n");
     for (i, s) in report.summaries.iter().enumerate() {
@@ -359,15 +345,15 @@ pub fn json(report: &Report) -> String {
             .iter()
             .map(|(p, v)| format!("[{}, {}]", num(*p), num(*v)))
             .collect();
-        let placement: Vec<String> = s.placement.iter().map(|p| js(p)).collect();
+        let placement: Vec<String> = s.placement.iter().map(|p| crate::json::string(p)).collect();
         let _ = write!(
             out,
             "    {{\"transport\": {}, \"scenario\": {}, \"msg_size\": {}, \"runs\": {}, \"samples\": {}, \
              \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"msgs_per_sec\": {}, \
              \"gbps\": {}, \"client_allocs_per_msg\": {}, \"server_allocs_per_msg\": {}, \
              \"cpus_client_server\": [{}], \"percentiles_ns\": [{}]}}",
-            js(&s.key.transport),
-            js(&s.key.scenario),
+            crate::json::string(&s.key.transport),
+            crate::json::string(&s.key.scenario),
             s.key.size,
             s.runs,
             s.samples,
@@ -393,9 +379,9 @@ pub fn json(report: &Report) -> String {
         let _ = write!(
             out,
             "    {{\"name\": {}, \"value\": {}, \"unit\": {}}}",
-            js(name),
+            crate::json::string(name),
             jn(Some(*value)),
-            js(unit)
+            crate::json::string(unit)
         );
         out.push_str(if i + 1 < report.figures.len() {
             ",\n"
@@ -412,9 +398,9 @@ pub fn json(report: &Report) -> String {
         let _ = write!(
             out,
             "    {{\"name\": {}, \"what\": {}, \"bound\": {}, \"threshold\": {}, \"measured\": {}, \"pass\": {}, \"enforced\": {}}}",
-            js(g.name),
-            js(g.what),
-            js(kind),
+            crate::json::string(g.name),
+            crate::json::string(g.what),
+            crate::json::string(kind),
             num(threshold),
             jn(g.measured),
             g.pass,
@@ -435,21 +421,25 @@ pub fn json(report: &Report) -> String {
             .map(|c| {
                 format!(
                     "{{\"what\": {}, \"pass\": {}, \"detail\": {}}}",
-                    js(&c.what),
+                    crate::json::string(&c.what),
                     c.pass,
-                    js(&c.detail)
+                    crate::json::string(&c.detail)
                 )
             })
             .collect();
         let _ = writeln!(
             out,
             "  \"wine\": {},\n  \"measured_under\": {},\n  \"checks\": [{}],",
-            js(wine),
-            js(&wine_header(wine)),
+            crate::json::string(wine),
+            crate::json::string(&wine_header(wine)),
             checks.join(", ")
         );
     }
-    let notes: Vec<String> = report.notes.iter().map(|n| js(n)).collect();
+    let notes: Vec<String> = report
+        .notes
+        .iter()
+        .map(|n| crate::json::string(n))
+        .collect();
     let _ = writeln!(out, "  \"notes\": [{}]\n}}", notes.join(", "));
     out
 }
@@ -467,7 +457,6 @@ mod tests {
         assert_eq!(size(1024), "1 KiB");
         assert_eq!(size(1 << 20), "1 MiB");
         assert_eq!(rate(17_400_000.0), "17.40 M");
-        assert_eq!(js("a\"b\\\n"), "\"a\\\"b\\\\\\n\"");
     }
 
     #[test]

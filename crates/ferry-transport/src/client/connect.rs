@@ -123,39 +123,7 @@ impl Client {
         loop {
             attempts += 1;
             match handshake(&self.shared.endpoint, &self.shared.config) {
-                Ok(conn) => {
-                    let conn = Arc::new(conn);
-                    self.start_monitor(&conn)?;
-                    {
-                        // The old connection's counts join the totals as it is replaced, under
-                        // the lock a rendering takes, so each count is seen once.
-                        let mut earlier = self.shared.metrics.earlier();
-                        let mut current =
-                            self.shared.conn.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(old) = current.replace(conn.clone()) {
-                            ClientMetrics::fold(&mut earlier, &old.metrics);
-                        }
-                    }
-                    let n = self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
-                    let l = conn.limits;
-                    tracing::info!(
-                        service = &*self.shared.service,
-                        server_pid = conn.server_pid,
-                        reconnection = n > 0,
-                        attempts,
-                        elapsed_us = started.elapsed().as_micros() as u64,
-                        max_message_size = l.max_message_size,
-                        client_to_server_ring_bytes = l.client_to_server_ring_bytes,
-                        server_to_client_ring_bytes = l.server_to_client_ring_bytes,
-                        "{}",
-                        if n > 0 {
-                            "ferry client reconnected"
-                        } else {
-                            "ferry client connected"
-                        }
-                    );
-                    return Ok(conn);
-                }
+                Ok(conn) => return self.install(conn, attempts, started),
                 Err(e @ (Error::NotRunning { .. } | Error::Closed(_))) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -189,6 +157,41 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Makes a newly connected `conn` the client's connection (with its monitor thread), after
+    /// `attempts` attempts since `started`.
+    fn install(&self, conn: Conn, attempts: u32, started: Instant) -> Result<Arc<Conn>, Error> {
+        let conn = Arc::new(conn);
+        self.start_monitor(&conn)?;
+        {
+            // The old connection's counts join the totals as it is replaced, under the lock a
+            // rendering takes, so each count is seen once.
+            let mut earlier = self.shared.metrics.earlier();
+            let mut current = self.shared.conn.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = current.replace(conn.clone()) {
+                ClientMetrics::fold(&mut earlier, &old.metrics);
+            }
+        }
+        let n = self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let l = conn.limits;
+        tracing::info!(
+            service = &*self.shared.service,
+            server_pid = conn.server_pid,
+            reconnection = n > 0,
+            attempts,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            max_message_size = l.max_message_size,
+            client_to_server_ring_bytes = l.client_to_server_ring_bytes,
+            server_to_client_ring_bytes = l.server_to_client_ring_bytes,
+            "{}",
+            if n > 0 {
+                "ferry client reconnected"
+            } else {
+                "ferry client connected"
+            }
+        );
+        Ok(conn)
     }
 
     pub(crate) fn start_monitor(&self, conn: &Arc<Conn>) -> Result<(), Error> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use ferry_frame::Kind;
+use ferry_frame::{ErrorCode, Kind};
 use ferry_notify::WaitOutcome;
 
 use crate::error::Error;
@@ -208,12 +208,44 @@ fn dispatch(
             AfterMessage::ReadOn
         }
         Kind::Goodbye => {
-            conn.live.close("the server said goodbye");
-            shared.slots.fail_all("the server closed the connection");
+            let (code, message) = match ferry_frame::ErrorPayload::decode(payload) {
+                Ok(p) => (p.code, p.message),
+                Err(_) => (ErrorCode(u32::MAX), "(an undecodable Goodbye payload)"),
+            };
+            tracing::warn!(
+                service = &*shared.service,
+                server_pid = conn.server_pid,
+                code = code.0,
+                message,
+                "ferry server said goodbye"
+            );
+            let reason = goodbye_reason(code);
+            conn.live.close(reason);
+            shared.slots.fail_all(reason);
             AfterMessage::ReadOn
         }
         // Pong, Cancel, Request from the server: nothing the client serves today.
         _ => AfterMessage::ReadOn,
+    }
+}
+
+/// What the error of every call in flight says when the server said `Goodbye` with `code`
+/// (its message is in the client's log, event "ferry server said goodbye").
+fn goodbye_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NORMAL => "the server closed the connection (Goodbye NORMAL)",
+        ErrorCode::SHUTTING_DOWN => {
+            "the server is shutting down (Goodbye SHUTTING_DOWN); reconnect when it is back"
+        }
+        ErrorCode::PROTOCOL_VIOLATION => {
+            "the server cut this connection off for a protocol violation (Goodbye \
+             PROTOCOL_VIOLATION; its message, in this client's log, names the problem)"
+        }
+        ErrorCode::BUSY => {
+            "the server cut this connection off: its memory for partial (fragmented) messages, \
+             all connections together, is used up (Goodbye BUSY); retry later"
+        }
+        _ => "the server closed the connection (Goodbye with another code; see this client's log)",
     }
 }
 
@@ -402,7 +434,11 @@ pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
             break;
         }
         if woke.control && conn.control.hung_up() {
-            server_went_away(&s, &conn);
+            // Read what the server sent before it hung up: a `Goodbye` there says why.
+            arm_idle_reader(&s, &conn, Reader::MayBlock);
+            if !conn.live.is_closed() {
+                server_went_away(&s, &conn);
+            }
             break;
         }
         if woke.bell {

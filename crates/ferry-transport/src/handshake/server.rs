@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_frame::{ErrorCode, Hello, Kind, Limits, ServerPolicy};
+use ferry_frame::{ErrorCode, Hello, Kind, Limits, ServerPolicy, Welcome};
 use ferry_notify::Doorbell;
 use ferry_ring::{Consumer, Producer};
 
 use crate::error::Error;
-use crate::link::{Layout, Liveness, Rx, Tx};
+use crate::link::{Layout, Liveness, RingSlice, Rx, Tx};
 use crate::metrics::{LinkCounters, RefuseReason};
-use crate::sys::{self, Control, SharedMemory};
+use crate::sys::{self, Control, Peer, SharedMemory};
 
 use crate::server::conn::{ConnState, Deferred, MAX_DEFERRED};
 use crate::server::request::error_payload;
@@ -95,21 +95,36 @@ pub(crate) fn answer_metrics_query(
     Ok(Accepted::MetricsQuery(text.len()))
 }
 
-/// Runs one control-channel conversation: a handshake (a new connection), or a metrics query.
+/// Windows: runs one control-channel conversation (a handshake, or a metrics query), each read
+/// and write bounded by the handshake timeout. (Unix reads the first frame without waiting,
+/// many handshakes at once: `server::acceptor::concurrent`.)
+#[cfg(windows)]
 pub(crate) fn accept_one(
     shared: &Arc<ServerShared>,
     mut control: Control,
 ) -> Result<Accepted, Refusal> {
-    let cfg = &shared.config;
     control
-        .set_timeout(Some(cfg.handshake_timeout))
+        .set_timeout(Some(shared.config.handshake_timeout))
         .map_err(failed)?;
     let peer = control.identify().map_err(failed)?;
+    // Read the Hello (or MetricsQuery) even from a user who will be refused: a channel closed
+    // before the client has written it makes the client's write fail, and the client never
+    // reads the Refuse that says why.
+    let first = control.recv();
+    conclude(shared, control, peer, first)
+}
+
+/// The rest of a control-channel conversation once its first frame is in (`first`: the frame,
+/// `None` when the peer hung up before one, or why reading it failed): a handshake (a new
+/// connection), a metrics query, or a refusal.
+pub(crate) fn conclude(
+    shared: &Arc<ServerShared>,
+    mut control: Control,
+    peer: Peer,
+    first: Result<Option<sys::Incoming>, Error>,
+) -> Result<Accepted, Refusal> {
+    let cfg = &shared.config;
     if !cfg.allows(&peer.user) {
-        // Read the Hello (or MetricsQuery) first (bounded by the handshake timeout): a channel
-        // closed before the client has written it makes the client's write fail (EPIPE), and
-        // the client never reads the Refuse that says why.
-        let _ = control.recv();
         return Err(refuse(
             &control,
             RefuseReason::UidNotAllowed,
@@ -120,7 +135,7 @@ pub(crate) fn accept_one(
             ),
         ));
     }
-    let Some(frame) = control.recv().map_err(failed)? else {
+    let Some(frame) = first.map_err(failed)? else {
         return Err(failed(Error::Closed(
             "the client hung up during the handshake",
         )));
@@ -128,47 +143,7 @@ pub(crate) fn accept_one(
     if frame.header.kind() == Kind::MetricsQuery {
         return answer_metrics_query(shared, &control, &frame.payload);
     }
-    if frame.header.kind() != Kind::Hello {
-        return Err(refuse(
-            &control,
-            RefuseReason::NotHello,
-            ErrorCode::PROTOCOL_VIOLATION,
-            &format!("expected Hello, got {}", frame.header.kind()),
-        ));
-    }
-    let hello = match Hello::decode(&frame.payload) {
-        Ok(h) => h,
-        Err(e) => {
-            return Err(refuse(
-                &control,
-                RefuseReason::BadHello,
-                ErrorCode::PROTOCOL_VIOLATION,
-                &format!("bad Hello: {e}"),
-            ));
-        }
-    };
-    let welcome = match ferry_frame::negotiate(&hello, &ServerPolicy::new(cfg.limits)) {
-        Ok(w) => w,
-        Err(code) => {
-            let why = if code == ErrorCode::VERSION_UNSUPPORTED {
-                format!(
-                    "protocol versions {}..={} are not supported (this server speaks {}..={}): upgrade the older side",
-                    hello.min_version,
-                    hello.max_version,
-                    ferry_frame::MIN_SUPPORTED_VERSION,
-                    ferry_frame::MAX_SUPPORTED_VERSION
-                )
-            } else {
-                "the requested limits are below what this server accepts".to_owned()
-            };
-            let reason = if code == ErrorCode::VERSION_UNSUPPORTED {
-                RefuseReason::VersionUnsupported
-            } else {
-                RefuseReason::LimitsUnacceptable
-            };
-            return Err(refuse(&control, reason, code, &why));
-        }
-    };
+    let welcome = negotiate(&control, frame.header.kind(), &frame.payload, &cfg.limits)?;
     let layout = match Layout::new(&welcome.limits) {
         Ok(l) => l,
         Err(why) => {
@@ -191,32 +166,8 @@ pub(crate) fn accept_one(
             ),
         ));
     }
-    let built = (|| -> Result<_, Error> {
-        let mem = Arc::new(SharedMemory::create(layout.total)?);
-        let (c2s, s2c) = layout.slices(&mem);
-        ferry_ring::init(&c2s, layout.c2s_capacity)
-            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-        ferry_ring::init(&s2c, layout.s2c_capacity)
-            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-        let consumer = Consumer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-        let producer = Producer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
-        let server_bell = Doorbell::new()?;
-        let client_bell = Doorbell::new()?;
-        // Everything that can fail (here: for lack of descriptors) happens before the Welcome:
-        // once it is sent, the client believes it is connected, so a failure after it would
-        // look like a server that hung up at once instead of a refusal that says why.
-        let client_bell_tx = client_bell.try_clone()?;
-        Ok((
-            mem,
-            consumer,
-            producer,
-            server_bell,
-            client_bell,
-            client_bell_tx,
-        ))
-    })();
-    let (mem, consumer, producer, server_bell, client_bell, client_bell_tx) = match built {
-        Ok(b) => b,
+    let parts = match Parts::create(&layout) {
+        Ok(parts) => parts,
         Err(e) => {
             return Err(refuse(
                 &control,
@@ -227,44 +178,142 @@ pub(crate) fn accept_one(
         }
     };
     control
-        .send_welcome(&welcome.to_bytes(), &mem, &server_bell, &client_bell)
+        .send_welcome(
+            &welcome.to_bytes(),
+            &parts.mem,
+            &parts.server_bell,
+            &parts.client_bell,
+        )
         .map_err(failed)?;
-    drop(mem); // the rings keep the mapping
     control.established(true).map_err(failed)?;
-    let deferred = (0..MAX_DEFERRED)
-        .map(|_| Deferred {
-            id: AtomicU64::new(0),
-            in_use: AtomicBool::new(false),
-            cancelled: AtomicBool::new(false),
-            waker: Mutex::new(None),
-        })
-        .collect();
-    let metrics = Arc::new(LinkCounters::default());
-    let conn = Arc::new(ConnState {
-        id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
-        tx: Tx::new(
-            producer,
-            client_bell_tx,
-            &welcome.limits,
-            shared.config.policy,
-            metrics.clone(),
-        ),
-        rx: Mutex::new(Rx::new(
-            consumer,
-            client_bell,
-            &welcome.limits,
-            metrics.clone(),
-        )),
-        live: Liveness::default(),
-        control,
-        bell: server_bell,
-        peer_pid: peer.pid,
-        peer_user: crate::UserId(peer.user),
-        metrics,
-        server_metrics: shared.metrics.clone(),
-        opened: Instant::now(),
-        pending: Mutex::new(None),
-        deferred,
-    });
+    let conn = parts.into_connection(shared, control, peer, &welcome.limits);
     Ok(Accepted::Connection(conn, welcome.limits))
+}
+
+/// Reads the client's `Hello` (a frame of `kind` carrying `payload`) and agrees on a version
+/// and limits within the server's `limits`; a `Refuse` that says why otherwise.
+fn negotiate(
+    control: &Control,
+    kind: Kind,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<Welcome, Refusal> {
+    if kind != Kind::Hello {
+        return Err(refuse(
+            control,
+            RefuseReason::NotHello,
+            ErrorCode::PROTOCOL_VIOLATION,
+            &format!("expected Hello, got {kind}"),
+        ));
+    }
+    let hello = match Hello::decode(payload) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(refuse(
+                control,
+                RefuseReason::BadHello,
+                ErrorCode::PROTOCOL_VIOLATION,
+                &format!("bad Hello: {e}"),
+            ));
+        }
+    };
+    ferry_frame::negotiate(&hello, &ServerPolicy::new(*limits)).map_err(|code| {
+        if code == ErrorCode::VERSION_UNSUPPORTED {
+            let why = format!(
+                "protocol versions {}..={} are not supported (this server speaks {}..={}): upgrade the older side",
+                hello.min_version,
+                hello.max_version,
+                ferry_frame::MIN_SUPPORTED_VERSION,
+                ferry_frame::MAX_SUPPORTED_VERSION
+            );
+            refuse(control, RefuseReason::VersionUnsupported, code, &why)
+        } else {
+            let why = "the requested limits are below what this server accepts";
+            refuse(control, RefuseReason::LimitsUnacceptable, code, why)
+        }
+    })
+}
+
+/// What a new connection is made of, created before the `Welcome` goes out.
+struct Parts {
+    mem: Arc<SharedMemory>,
+    consumer: Consumer<RingSlice>,
+    producer: Producer<RingSlice>,
+    server_bell: Doorbell,
+    client_bell: Doorbell,
+    /// The client's doorbell again, for the outgoing side.
+    client_bell_tx: Doorbell,
+}
+
+impl Parts {
+    /// The connection's shared memory (both rings initialised) and doorbells. Everything that
+    /// can fail (here: for lack of descriptors) happens before the Welcome: once it is sent,
+    /// the client believes it is connected, so a failure after it would look like a server
+    /// that hung up at once instead of a refusal that says why.
+    fn create(layout: &Layout) -> Result<Self, Error> {
+        let mem = Arc::new(SharedMemory::create(layout.total)?);
+        let (c2s, s2c) = layout.slices(&mem);
+        ferry_ring::init(&c2s, layout.c2s_capacity)
+            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        ferry_ring::init(&s2c, layout.s2c_capacity)
+            .map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let consumer = Consumer::attach(c2s).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let producer = Producer::attach(s2c).map_err(|e| Error::BadSharedMemory(e.to_string()))?;
+        let server_bell = Doorbell::new()?;
+        let client_bell = Doorbell::new()?;
+        let client_bell_tx = client_bell.try_clone()?;
+        Ok(Self {
+            mem,
+            consumer,
+            producer,
+            server_bell,
+            client_bell,
+            client_bell_tx,
+        })
+    }
+
+    /// The server's side of the connection, once the client has it.
+    fn into_connection(
+        self,
+        shared: &ServerShared,
+        control: Control,
+        peer: Peer,
+        limits: &Limits,
+    ) -> Arc<ConnState> {
+        drop(self.mem); // the rings keep the mapping
+        let deferred = (0..MAX_DEFERRED)
+            .map(|_| Deferred {
+                id: AtomicU64::new(0),
+                in_use: AtomicBool::new(false),
+                cancelled: AtomicBool::new(false),
+                waker: Mutex::new(None),
+            })
+            .collect();
+        let metrics = Arc::new(LinkCounters::default());
+        Arc::new(ConnState {
+            id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            tx: Tx::new(
+                self.producer,
+                self.client_bell_tx,
+                limits,
+                shared.config.policy,
+                metrics.clone(),
+            ),
+            rx: Mutex::new({
+                let mut rx = Rx::new(self.consumer, self.client_bell, limits, metrics.clone());
+                rx.set_budget(shared.metrics.partials.clone());
+                rx
+            }),
+            live: Liveness::default(),
+            control,
+            bell: self.server_bell,
+            peer_pid: peer.pid,
+            peer_user: crate::UserId(peer.user),
+            metrics,
+            server_metrics: shared.metrics.clone(),
+            opened: Instant::now(),
+            pending: Mutex::new(None),
+            deferred,
+        })
+    }
 }

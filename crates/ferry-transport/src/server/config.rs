@@ -27,8 +27,21 @@ pub struct ServerConfig {
     pub allowed_users: Vec<UserId>,
     /// Most connections served at once; more are refused with a clear error.
     pub max_connections: usize,
-    /// How long a client may take to send its `Hello`.
+    /// How long a client may take to send its `Hello` (Unix: from its connect to the whole
+    /// `Hello`; Windows: each read and write of the handshake).
     pub handshake_timeout: Duration,
+    /// Most bytes the server holds for partial (fragmented, not yet complete) messages, all
+    /// connections together (each connection's own limits are in `limits`: by default 64 MiB,
+    /// so 1000 connections could otherwise ask for 64 GB). A connection whose next fragment
+    /// would take the total past it is cut off with `Goodbye` `BUSY` (metric
+    /// `ferry_server_connections_closed_total{reason="partial_budget"}`; what is held:
+    /// `ferry_server_partial_bytes`). Default 256 MiB.
+    pub max_partial_bytes: usize,
+    /// Unix: most handshakes in progress at once (connected, `Hello` not complete yet). They
+    /// are served concurrently, so a silent socket delays nobody; when one more arrives, the
+    /// oldest is refused (metric `ferry_server_connections_refused_total{reason="handshakes_pending"}`).
+    /// Windows serves handshakes one at a time and ignores it.
+    pub max_pending_handshakes: usize,
     /// Unix: the directory holding the service's socket (default: `$XDG_RUNTIME_DIR/ferry`,
     /// see `unix::service_dir::runtime_dir`).
     /// Windows: a scope for the service's pipe name (see [`ClientConfig::runtime_dir`](crate::ClientConfig::runtime_dir)).
@@ -83,6 +96,8 @@ impl Default for ServerConfig {
                 .collect(),
             max_connections: 4096,
             handshake_timeout: Duration::from_secs(1),
+            max_pending_handshakes: 1024,
+            max_partial_bytes: 256 << 20,
             runtime_dir: None,
         }
     }

@@ -1,7 +1,8 @@
 //! The blocking server: bind a service name, accept connections, run a handler per request.
 //!
-//! Threads: one acceptor (accepts on the control socket and runs each handshake with a
-//! timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
+//! Threads: one acceptor (accepts on the control socket; on Unix it serves every pending
+//! handshake at once from a poller, each with a deadline, see `acceptor/concurrent.rs`; on
+//! Windows one at a time, each with a timeout) and `workers` event-loop threads (default 1). Each connection belongs to one worker,
 //! which reads its ring, runs the handler inline for each message, and writes answers back.
 //! While any of its connections is busy the worker spins on their rings (bounded by the wait
 //! policy's budget, learned as `ferry_notify::policy::SpinLearner` says; the process-wide spin
@@ -139,6 +140,9 @@ pub(crate) struct ServerShared {
     pub(crate) listener: Listener,
     pub(crate) handler: Box<dyn Handler>,
     pub(crate) stop: AtomicBool,
+    /// Unix: wakes the acceptor's poller when the server stops.
+    #[cfg(unix)]
+    pub(crate) acceptor_bell: Doorbell,
     pub(crate) stats: ServerCounters,
     pub(crate) metrics: Arc<ServerMetrics>,
     /// The service name, for the lifecycle events.
@@ -176,6 +180,7 @@ impl Server {
         let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
         sys::raise_fd_limit();
         let listener = Listener::bind(endpoint)?;
+        let partial_budget = config.max_partial_bytes;
         let workers = (0..config.workers.max(1))
             .map(|_| {
                 Ok(WorkerInbox {
@@ -189,8 +194,10 @@ impl Server {
             listener,
             handler: Box::new(handler),
             stop: AtomicBool::new(false),
+            #[cfg(unix)]
+            acceptor_bell: Doorbell::new()?,
             stats: ServerCounters::default(),
-            metrics: Arc::default(),
+            metrics: Arc::new(ServerMetrics::with_partial_budget(partial_budget)),
             service: name.into(),
             workers,
             next_worker: AtomicUsize::new(0),
@@ -269,6 +276,8 @@ impl Server {
             "ferry server shutting down"
         );
         self.shared.listener.stop();
+        #[cfg(unix)]
+        let _ = self.shared.acceptor_bell.ring();
         for w in &self.shared.workers {
             let _ = w.bell.ring();
         }

@@ -238,6 +238,21 @@ impl<'a> Worker<'a> {
                             error = %e,
                             "ferry protocol error, closing the connection"
                         );
+                        // Tell the client why (docs/protocol.md §6.4), unless what broke is
+                        // the ring the Goodbye would travel on (then the connection is closed
+                        // already: a responder found it corrupted).
+                        if !conn.live.is_closed() {
+                            goodbye(&conn, ErrorCode::PROTOCOL_VIOLATION, &e.to_string());
+                        }
+                    } else if reason == CloseReason::PartialBudget {
+                        tracing::warn!(
+                            service = &*self.shared.service,
+                            connection = conn.id,
+                            peer_pid = conn.peer_pid,
+                            error = %e,
+                            "ferry partial-message budget exceeded, cutting the connection off"
+                        );
+                        goodbye(&conn, ErrorCode::BUSY, &e.to_string());
                     }
                     self.close(slot, reason);
                     self.quiet[slot] = COLD;
@@ -413,11 +428,11 @@ impl<'a> Worker<'a> {
     fn say_goodbye(&mut self) {
         for slot in 0..self.conns.len() {
             if let Some(conn) = self.conns[slot].clone() {
-                let mut buf = [0u8; 64];
-                let n = ErrorPayload::new(ErrorCode::SHUTTING_DOWN, "the server is shutting down")
-                    .encode(&mut buf)
-                    .unwrap_or(0);
-                let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
+                goodbye(
+                    &conn,
+                    ErrorCode::SHUTTING_DOWN,
+                    "the server is shutting down",
+                );
                 self.close(slot, CloseReason::Shutdown);
             }
         }
@@ -433,6 +448,9 @@ impl<'a> Worker<'a> {
         let _ = self.poller.delete(conn.control.watch());
         let _ = self.poller.delete(&conn.bell);
         conn.live.close("the connection was closed");
+        // Its partial messages' memory goes back now, not when the last handle of the
+        // connection (a responder on another thread) is dropped.
+        conn.lock_rx().discard_partials();
         conn.tx.wake_waiters();
         for d in conn.deferred.iter() {
             if d.in_use.load(Ordering::Acquire) {
@@ -465,6 +483,24 @@ impl<'a> Worker<'a> {
         );
         shared.handler.on_disconnect(&Connection { state: conn });
     }
+}
+
+/// Most bytes of a `Goodbye`'s message (a longer one is cut at a character boundary).
+const GOODBYE_MESSAGE_MAX: usize = 480;
+
+/// Sends `Goodbye` with `code` and `message` before the connection closes, without waiting:
+/// when the outgoing ring has no room (the client is not reading), the client learns of the
+/// end from the hang-up alone.
+fn goodbye(conn: &ConnState, code: ErrorCode, message: &str) {
+    let mut end = message.len().min(GOODBYE_MESSAGE_MAX);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut buf = [0u8; 4 + GOODBYE_MESSAGE_MAX];
+    let n = ErrorPayload::new(code, &message[..end])
+        .encode(&mut buf)
+        .unwrap_or(0);
+    let _ = conn.tx.try_send(Kind::Goodbye, 0, &buf[..n], &conn.live);
 }
 
 /// Arms `conn`'s incoming ring with the worker's doorbell token (the connection goes cold);
@@ -504,6 +540,7 @@ pub(crate) fn serve_remaining(shared: &ServerShared, conn: &Arc<ConnState>) -> C
 pub(crate) fn close_reason(e: &Error, otherwise: CloseReason) -> CloseReason {
     match e {
         Error::Closed(GOODBYE) => CloseReason::Goodbye,
+        Error::OverBudget { .. } => CloseReason::PartialBudget,
         // Closed by another thread: a responder found the outgoing ring corrupted.
         Error::Protocol(_) | Error::Closed(_) => CloseReason::Protocol,
         _ => otherwise,

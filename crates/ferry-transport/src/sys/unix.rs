@@ -12,6 +12,7 @@ use ferry_frame::{Header, Kind};
 use ferry_notify::Doorbell;
 
 use super::MonitorWake;
+use crate::control_frame::{Fed, PartialFrame};
 use crate::error::Error;
 use crate::unix::control::{self, peer_cred};
 use crate::unix::listener::BoundSocket;
@@ -85,6 +86,17 @@ pub(crate) struct Incoming {
     fds: Vec<OwnedFd>,
 }
 
+impl Incoming {
+    /// A frame read without descriptors (a handshake's first frame).
+    pub(crate) fn new(header: Header, payload: Vec<u8>) -> Self {
+        Incoming {
+            header,
+            payload,
+            fds: Vec::new(),
+        }
+    }
+}
+
 impl From<control::ControlFrame> for Incoming {
     fn from(f: control::ControlFrame) -> Self {
         Incoming {
@@ -153,6 +165,10 @@ impl Control {
     }
 
     /// The peer's process id, as the kernel recorded it.
+    #[allow(
+        dead_code,
+        reason = "the Windows acceptor names the peer with it; Unix's knows it from `identify`"
+    )]
     pub(crate) fn peer_pid(&self) -> Option<i32> {
         self.peer().ok().map(|p| p.pid)
     }
@@ -164,6 +180,31 @@ impl Control {
     /// Never on Unix.
     pub(crate) fn identify(&mut self) -> Result<Peer, Error> {
         self.peer()
+    }
+
+    /// Server side: the handshake is read without waiting from now on (the acceptor serves many
+    /// at once, see `acceptor`), or, with `timeout`, by blocking reads and writes that give up
+    /// after it (a metrics query answered on its own thread).
+    ///
+    /// # Errors
+    /// OS errors.
+    pub(crate) fn set_handshake_mode(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.sock
+            .set_nonblocking(timeout.is_none())
+            .map_err(|e| Error::io("O_NONBLOCK", e))?;
+        self.set_timeout(timeout)
+    }
+
+    /// Server side, a handshake in progress: reads what has arrived of the peer's first frame
+    /// into `partial`, without waiting (after [`set_handshake_mode`](Self::set_handshake_mode)
+    /// with `None`). Descriptors sent with it are closed.
+    ///
+    /// # Errors
+    /// As `PartialFrame::feed`; OS errors.
+    pub(crate) fn try_recv(&self, partial: &mut PartialFrame) -> Result<Fed, Error> {
+        partial.feed(control::CHANNEL, |buf| {
+            control::try_recv_some(&self.sock, buf)
+        })
     }
 
     /// Limits how long each later read and write may wait (`None`: no limit).
@@ -339,9 +380,12 @@ impl Listener {
     /// # Errors
     /// As `BoundSocket::bind`.
     pub(crate) fn bind(endpoint: Endpoint) -> Result<Self, Error> {
-        Ok(Listener {
-            bound: BoundSocket::bind(endpoint)?,
-        })
+        let bound = BoundSocket::bind(endpoint)?;
+        bound
+            .listener()
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("O_NONBLOCK on the listening socket", e))?;
+        Ok(Listener { bound })
     }
 
     /// Where the service lives.
@@ -349,12 +393,14 @@ impl Listener {
         self.bound.paths()
     }
 
-    /// Waits for the next client. `None` when accepting failed (the failure is waited out
+    /// The next client, without waiting (the listening socket is non-blocking: the acceptor
+    /// waits for it in its poller, see [`watch`](Self::watch)). `None` when none is waiting, accepting failed (the failure is waited out
     /// briefly when it was for lack of descriptors, so a pending connection is not spun on) or
     /// the listener was stopped.
     pub(crate) fn accept(&self) -> Option<Control> {
         match self.bound.listener().accept() {
             Ok((sock, _)) => Some(Control { sock }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(e) => {
                 // EMFILE/ENFILE: no descriptor for the new socket. Existing connections keep
                 // working; back off briefly so we do not spin on the pending connection.
@@ -369,14 +415,14 @@ impl Listener {
         }
     }
 
-    /// Wakes a thread blocked in [`accept`](Self::accept) for good.
+    /// What the acceptor's poller watches for new clients.
+    pub(crate) fn watch(&self) -> BorrowedFd<'_> {
+        self.bound.listener().as_fd()
+    }
+
+    /// Stops accepting for good (the acceptor is woken by its own doorbell).
     pub(crate) fn stop(&self) {
         let _ = rustix::net::shutdown(self.bound.listener(), rustix::net::Shutdown::Both);
-        // On macOS shutting down a listening socket does not wake a thread blocked in `accept`
-        // (it fails with ENOTCONN); a connection of our own does, and the acceptor, seeing
-        // `stop`, drops it.
-        #[cfg(target_os = "macos")]
-        let _ = UnixStream::connect(&self.bound.paths().socket);
     }
 }
 

@@ -158,16 +158,31 @@ pub fn recv_frame_limited(
     max_payload: usize,
 ) -> Result<Option<ControlFrame>, Error> {
     let mut fds = Vec::new();
-    let channel = Channel {
-        name: "control socket",
-        closed_mid_frame: "the peer closed the control socket in the middle of a frame",
-    };
-    let frame = control_frame::read(channel, max_payload, |buf| recv_some(sock, buf, &mut fds))?;
+    let frame = control_frame::read(CHANNEL, max_payload, |buf| recv_some(sock, buf, &mut fds))?;
     Ok(frame.map(|(header, payload)| ControlFrame {
         header,
         payload,
         fds,
     }))
+}
+
+/// The control socket, as the errors of [`recv_frame`] name it.
+pub(crate) const CHANNEL: Channel = Channel {
+    name: "control socket",
+    closed_mid_frame: "the peer closed the control socket in the middle of a frame",
+};
+
+/// Reads what has arrived on a non-blocking socket (`Ok(None)`: nothing yet, `Ok(Some(0))`: end
+/// of stream). Descriptors that came with it are closed.
+///
+/// # Errors
+/// [`Error::Protocol`] for more descriptors than a frame may carry; OS errors.
+pub(crate) fn try_recv_some(sock: &UnixStream, buf: &mut [u8]) -> Result<Option<usize>, Error> {
+    match recv_some(sock, buf, &mut Vec::new()) {
+        Ok(n) => Ok(Some(n)),
+        Err(Error::Timeout(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn recv_some(sock: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> Result<usize, Error> {

@@ -43,6 +43,7 @@
 
 pub mod control;
 pub mod identity;
+mod overlapped;
 pub mod pipe;
 pub mod pipe_name;
 pub(crate) mod poller;

@@ -46,8 +46,8 @@ use windows_sys::Win32::System::Threading::{
     WT_EXECUTEONLYONCE,
 };
 
+use super::overlapped::millis;
 use super::owned;
-use super::pipe::millis;
 
 // Tokens travel as completion keys (`usize`): every 64-bit Windows target keeps them whole.
 const _: () = assert!(usize::BITS == u64::BITS);

@@ -467,3 +467,67 @@ pub fn raw_handshake(
         server_bell,
     })
 }
+
+/// One ring inside a hand-made connection's mapping, for `ferry_ring`'s handles.
+#[cfg(unix)]
+pub struct RawRing {
+    addr: usize,
+    len: usize,
+}
+
+// SAFETY: `addr..addr + len` lies inside the connection's mapping (checked in
+// `RawConnection::rings` against its length), which lives as long as the `RawConnection` the
+// caller keeps (and drops after these handles); the mapping is page-aligned and each ring starts
+// at a multiple of 4096.
+#[cfg(unix)]
+unsafe impl ferry_ring::Region for RawRing {
+    fn as_ptr(&self) -> *mut u8 {
+        self.addr as *mut u8
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(unix)]
+impl RawConnection {
+    /// Offset of the server → client ring in the mapping (docs/protocol.md §7.1).
+    pub fn s2c_offset(&self) -> usize {
+        let c2s = ferry_ring::region_size(self.welcome.limits.client_to_server_ring_bytes as usize);
+        c2s.next_multiple_of(4096)
+    }
+
+    /// A producer on the client → server ring and a consumer on the server → client ring, as
+    /// the client's library would hold them. Keep `self` alive (and drop it after them).
+    pub fn rings(&self) -> (ferry_ring::Producer<RawRing>, ferry_ring::Consumer<RawRing>) {
+        let l = &self.welcome.limits;
+        let c2s_len = ferry_ring::region_size(l.client_to_server_ring_bytes as usize);
+        let s2c_len = ferry_ring::region_size(l.server_to_client_ring_bytes as usize);
+        let s2c_off = self.s2c_offset();
+        assert!(
+            s2c_off + s2c_len <= self.mem.len(),
+            "both rings in the mapping"
+        );
+        let base = self.mem.as_ptr() as usize;
+        let tx = ferry_ring::Producer::attach(RawRing {
+            addr: base,
+            len: c2s_len,
+        })
+        .expect("attach the client → server ring");
+        let rx = ferry_ring::Consumer::attach(RawRing {
+            addr: base + s2c_off,
+            len: s2c_len,
+        })
+        .expect("attach the server → client ring");
+        (tx, rx)
+    }
+}
+
+/// An encoded frame of `kind` with `payload` (header and CRC included).
+pub fn frame(kind: ferry_frame::Kind, id: u64, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; ferry_frame::HEADER_LEN + payload.len()];
+    f[ferry_frame::HEADER_LEN..].copy_from_slice(payload);
+    ferry_frame::encode_header_in_place(&mut f, kind, ferry_frame::Flags::NONE, id, payload.len())
+        .expect("encodable");
+    f
+}
