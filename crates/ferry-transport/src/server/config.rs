@@ -143,6 +143,18 @@ impl ServerConfig {
         self.handshake_timeout = handshake_timeout;
         self
     }
+    /// Sets [`max_partial_bytes`](Self::max_partial_bytes).
+    #[must_use]
+    pub fn with_max_partial_bytes(mut self, max_partial_bytes: usize) -> Self {
+        self.max_partial_bytes = max_partial_bytes;
+        self
+    }
+    /// Sets [`max_pending_handshakes`](Self::max_pending_handshakes).
+    #[must_use]
+    pub fn with_max_pending_handshakes(mut self, max_pending_handshakes: usize) -> Self {
+        self.max_pending_handshakes = max_pending_handshakes;
+        self
+    }
     /// Sets [`runtime_dir`](Self::runtime_dir).
     #[must_use]
     pub fn with_runtime_dir(mut self, runtime_dir: impl Into<PathBuf>) -> Self {
