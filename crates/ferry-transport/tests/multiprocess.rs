@@ -497,8 +497,8 @@ fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
         let _ = r.respond(b"");
     }) {
-        Err(Error::AlreadyServed { .. }) => {}
-        other => panic!("second bind: expected AlreadyServed, got {other:?}"),
+        Err(Error::AlreadyRunning { .. }) => {}
+        other => panic!("second bind: expected AlreadyRunning, got {other:?}"),
     }
     kill9(&mut server);
     let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
@@ -517,13 +517,13 @@ fn connecting_without_a_server_says_so() {
     let dir = TestDir::new("nobody");
     let cfg = client_config(dir.path()).with_connect_timeout(Duration::from_millis(20));
     match Client::connect_with(SERVICE, cfg) {
-        Err(e @ Error::PipeNotFound { .. }) => {
+        Err(e @ Error::NotRunning { .. }) => {
             assert!(
-                e.to_string()
-                    .contains("no Ferry server is serving the named pipe")
+                e.to_string().contains("no Ferry server is running on"),
+                "{e}"
             )
         }
-        other => panic!("expected PipeNotFound, got {other:?}"),
+        other => panic!("expected NotRunning, got {other:?}"),
     }
 }
 

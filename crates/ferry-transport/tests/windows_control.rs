@@ -235,11 +235,14 @@ fn control_plane_end_to_end_with_a_child_client() {
     // A second server on the same name is refused, naming the live one.
     let err = PipeListener::bind(&service).expect_err("a second server");
     match &err {
-        Error::AlreadyServed { pipe: name, pid } => {
+        Error::AlreadyRunning {
+            endpoint: name,
+            pid,
+        } => {
             assert_eq!(name, listener.name());
             assert_eq!(*pid, Some(std::process::id()));
         }
-        other => panic!("expected AlreadyServed, got: {other}"),
+        other => panic!("expected AlreadyRunning, got: {other}"),
     }
     println!("second bind: {err}");
 
@@ -364,7 +367,7 @@ fn picky_client_role(service: &str, parent: u32) {
     let err = server
         .check_allowed("client", &[foreign])
         .expect_err("the server's user is not on the list");
-    assert!(matches!(err, Error::PeerSidNotAllowed { .. }), "{err}");
+    assert!(matches!(err, Error::PeerNotAllowed { .. }), "{err}");
     println!("refused: {err}");
     // Hang up without a Hello.
 }
