@@ -74,6 +74,18 @@
 //! protocol errors, handler panics, shutdown; a client's connect, backoff, reconnection, and
 //! its server's death. Nothing is logged per message, and no event carries payload bytes.
 //!
+//! # Changes (issue 20)
+//! The API others build on changed once (the README's "Changes" lists it in full): one error
+//! vocabulary on every OS ([`Error::NotRunning`], [`Error::AlreadyRunning`],
+//! [`Error::PeerNotAllowed`]; new [`Error::InvalidConfig`]); portable [`UserId`]
+//! ([`ServerConfig::allowed_users`], [`Connection::peer_user`]) and [`Endpoint`]
+//! ([`Server::endpoint`]); [`ClientStats`] / [`ServerStats`] are plain snapshots;
+//! `#[non_exhaustive]` configs with `with_*` setters; [`StreamReceiver`] (was `Stream`) and the
+//! tokio `AsyncStreamReceiver`, whose `next_item`s both return `Result<Option<Vec<u8>>, Error>`;
+//! [`Request::respond`] returns a `Result` like [`Responder::respond`] ([`HandlerOutput`]);
+//! answers take an [`ErrorCode`]; the `unix` / `windows` modules are hidden. Fixed: a handler
+//! that answered and then panicked no longer gets a second `ErrorResponse`.
+//!
 //! # Platforms
 //! Linux: everything, tested.
 //!
