@@ -377,10 +377,13 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
         let (output, outcome) = Cmd::cargo()
             .args(["test", "--workspace", "--all-features"])
             .run_tee();
-        let counts = TestCounts::parse(&output);
+        let mut counts = TestCounts::parse(&output);
         ctx.host_tests = Some(counts);
         outcome?;
-        return tests_ran(counts).map(|()| Outcome::Done(format!("{counts}; no coverage")));
+        tests_ran(counts)?;
+        let root = root_only_tests(&mut counts)?;
+        ctx.host_tests = Some(counts);
+        return Ok(Outcome::Done(format!("{counts}; {root}; no coverage")));
     }
 
     if !Cmd::cargo().args(["llvm-cov", "--version"]).probe() {
@@ -415,7 +418,9 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
     ctx.host_tests = Some(counts);
     outcome?;
     tests_ran(counts)?;
-    println!("\n  tests: {counts}");
+    let root = root_only_tests(&mut counts)?;
+    ctx.host_tests = Some(counts);
+    println!("\n  tests: {counts}; {root}");
 
     let text = fs::read_to_string(&lcov).map_err(|e| {
         Failure::new(format!(
@@ -445,6 +450,47 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
         .hint("add tests for the new uncovered lines (`cargo llvm-cov --open -p <crate>` shows them); never lower a floor"));
     }
     Ok(Outcome::Done(format!("{counts}; coverage floors met")))
+}
+
+/// Tests that need root (they switch to another uid) are `#[ignore]`d, so that a developer's run
+/// shows them as ignored rather than passing; run them here when we are root (CI is). Adds what
+/// ran to `counts`; returns a note for the summary.
+fn root_only_tests(counts: &mut TestCounts) -> Result<String, Failure> {
+    const TEST: &str = "another_uid_is_refused_and_the_owner_is_still_served";
+    if !cfg!(target_os = "linux") {
+        return Ok("root-only tests: Linux only".to_owned());
+    }
+    let uid = fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_owned))
+    });
+    if uid.as_deref() != Some("0") {
+        return Ok("root-only tests: ignored (not root)".to_owned());
+    }
+    let (output, outcome) = Cmd::cargo()
+        .args([
+            "test",
+            "-p",
+            "ferry-transport",
+            "--all-features",
+            "--test",
+            "other_uid",
+            "--",
+            "--ignored",
+            "--exact",
+            TEST,
+        ])
+        .run_tee();
+    let ran = TestCounts::parse(&output);
+    outcome?;
+    if ran.passed != 1 {
+        return Err(Failure::new(format!(
+            "the root-only test {TEST} did not run ({ran})"
+        )));
+    }
+    *counts += ran;
+    Ok("root-only tests: 1 passed as root".to_owned())
 }
 
 /// A test step that ran no test is a broken gate, not a pass.

@@ -22,7 +22,7 @@ struct Echo {
 impl Handler for Echo {
     fn on_request(&self, request: Request<'_>) {
         let payload = request.payload();
-        request.respond(payload);
+        let _ = request.respond(payload);
     }
     fn on_notification(&self, _connection: &Connection, _payload: &[u8]) {
         self.notifications.fetch_add(1, Ordering::Relaxed);
@@ -32,11 +32,9 @@ impl Handler for Echo {
 /// `serve ferry --name N --dir D [--policy P]`.
 pub fn serve(opts: &Opts) -> Result<(), String> {
     let name = opts.str("name")?;
-    let config = ServerConfig {
-        policy: policy(opts.str_or("policy", "adaptive"))?,
-        runtime_dir: Some(opts.path("dir")?),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default()
+        .with_policy(policy(opts.str_or("policy", "adaptive"))?)
+        .with_runtime_dir(opts.path("dir")?);
     // Taken before `bind`, so a reconnect time measured from it includes the bind itself.
     let t = measure::monotonic_ns();
     let echo = Echo {
@@ -48,21 +46,16 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
         let s = server.stats();
         format!(
             "conns={} accepted={} requests={} notifications={}",
-            s.connections_open.load(Ordering::Relaxed),
-            s.connections_accepted.load(Ordering::Relaxed),
-            s.requests.load(Ordering::Relaxed),
-            s.notifications.load(Ordering::Relaxed),
+            s.connections_open, s.connections_accepted, s.requests, s.notifications,
         )
     })
 }
 
 fn connect(opts: &Opts, policy_name: &str) -> Result<Client, String> {
     let name = opts.str("name")?;
-    let config = ClientConfig {
-        policy: policy(policy_name)?,
-        runtime_dir: Some(opts.path("dir")?),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .with_policy(policy(policy_name)?)
+        .with_runtime_dir(opts.path("dir")?);
     Client::connect_with(name, config).map_err(|e| format!("connect: {e}"))
 }
 
@@ -215,10 +208,7 @@ pub fn async_client(
         .enable_time()
         .build()
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
-    let config = ClientConfig {
-        runtime_dir: Some(opts.path("dir")?),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default().with_runtime_dir(opts.path("dir")?);
     let name = opts.str("name")?.to_owned();
     let payload = pattern(scenario.size());
     let client = runtime
@@ -364,7 +354,7 @@ pub fn reconnect(opts: &Opts) -> Result<(), String> {
     let client = connect(opts, "adaptive")?;
     let payload = pattern(64);
     round_trip(&client, &payload)?;
-    let connects = || client.stats().connects.load(Ordering::Relaxed);
+    let connects = || client.stats().connects;
     let first = connects();
     println!("connected");
     let give_up = Instant::now() + Duration::from_secs(30);

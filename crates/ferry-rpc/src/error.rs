@@ -142,6 +142,7 @@ impl RpcError {
         let ferry_transport::Error::Remote { code: c, message } = e else {
             return RpcError::Transport(e);
         };
+        let c = c.0;
         match c {
             code::UNKNOWN_METHOD => RpcError::UnknownMethod {
                 service,
@@ -169,7 +170,10 @@ impl RpcError {
                     message,
                 },
             },
-            c => RpcError::Transport(ferry_transport::Error::Remote { code: c, message }),
+            c => RpcError::Transport(ferry_transport::Error::Remote {
+                code: ferry_transport::ErrorCode(c),
+                message,
+            }),
         }
     }
 }

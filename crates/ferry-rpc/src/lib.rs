@@ -40,8 +40,8 @@
 //!
 //! # fn main() -> Result<(), ferry_rpc::RpcError> {
 //! # let dir = std::env::temp_dir().join(format!("ferry-rpc-doc-{}", std::process::id()));
-//! # let server_config = ferry_rpc::ServerConfig { runtime_dir: Some(dir.clone()), ..Default::default() };
-//! # let client_config = ferry_rpc::ClientConfig { runtime_dir: Some(dir.clone()), ..Default::default() };
+//! # let server_config = ferry_rpc::ServerConfig::default().with_runtime_dir(&dir);
+//! # let client_config = ferry_rpc::ClientConfig::default().with_runtime_dir(&dir);
 //! // The engine process:
 //! let server = ferry_rpc::serve("engine-doc", server_config, RpcConfig::default(), EngineServer::new(MyEngine))?;
 //!

@@ -6,8 +6,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use ferry_transport::tokio::{AsyncClient, AsyncStream};
-use ferry_transport::{Client as FerryClient, Error, Response, Stream};
+use ferry_transport::tokio::{AsyncClient, AsyncStreamReceiver};
+use ferry_transport::{Client as FerryClient, Error, Response, StreamReceiver};
 
 /// The blocking operations: call, stream, notify; cancel is dropping what they return (a
 /// timed-out call is cancelled by the transport). Pushes arrive through the callback given
@@ -58,7 +58,7 @@ pub trait AsyncTransport: Send + Sync + 'static {
 
 impl Transport for FerryClient {
     type Answer = Response;
-    type Items = Stream;
+    type Items = StreamReceiver;
     fn call(&self, request: &[u8], timeout: Option<Duration>) -> Result<Response, Error> {
         match timeout {
             None => FerryClient::call(self, request),
@@ -81,7 +81,7 @@ impl Transport for FerryClient {
             }
         }
     }
-    fn stream(&self, request: &[u8]) -> Result<Stream, Error> {
+    fn stream(&self, request: &[u8]) -> Result<StreamReceiver, Error> {
         FerryClient::stream(self, request)
     }
     fn notify(&self, payload: &[u8]) -> Result<(), Error> {
@@ -89,22 +89,22 @@ impl Transport for FerryClient {
     }
 }
 
-impl ItemSource for Stream {
+impl ItemSource for StreamReceiver {
     fn next_into(&mut self, out: &mut Vec<u8>) -> Result<bool, Error> {
-        Stream::next_into(self, out)
+        StreamReceiver::next_into(self, out)
     }
 }
 
 impl AsyncTransport for AsyncClient {
     type Answer = Response;
-    type Items = AsyncStream;
+    type Items = AsyncStreamReceiver;
     async fn call(&self, request: &[u8], timeout: Option<Duration>) -> Result<Response, Error> {
         match timeout {
             None => AsyncClient::call(self, request).await,
             Some(t) => AsyncClient::call_timeout(self, request, t).await,
         }
     }
-    async fn stream(&self, request: &[u8]) -> Result<AsyncStream, Error> {
+    async fn stream(&self, request: &[u8]) -> Result<AsyncStreamReceiver, Error> {
         AsyncClient::stream(self, request).await
     }
     async fn notify(&self, payload: &[u8]) -> Result<(), Error> {

@@ -350,7 +350,9 @@ impl<'a> Call<'a> {
     /// returns `None` when it does not.
     pub fn check(mut self, method: &'static Method) -> Option<Self> {
         if let Some(why) = mismatch(&self.env, method) {
-            self.request.respond_error(code::BAD_REQUEST, &why);
+            let _ = self
+                .request
+                .respond_error(ferry_transport::ErrorCode(code::BAD_REQUEST), &why);
             return None;
         }
         self.method = Some(method);
@@ -379,13 +381,22 @@ impl<'a> Call<'a> {
     pub fn respond<T>(self, out: Result<T, Status>, encode: ValueEncoder<T>) {
         let method = self.method();
         if expired(self.deadline) {
-            return self
-                .request
-                .respond_error(code::DEADLINE_EXCEEDED, &deadline_message(method));
+            {
+                let _ = self.request.respond_error(
+                    ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED),
+                    &deadline_message(method),
+                );
+                return;
+            }
         }
         let value = match out {
             Ok(v) => v,
-            Err(s) => return self.request.respond_error(s.wire_code(), &s.message),
+            Err(s) => {
+                let _ = self
+                    .request
+                    .respond_error(ferry_transport::ErrorCode(s.wire_code()), &s.message);
+                return;
+            }
         };
         let env = Envelope::new(MessageKind::Response, method.codec, method.id);
         let peer = self.env.flags & FLAG_ACCEPTS_LZ4 != 0;
@@ -398,13 +409,13 @@ impl<'a> Call<'a> {
             &mut |b| encode(&value, b),
             |bytes| {
                 if let Some(req) = request.take() {
-                    req.respond(bytes);
+                    let _ = req.respond(bytes);
                 }
             },
         );
         if let (Err(e), Some(req)) = (r, request) {
-            req.respond_error(
-                code::BAD_RESPONSE,
+            let _ = req.respond_error(
+                ferry_transport::ErrorCode(code::BAD_RESPONSE),
                 &format!(
                     "{}: the handler's answer did not encode: {e}",
                     method.qualified
@@ -416,13 +427,17 @@ impl<'a> Call<'a> {
     /// Answers that the request did not decode as the method's argument.
     pub fn bad_request(self, e: CodecError) {
         let msg = bad_request_message(self.method(), &e);
-        self.request.respond_error(code::BAD_REQUEST, &msg);
+        let _ = self
+            .request
+            .respond_error(ferry_transport::ErrorCode(code::BAD_REQUEST), &msg);
     }
 
     /// Answers that the service has no such method.
     pub fn unknown(self) {
         let msg = unknown_message(self.service, self.env.method);
-        self.request.respond_error(code::UNKNOWN_METHOD, &msg);
+        let _ = self
+            .request
+            .respond_error(ferry_transport::ErrorCode(code::UNKNOWN_METHOD), &msg);
     }
 
     /// Answers with a stream: `work` runs on a thread of its own (so that the connection goes
@@ -442,7 +457,12 @@ impl<'a> Call<'a> {
                  (RpcConfig::max_streams_per_connection); finish or cancel one first",
                 method.qualified
             );
-            return self.request.respond_error(code::BUSY, &msg);
+            {
+                let _ = self
+                    .request
+                    .respond_error(ferry_transport::ErrorCode(code::BUSY), &msg);
+                return;
+            }
         };
         let body = self.body.bytes().to_vec();
         let peer = self.env.flags & FLAG_ACCEPTS_LZ4 != 0;
@@ -467,13 +487,14 @@ impl<'a> Call<'a> {
                 };
                 let r = work(&cx, &body, &sink);
                 let _ = match r {
-                    Ok(()) if expired(deadline) && !sender.is_cancelled() => {
-                        sender.fail(code::DEADLINE_EXCEEDED, &deadline_message(method))
-                    }
+                    Ok(()) if expired(deadline) && !sender.is_cancelled() => sender.fail(
+                        ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED),
+                        &deadline_message(method),
+                    ),
                     Ok(()) => sender.finish(),
                     Err(f) => {
                         let (c, m) = f.code_and_message(method);
-                        sender.fail(c, &m)
+                        sender.fail(ferry_transport::ErrorCode(c), &m)
                     }
                 };
             });
@@ -639,13 +660,19 @@ impl<S: Service> ferry_transport::Handler for Blocking<S> {
     fn on_request(&self, request: Request<'_>) {
         let (env, body) = match open_incoming(request.payload(), &self.config) {
             Ok(x) => x,
-            Err((c, m)) => return request.respond_error(c, &m),
+            Err((c, m)) => {
+                let _ = request.respond_error(ferry_transport::ErrorCode(c), &m);
+                return;
+            }
         };
         if !matches!(env.kind, MessageKind::Call | MessageKind::Stream) {
-            return request.respond_error(
-                code::BAD_ENVELOPE,
-                &format!("a {:?} sent as a request", env.kind),
-            );
+            {
+                let _ = request.respond_error(
+                    ferry_transport::ErrorCode(code::BAD_ENVELOPE),
+                    &format!("a {:?} sent as a request", env.kind),
+                );
+                return;
+            }
         }
         let call = Call {
             request,
@@ -762,7 +789,7 @@ impl std::fmt::Debug for AsyncCall {
 
 fn reply_error(c: u32, m: String) -> Reply {
     Reply::Error {
-        code: c,
+        code: ferry_transport::ErrorCode(c),
         message: m,
     }
 }
@@ -777,14 +804,17 @@ impl AsyncCall {
     /// when it does not, or when its deadline already passed.
     pub async fn check(mut self, method: &'static Method) -> Option<Self> {
         if let Some(why) = mismatch(&self.env, method) {
-            let _ = self.request.respond_error(code::BAD_REQUEST, &why).await;
+            let _ = self
+                .request
+                .respond_error(ferry_transport::ErrorCode(code::BAD_REQUEST), &why)
+                .await;
             return None;
         }
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
             let msg = format!("the deadline of {} passed before it ran", method.qualified);
             let _ = self
                 .request
-                .respond_error(code::DEADLINE_EXCEEDED, &msg)
+                .respond_error(ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED), &msg)
                 .await;
             return None;
         }
@@ -849,13 +879,19 @@ impl AsyncCall {
     /// Answers that the request did not decode as the method's argument.
     pub async fn bad_request(self, e: CodecError) {
         let msg = bad_request_message(self.method(), &e);
-        let _ = self.request.respond_error(code::BAD_REQUEST, &msg).await;
+        let _ = self
+            .request
+            .respond_error(ferry_transport::ErrorCode(code::BAD_REQUEST), &msg)
+            .await;
     }
 
     /// Answers that the service has no such method.
     pub async fn unknown(self) {
         let msg = unknown_message(self.service, self.env.method);
-        let _ = self.request.respond_error(code::UNKNOWN_METHOD, &msg).await;
+        let _ = self
+            .request
+            .respond_error(ferry_transport::ErrorCode(code::UNKNOWN_METHOD), &msg)
+            .await;
     }
 
     /// Turns the request into a stream: its body and the sink for its items.
@@ -938,12 +974,14 @@ impl<I> AsyncSink<I> {
         let _ = match r {
             Ok(()) if expired(self.deadline) && !self.sender.is_cancelled() => {
                 let m = deadline_message(self.method);
-                self.sender.fail(code::DEADLINE_EXCEEDED, &m).await
+                self.sender
+                    .fail(ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED), &m)
+                    .await
             }
             Ok(()) => self.sender.finish().await,
             Err(f) => {
                 let (c, m) = f.code_and_message(self.method);
-                self.sender.fail(c, &m).await
+                self.sender.fail(ferry_transport::ErrorCode(c), &m).await
             }
         };
     }

@@ -21,7 +21,7 @@ mod newer {
 
 fn raw_call(client: &EngineClient, bytes: &[u8]) -> (u32, String) {
     match client.client().transport().call(bytes) {
-        Err(ferry_transport::Error::Remote { code, message }) => (code, message),
+        Err(ferry_transport::Error::Remote { code, message }) => (code.0, message),
         Ok(r) => panic!("expected an error answer, got {} bytes", r.len()),
         Err(e) => panic!("expected an error answer, got {e}"),
     }

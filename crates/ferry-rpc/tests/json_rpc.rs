@@ -39,7 +39,7 @@ fn json_bodies_are_json_rpc_params_and_results() {
                     .to_bytes()
                     .to_vec();
                 serde_json::to_writer(&mut out, &answer.result.unwrap()).unwrap();
-                req.respond(&out);
+                let _ = req.respond(&out);
             },
         )
         .unwrap()

@@ -407,7 +407,7 @@ fn line(ctx: &Ctx, kind: &str) -> String {
         l(&c.bytes_in),
         l(&c.errors),
         l(&c.violations),
-        s.connects.load(Ordering::Relaxed),
+        s.connects,
         if hist.is_empty() {
             "-".to_owned()
         } else {
@@ -468,10 +468,8 @@ pub fn main(opts: &Opts) -> i32 {
             }
         })
     };
-    let config = ClientConfig {
-        on_notification: Some(on_push),
-        ..ClientConfig::default()
-    };
+    let mut config = ClientConfig::default();
+    config.on_notification = Some(on_push);
     // Connect, retrying through faults (server restarting, limits hit) until told to stop.
     let client = loop {
         match Client::connect_with(SERVICE, config.clone()) {

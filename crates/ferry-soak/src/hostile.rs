@@ -331,10 +331,7 @@ pub fn churn(opts: &Opts) -> i32 {
     let base = opts.num("id", 1 << 31) as u32;
     let (mut ok, mut errs, mut bad) = (0u64, 0u64, 0u64);
     let mut msg = Vec::new();
-    let config = ClientConfig {
-        reconnect: false,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default().with_reconnect(false);
     static N: AtomicU64 = AtomicU64::new(0);
     while Instant::now() < end {
         let n = N.fetch_add(1, Ordering::Relaxed);
@@ -384,11 +381,9 @@ pub fn churn(opts: &Opts) -> i32 {
 
 /// One connection attempt and one call; says what happened.
 pub fn probe(opts: &Opts) -> i32 {
-    let config = ClientConfig {
-        reconnect: false,
-        connect_timeout: Duration::from_millis(opts.num("timeout_ms", 2000)),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .with_reconnect(false)
+        .with_connect_timeout(Duration::from_millis(opts.num("timeout_ms", 2000)));
     let result = Client::connect_with(SERVICE, config).and_then(|c| {
         let mut msg = Vec::new();
         let head = Head {

@@ -17,7 +17,7 @@ use crate::proto::{self, Head, op};
 use crate::{Opts, SERVICE, report};
 
 /// Application error code for "your request was corrupted".
-const CORRUPT_REQUEST: u32 = 0x8000_0001;
+const CORRUPT_REQUEST: ferry_transport::ErrorCode = ferry_transport::ErrorCode(0x8000_0001);
 /// Stream threads: a stuck client blocks one of them, never the worker.
 const STREAM_THREADS: usize = 8;
 /// Interval between pushes to each connection.
@@ -155,7 +155,7 @@ impl Handler for Soak {
                         bad.name()
                     ),
                 );
-                req.respond_error(CORRUPT_REQUEST, "the request failed its soak checksum");
+                let _ = req.respond_error(CORRUPT_REQUEST, "the request failed its soak checksum");
                 return;
             }
         };
@@ -195,7 +195,7 @@ impl Handler for Soak {
                     last.clone_from(&out);
                 }
                 drop(last);
-                req.respond(&out);
+                let _ = req.respond(&out);
             }
             op::FILE => {
                 st.files.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +203,7 @@ impl Handler for Soak {
                     .fetch_add(payload.len() as u64, Ordering::Relaxed);
                 let mut out = Vec::new();
                 proto::build(&mut out, answer, 0, 0);
-                req.respond(&out);
+                let _ = req.respond(&out);
             }
             op::STREAM => {
                 st.streams.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +225,7 @@ impl Handler for Soak {
             }
             other => {
                 st.violation("server_bad_op", &format!("request with op {other}"));
-                req.respond_error(CORRUPT_REQUEST, "unknown op");
+                let _ = req.respond_error(CORRUPT_REQUEST, "unknown op");
             }
         }
     }
@@ -551,10 +551,7 @@ pub fn main(opts: &Opts) -> i32 {
         let s = st.clone();
         helpers.push(std::thread::spawn(move || slow_worker(s, slow_rx)));
     }
-    let config = ServerConfig {
-        workers: opts.num("workers", 1) as usize,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default().with_workers(opts.num("workers", 1) as usize);
     let server = match Server::bind(SERVICE, config, Soak(st.clone())) {
         Ok(s) => s,
         Err(e) => {
@@ -564,11 +561,7 @@ pub fn main(opts: &Opts) -> i32 {
     };
     let stop = Arc::new(AtomicBool::new(false));
     crate::watch_stdin(stop.clone(), command);
-    report!(
-        "ready pid={} socket={}",
-        st.pid,
-        server.paths().socket.display()
-    );
+    report!("ready pid={} socket={}", st.pid, server.endpoint());
     let mut next = Instant::now();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(50));
@@ -590,13 +583,13 @@ pub fn main(opts: &Opts) -> i32 {
             let s = server.stats();
             report!(
                 "prog requests={} notes={} open={} accepted={} refused={} closed={} protocol_errors={} pushes={} items={} violations={}",
-                s.requests.load(Ordering::Relaxed),
-                s.notifications.load(Ordering::Relaxed),
-                s.connections_open.load(Ordering::Relaxed),
-                s.connections_accepted.load(Ordering::Relaxed),
-                s.connections_refused.load(Ordering::Relaxed),
-                s.connections_closed.load(Ordering::Relaxed),
-                s.protocol_errors.load(Ordering::Relaxed),
+                s.requests,
+                s.notifications,
+                s.connections_open,
+                s.connections_accepted,
+                s.connections_refused,
+                s.connections_closed,
+                s.protocol_errors,
                 st.pushes.load(Ordering::Relaxed),
                 st.items.load(Ordering::Relaxed),
                 st.violations.load(Ordering::Relaxed),
@@ -606,9 +599,9 @@ pub fn main(opts: &Opts) -> i32 {
     // Clean shutdown: the soak checks that nothing is left behind once this returns.
     st.stop.store(true, Ordering::Release);
     let stats = (
-        server.stats().requests.load(Ordering::Relaxed),
-        server.stats().connections_accepted.load(Ordering::Relaxed),
-        server.stats().protocol_errors.load(Ordering::Relaxed),
+        server.stats().requests,
+        server.stats().connections_accepted,
+        server.stats().protocol_errors,
     );
     server.shutdown();
     for h in std::mem::take(&mut *st.pushers.lock().unwrap()) {

@@ -59,7 +59,7 @@ mod example {
                     let _ = responder.respond(b"not cancelled");
                 });
             } else {
-                req.respond(payload);
+                let _ = req.respond(payload);
             }
         }
 
@@ -73,12 +73,10 @@ mod example {
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut args = std::env::args().skip(1);
         let name = args.next().unwrap_or_else(|| "ferry-conformance".into());
-        let config = ServerConfig {
-            runtime_dir: args.next().map(Into::into),
-            ..ServerConfig::default()
-        };
+        let mut config = ServerConfig::default();
+        config.runtime_dir = args.next().map(Into::into);
         let server = Server::bind(&name, config, Conformance)?;
-        println!("ready {}", server.paths().socket.display());
+        println!("ready {}", server.endpoint());
         loop {
             std::thread::park();
         }

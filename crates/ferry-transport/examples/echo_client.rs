@@ -15,10 +15,7 @@ mod example {
         let size: usize = args.next().map_or(Ok(64), |s| s.parse())?;
         let client = Client::connect_with(
             &name,
-            ferry_transport::ClientConfig {
-                policy: policy_from_env()?,
-                ..Default::default()
-            },
+            ferry_transport::ClientConfig::default().with_policy(policy_from_env()?),
         )?;
         let msg = vec![0x5a; size];
         for _ in 0..calls.min(10_000) {

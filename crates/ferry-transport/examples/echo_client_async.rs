@@ -30,10 +30,7 @@ mod example {
         runtime.block_on(async move {
             let client = AsyncClient::connect_with(
                 &name,
-                ferry_transport::ClientConfig {
-                    policy: policy_from_env()?,
-                    ..Default::default()
-                },
+                ferry_transport::ClientConfig::default().with_policy(policy_from_env()?),
             )
             .await?;
             let per_task = calls / tasks.max(1);

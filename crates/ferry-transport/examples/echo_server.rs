@@ -15,20 +15,14 @@ mod example {
             .unwrap_or_else(|| "ferry-echo".into());
         let server = Server::bind(
             &name,
-            ServerConfig {
-                policy: policy_from_env()?,
-                ..ServerConfig::default()
-            },
+            ServerConfig::default().with_policy(policy_from_env()?),
             |req: Request<'_>| {
                 // The payload is borrowed from the incoming ring and copied once, into the outgoing one.
                 let payload = req.payload();
                 req.respond(payload)
             },
         )?;
-        #[cfg(unix)]
-        println!("echo server on {:?}; Ctrl-C to stop", server.paths().socket);
-        #[cfg(windows)]
-        println!("echo server on {}; Ctrl-C to stop", server.pipe_name());
+        println!("echo server on {}; Ctrl-C to stop", server.endpoint());
         // SIGINT or SIGTERM (Windows: Ctrl-C, Ctrl-Break, closing the console): stop accepting,
         // tell every client (Goodbye SHUTTING_DOWN: their calls in flight fail with `Closed`
         // saying so), wait for the workers, remove the socket.

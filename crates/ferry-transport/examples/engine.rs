@@ -10,7 +10,7 @@
 mod example {
     use std::time::Duration;
 
-    use ferry_transport::{Request, Server, ServerConfig};
+    use ferry_transport::{ErrorCode, Request, Server, ServerConfig};
 
     pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         let server = Server::bind(
@@ -21,7 +21,7 @@ mod example {
                 if let Some(prefix) = text.strip_prefix("complete:") {
                     // A completion: answered inline, on the worker thread.
                     let answer = format!("{prefix}_completed()");
-                    req.respond(answer.as_bytes());
+                    let _ = req.respond(answer.as_bytes());
                 } else if let Some(prompt) = text.strip_prefix("chat:") {
                     // A chat answer: streamed from a thread of its own, token by token.
                     let stream = req.into_stream();
@@ -41,20 +41,14 @@ mod example {
                         let _ = stream.finish();
                     });
                 } else {
-                    req.respond_error(
-                        0x8000_0000,
+                    let _ = req.respond_error(
+                        ErrorCode::APPLICATION_BASE,
                         "unknown request: use complete:<prefix> or chat:<prompt>",
                     );
                 }
             },
         )?;
-        #[cfg(unix)]
-        println!(
-            "engine listening on {:?}; Ctrl-C to stop",
-            server.paths().socket
-        );
-        #[cfg(windows)]
-        println!("engine listening on {}; Ctrl-C to stop", server.pipe_name());
+        println!("engine listening on {}; Ctrl-C to stop", server.endpoint());
         // SIGINT or SIGTERM (Windows: Ctrl-C, Ctrl-Break, closing the console): a graceful end.
         // `shutdown` stops accepting, answers nothing new, says Goodbye SHUTTING_DOWN to every
         // editor (its calls in flight fail with `Closed` saying so), and waits for the workers;

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::user::UserId;
+
 use ferry_frame::{ErrorCode, ErrorPayload};
 
 /// Everything a transport operation can fail with.
@@ -15,6 +17,14 @@ pub enum Error {
     InvalidServiceName {
         /// The name given.
         name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A configuration value no connection could work with.
+    #[error("invalid configuration: {field}: {why}; fix the value (the defaults work)")]
+    InvalidConfig {
+        /// The field (`limits.max_message_size`, `max_connections`, ...).
+        field: &'static str,
         /// What is wrong with it.
         why: String,
     },
@@ -43,34 +53,37 @@ pub enum Error {
         why: String,
     },
     /// Another server already serves this name.
-    #[error(
-        "a Ferry server is already running on {socket:?} (its lock is held); stop it or pick another service name"
-    )]
+    #[error("{}", already_running(endpoint, *pid))]
     AlreadyRunning {
-        /// The socket of the live server.
-        socket: PathBuf,
+        /// Where: the control socket's path (Unix) or the named pipe (Windows).
+        endpoint: String,
+        /// The serving process, when it could be asked (Windows; on Unix the live server is
+        /// known by the lock it holds, not by pid).
+        pid: Option<u32>,
     },
-    /// No server is listening on this name.
+    /// No server is running on this name.
     #[error(
-        "no Ferry server is running on {socket:?} (is the server started, with the same service name and user?)"
+        "no Ferry server is running on {endpoint} (is the server started, with the same service name and user?)"
     )]
     NotRunning {
-        /// The socket looked for.
-        socket: PathBuf,
+        /// Where it was looked for: the control socket's path (Unix) or the named pipe
+        /// (Windows).
+        endpoint: String,
     },
     /// The peer runs as a user this side does not accept.
     #[error(
-        "peer process {pid} runs as uid {uid}, which is not allowed to talk to this {side} (allowed: {allowed:?})"
+        "peer process {pid} runs as {user}, which is not allowed to talk to this {side} (allowed: {})",
+        users_text(allowed)
     )]
     PeerNotAllowed {
         /// Which side refused: "server" or "client".
         side: &'static str,
-        /// The peer's uid.
-        uid: u32,
-        /// The peer's pid.
-        pid: i32,
-        /// The uids accepted.
-        allowed: Vec<u32>,
+        /// The peer's process id.
+        pid: u32,
+        /// The peer's user.
+        user: UserId,
+        /// The users accepted.
+        allowed: Vec<UserId>,
     },
     /// Windows: the service's named pipe exists but was not created by a Ferry server of this
     /// user (another user's process took the name first), so this side will not use it.
@@ -85,42 +98,11 @@ pub enum Error {
         /// What gave it away.
         why: String,
     },
-    /// Windows: a server of this user already serves this name (or, with no `pid`, the pipe
-    /// exists and every instance was busy, so who serves it could not be checked).
-    #[error("{}", already_served(pipe, *pid))]
-    AlreadyServed {
-        /// The pipe's name.
-        pipe: String,
-        /// The serving process, when it could be asked (`None` while every instance was busy).
-        pid: Option<u32>,
-    },
-    /// Windows: no server serves this name.
-    #[error(
-        "no Ferry server is serving the named pipe {pipe} (is the server started, with the same service name and user?)"
-    )]
-    PipeNotFound {
-        /// The pipe looked for.
-        pipe: String,
-    },
-    /// Windows: the peer runs as a user (SID) this side does not accept.
-    #[error(
-        "peer process {pid} runs as {sid}, which is not allowed to talk to this {side} (allowed: {allowed:?})"
-    )]
-    PeerSidNotAllowed {
-        /// Which side refused: "server" or "client".
-        side: &'static str,
-        /// The peer's user SID, in string form.
-        sid: String,
-        /// The peer's process id.
-        pid: u32,
-        /// The SIDs accepted.
-        allowed: Vec<String>,
-    },
     /// The server refused the handshake.
-    #[error("the server refused the connection: {message} (code {code:#x})")]
+    #[error("the server refused the connection: {message} (code {code})")]
     Refused {
-        /// The error code (`ferry_frame::ErrorCode`).
-        code: u32,
+        /// Why (`ErrorCode::REFUSED`, `BUSY`, `VERSION_UNSUPPORTED`, ...).
+        code: ErrorCode,
         /// The server's explanation.
         message: String,
     },
@@ -185,10 +167,10 @@ pub enum Error {
     )]
     TooManyInFlight(usize),
     /// The handler answered with an error response.
-    #[error("the server answered with error {code:#x}: {message}")]
+    #[error("the server answered with error {code}: {message}")]
     Remote {
-        /// The error code.
-        code: u32,
+        /// The error code (application codes from `ErrorCode::APPLICATION_BASE`).
+        code: ErrorCode,
         /// The server's message.
         message: String,
     },
@@ -206,18 +188,29 @@ pub enum Error {
     },
 }
 
-fn already_served(pipe: &str, pid: Option<u32>) -> String {
+fn already_running(endpoint: &str, pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!(
-            "a Ferry server (process {pid}, your user) is already serving the named pipe {pipe}; \
-             stop it or pick another service name"
+            "a Ferry server (process {pid}, your user) is already serving {endpoint}; stop it or \
+             pick another service name"
         ),
+        #[cfg(windows)]
         None => format!(
-            "the named pipe {pipe} is taken and every instance of it was busy, so its owner could \
-             not be checked (a busy Ferry server of yours, or another process holding the name); \
-             stop it or pick another service name"
+            "the named pipe {endpoint} is taken and every instance of it was busy, so its owner \
+             could not be checked (a busy Ferry server of yours, or another process holding the \
+             name); stop it or pick another service name"
+        ),
+        #[cfg(not(windows))]
+        None => format!(
+            "a Ferry server is already running on {endpoint} (its lock is held); stop it or pick \
+             another service name"
         ),
     }
+}
+
+fn users_text(users: &[UserId]) -> String {
+    let list: Vec<String> = users.iter().map(ToString::to_string).collect();
+    format!("[{}]", list.join(", "))
 }
 
 impl Error {
@@ -237,11 +230,11 @@ impl From<ferry_notify::NotifyError> for Error {
 
 /// The code and message of an error payload (`ErrorResponse`, `Refuse`); a payload that does
 /// not decode becomes a protocol-violation error saying so.
-pub(crate) fn decode_error(payload: &[u8]) -> (u32, String) {
+pub(crate) fn decode_error(payload: &[u8]) -> (ErrorCode, String) {
     match ErrorPayload::decode(payload) {
-        Ok(p) => (p.code.0, p.message.to_owned()),
+        Ok(p) => (p.code, p.message.to_owned()),
         Err(e) => (
-            ErrorCode::PROTOCOL_VIOLATION.0,
+            ErrorCode::PROTOCOL_VIOLATION,
             format!("undecodable error payload: {e}"),
         ),
     }

@@ -7,7 +7,7 @@
 //! // The engine process:
 //! let server = Server::bind("engine", ServerConfig::default(), |req: Request<'_>| {
 //!     let answer = req.payload().to_ascii_uppercase();
-//!     req.respond(&answer);
+//!     req.respond(&answer)
 //! })?;
 //!
 //! // The editor process:
@@ -58,7 +58,9 @@
 //!   series go away when it closes (its counts stay in the server's totals), so the number of
 //!   series follows the open connections, not all connections ever made.
 //! - Client: `ferry_client_calls_total{outcome="ok"}`, `ferry_client_calls_failed_total{error}`,
-//!   `ferry_client_{connects,reconnections,connect_retries}_total`, the data-path families as
+//!   `ferry_client_{connects,reconnections,connect_retries}_total`,
+//!   `ferry_client_stream_backpressure_waits_total` (times the thread reading the ring waited for
+//!   a stream's consumer to make room in its queue), the data-path families as
 //!   `ferry_client_*`, and the histogram `ferry_client_round_trip_seconds` (one call in
 //!   [`ClientConfig::round_trip_sample_every`] per thread, 8 by default).
 //!
@@ -71,6 +73,18 @@
 //! uid, limits), refusal (reason), failed handshake, close (reason, duration, message counts),
 //! protocol errors, handler panics, shutdown; a client's connect, backoff, reconnection, and
 //! its server's death. Nothing is logged per message, and no event carries payload bytes.
+//!
+//! # Changes (issue 20)
+//! The API others build on changed once (the README's "Changes" lists it in full): one error
+//! vocabulary on every OS ([`Error::NotRunning`], [`Error::AlreadyRunning`],
+//! [`Error::PeerNotAllowed`]; new [`Error::InvalidConfig`]); portable [`UserId`]
+//! ([`ServerConfig::allowed_users`], [`Connection::peer_user`]) and [`Endpoint`]
+//! ([`Server::endpoint`]); [`ClientStats`] / [`ServerStats`] are plain snapshots;
+//! `#[non_exhaustive]` configs with `with_*` setters; [`StreamReceiver`] (was `Stream`) and the
+//! tokio `AsyncStreamReceiver`, whose `next_item`s both return `Result<Option<Vec<u8>>, Error>`;
+//! [`Request::respond`] returns a `Result` like [`Responder::respond`] ([`HandlerOutput`]);
+//! answers take an [`ErrorCode`]; the `unix` / `windows` modules are hidden. Fixed: a handler
+//! that answered and then panicked no longer gets a second `ErrorResponse`.
 //!
 //! # Platforms
 //! Linux: everything, tested.
@@ -87,8 +101,8 @@
 //!
 //! Windows (`x86_64-pc-windows-gnu`): the client, the server and the tokio API, **tested under
 //! Wine** (not on Windows itself). What differs there: the control channel is a named pipe
-//! restricted to the current user (`ferry_transport::windows`), peers are checked by the user
-//! SID of their process ([`ServerConfig`]'s `allowed_sids`, [`Connection`]'s `peer_sid`), the
+//! restricted to the current user, peers are checked by the user SID of their process (a
+//! [`UserId`] holds a SID there: [`ServerConfig::allowed_users`], [`Connection::peer_user`]), the
 //! memory and the doorbells (unnamed events) are duplicated into the client, a pending read on
 //! the pipe tells each side that the other is gone, the server's workers wait on an I/O
 //! completion port, and a thread waiting on a ring's sleep word is woken through its doorbell's
@@ -101,6 +115,7 @@
 
 mod client;
 mod control_frame;
+mod endpoint;
 mod error;
 mod handshake;
 mod link;
@@ -111,16 +126,23 @@ mod slots;
 mod sys;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+mod user;
+// The platform layers are public only for this crate's own tests and tools (hand-made
+// handshakes, raw control frames, shared memory): hidden, and not part of the API (no semver
+// promise). Everything an application needs is at the crate root, the same on every platform.
 #[cfg(any(target_os = "linux", target_os = "macos"))]
+#[doc(hidden)]
 pub mod unix;
 #[cfg(windows)]
+#[doc(hidden)]
 pub mod windows;
 
 pub use client::{
-    Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, Stream,
+    Client, ClientConfig, ClientStats, NotificationHandler, PendingCall, Response, StreamReceiver,
 };
+pub use endpoint::Endpoint;
 pub use error::Error;
-pub use ferry_frame::Limits;
+pub use ferry_frame::{ErrorCode, Limits};
 pub use ferry_notify::WaitPolicy;
 pub use handshake::metrics_query::read_server_metrics;
 pub use link::{MAX_RING, MIN_RING};
@@ -128,5 +150,7 @@ pub use link::{MAX_RING, MIN_RING};
 /// [`Server::register_metrics`] / [`Client::register_metrics`]).
 pub use prometheus_client;
 pub use server::{
-    Connection, Handler, Request, Responder, Server, ServerConfig, ServerStats, StreamSender,
+    Connection, Handler, HandlerOutput, Request, Responder, Server, ServerConfig, ServerStats,
+    StreamSender,
 };
+pub use user::{UserId, UserIdParseError};

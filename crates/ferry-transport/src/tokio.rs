@@ -62,8 +62,8 @@
 //!
 //! Dropping a [`call`](AsyncClient::call) future mid-flight frees its slot at once (its
 //! generation changes, so the answer that arrives later is dropped) and tells the server
-//! (`Cancel`, best effort: not when the ring is full). Dropping an [`AsyncStream`] before its
-//! end cancels it on the server, like dropping a blocking [`Stream`](crate::Stream).
+//! (`Cancel`, best effort: not when the ring is full). Dropping an [`AsyncStreamReceiver`] before its
+//! end cancels it on the server, like dropping a blocking [`Stream`](crate::StreamReceiver).
 //!
 //! # Runtime requirements
 //!
@@ -78,7 +78,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ::tokio::runtime::Handle;
-use ferry_frame::Kind;
+use ferry_frame::{ErrorCode, Kind};
 
 use crate::client::{self, Client, ClientConfig, ClientStats, Conn, Response, Shared, nonblocking};
 use crate::error::Error;
@@ -131,7 +131,7 @@ impl AsyncClient {
     }
 
     /// The client's counters.
-    pub fn stats(&self) -> &ClientStats {
+    pub fn stats(&self) -> ClientStats {
         self.client.stats()
     }
 
@@ -310,13 +310,13 @@ impl AsyncClient {
     ///
     /// # Errors
     /// As [`Client::stream`].
-    pub async fn stream(&self, request: &[u8]) -> Result<AsyncStream, Error> {
+    pub async fn stream(&self, request: &[u8]) -> Result<AsyncStreamReceiver, Error> {
         let call = self
             .start(true, Payload::<NoFill>::Bytes(request), None)
             .await?;
         // Leave the ring armed: nobody reads for this stream until it is polled.
         nonblocking::leave(&call.shared, &call.conn);
-        Ok(AsyncStream {
+        Ok(AsyncStreamReceiver {
             call,
             finished: false,
         })
@@ -467,15 +467,21 @@ impl Drop for InFlight {
 /// then the end (`None`); an error item ends it early. Dropping it before the end cancels the
 /// stream on the server.
 #[derive(Debug)]
-pub struct AsyncStream {
+pub struct AsyncStreamReceiver {
     call: InFlight,
     finished: bool,
 }
 
-impl AsyncStream {
-    /// The next item: `Some(Ok(bytes))`, `Some(Err(_))` (then the end), or `None` at the end.
-    pub async fn next_item(&mut self) -> Option<Result<Vec<u8>, Error>> {
-        poll_fn(|cx| self.poll_item(cx)).await
+impl AsyncStreamReceiver {
+    /// The next item: `Ok(Some(bytes))`, `Ok(None)` at the end of the stream (the same shape
+    /// as the blocking [`StreamReceiver::next_item`](crate::StreamReceiver::next_item); as a
+    /// [`futures_core::Stream`] it yields `Some(Ok(bytes))`, `Some(Err(_))`, then `None`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if the server ended the stream with an error (then it has ended);
+    /// [`Error::Closed`] if the connection was lost.
+    pub async fn next_item(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        poll_fn(|cx| self.poll_item(cx)).await.transpose()
     }
 
     /// Asks the server to stop the stream; items already sent are discarded.
@@ -540,7 +546,7 @@ impl AsyncStream {
     }
 }
 
-impl futures_core::Stream for AsyncStream {
+impl futures_core::Stream for AsyncStreamReceiver {
     type Item = Result<Vec<u8>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -548,7 +554,7 @@ impl futures_core::Stream for AsyncStream {
     }
 }
 
-impl futures_core::FusedStream for AsyncStream {
+impl futures_core::FusedStream for AsyncStreamReceiver {
     fn is_terminated(&self) -> bool {
         self.finished
     }
@@ -685,11 +691,11 @@ where
 pub enum Reply {
     /// Answer with these bytes.
     Bytes(Vec<u8>),
-    /// Answer with an error `code` (see `ferry_frame::ErrorCode`; application codes from
-    /// `0x8000_0000`) and a message for the caller.
+    /// Answer with an error `code` (a protocol code, or an application code from
+    /// [`ErrorCode::APPLICATION_BASE`]) and a message for the caller.
     Error {
         /// The code.
-        code: u32,
+        code: ErrorCode,
         /// The message.
         message: String,
     },
@@ -710,8 +716,8 @@ impl From<()> for Reply {
 }
 
 /// `Ok(bytes)` answers with the bytes, `Err((code, message))` with an error.
-impl From<Result<Vec<u8>, (u32, String)>> for Reply {
-    fn from(r: Result<Vec<u8>, (u32, String)>) -> Self {
+impl From<Result<Vec<u8>, (ErrorCode, String)>> for Reply {
+    fn from(r: Result<Vec<u8>, (ErrorCode, String)>) -> Self {
         match r {
             Ok(bytes) => Reply::Bytes(bytes),
             Err((code, message)) => Reply::Error { code, message },
@@ -817,7 +823,7 @@ impl AsyncRequest {
     ///
     /// # Errors
     /// [`Error::Closed`] when the client is gone.
-    pub async fn respond_error(self, code: u32, message: &str) -> Result<(), Error> {
+    pub async fn respond_error(self, code: ErrorCode, message: &str) -> Result<(), Error> {
         match self.answer.take() {
             Some(r) => {
                 let payload = AnswerLink::error_payload(code, message);
@@ -897,7 +903,7 @@ impl AsyncStreamSender {
     ///
     /// # Errors
     /// [`Error::Closed`] when the client is gone.
-    pub async fn fail(mut self, code: u32, message: &str) -> Result<(), Error> {
+    pub async fn fail(mut self, code: ErrorCode, message: &str) -> Result<(), Error> {
         match self.responder.take() {
             Some(r) => {
                 let payload = AnswerLink::error_payload(code, message);
@@ -935,7 +941,7 @@ fn cancel_stream(conn: &Arc<Conn>, id: u64) {
     }
 }
 
-impl Drop for AsyncStream {
+impl Drop for AsyncStreamReceiver {
     fn drop(&mut self) {
         if !self.finished && !self.call.done {
             cancel_stream(&self.call.conn, self.call.id);

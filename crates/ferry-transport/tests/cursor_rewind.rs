@@ -168,7 +168,7 @@ fn a_head_moved_below_what_the_server_read_closes_only_that_connection() {
     liar.forge_head(0);
     // Make the server need space again: it re-reads the head, finds it went backwards.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.stats().protocol_errors.load(Ordering::SeqCst) == 0 {
+    while server.stats().protocol_errors == 0 {
         assert!(
             Instant::now() < deadline,
             "the server did not notice the head moved backwards"
@@ -177,12 +177,12 @@ fn a_head_moved_below_what_the_server_read_closes_only_that_connection() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(eventually(Duration::from_secs(5), || {
-        server.stats().connections_open.load(Ordering::SeqCst) == 1
+        server.stats().connections_open == 1
     }));
     stop.store(true, Ordering::Relaxed);
     let (n, _) = calls.join().expect("the honest client never failed");
     assert!(n > 0);
-    assert_eq!(server.stats().protocol_errors.load(Ordering::SeqCst), 1);
+    assert_eq!(server.stats().protocol_errors, 1);
 }
 
 #[test]
@@ -206,7 +206,7 @@ fn a_head_moved_back_within_what_the_server_saw_stalls_only_the_liar() {
         std::thread::sleep(Duration::from_millis(1));
     }
     // The liar is a slow reader, not a violation the server can see: both connections are open.
-    assert_eq!(server.stats().connections_open.load(Ordering::SeqCst), 2);
+    assert_eq!(server.stats().connections_open, 2);
     // The honest client, served by the same (only) worker throughout, was unaffected.
     stop.store(true, Ordering::Relaxed);
     let (n, worst) = calls.join().expect("the honest client never failed");
@@ -215,7 +215,7 @@ fn a_head_moved_back_within_what_the_server_saw_stalls_only_the_liar() {
         worst < Duration::from_secs(1),
         "an honest call took {worst:?} while the liar stalled"
     );
-    assert_eq!(server.stats().protocol_errors.load(Ordering::SeqCst), 0);
+    assert_eq!(server.stats().protocol_errors, 0);
     // What the lie cost: the server wrote into what it believed free from the forged head
     // (0) on: never past one lap from there, so `read` bytes of ring were lost to the liar.
     let tail = liar.tail();
@@ -231,5 +231,5 @@ fn a_head_moved_back_within_what_the_server_saw_stalls_only_the_liar() {
     // Reading releases the real head (ahead of the forged one: fine for the server), and the
     // connection goes on.
     liar.round_trips(100);
-    assert_eq!(server.stats().protocol_errors.load(Ordering::SeqCst), 0);
+    assert_eq!(server.stats().protocol_errors, 0);
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Error};
+use ferry_transport::{Client, Error};
 
 fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
@@ -51,14 +51,8 @@ fn stops_gracefully_on(example_name: &str, service: &str, signal: rustix::proces
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.contains("Ctrl-C to stop"), "{line}");
-    let client = Client::connect_with(
-        service,
-        ClientConfig {
-            reconnect: false,
-            ..client_config(dir.path())
-        },
-    )
-    .expect("connect");
+    let client = Client::connect_with(service, client_config(dir.path()).with_reconnect(false))
+        .expect("connect");
     let hello: &[u8] = if example_name == "engine" {
         b"complete:fn"
     } else {

@@ -10,41 +10,32 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Error};
+use ferry_transport::{Client, Error};
 
 const SERVICE: &str = "fdlimit";
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     assert_eq!(role, "client");
     // Wait until the server is at its limit.
     let mut go = String::new();
     std::io::stdin().read_line(&mut go).unwrap();
-    let config = ClientConfig {
-        reconnect: false,
-        ..client_config(&dir)
-    };
+    let config = client_config(&dir).with_reconnect(false);
     let outcome = Client::connect_with(SERVICE, config).and_then(|c| c.call(b"a").map(|_| ()));
     match outcome {
         Ok(()) => println!("RESULT ok"),
         Err(Error::Refused { message, .. }) => println!("RESULT refused {message}"),
         Err(e) => println!("RESULT other {e}"),
     }
-}
+});
 
 #[test]
 fn at_the_descriptor_limit_a_new_client_is_served_or_refused_with_a_reason() {
     let dir = TestDir::new("fdlimit");
     let _server = echo_plus_one_server(&dir, SERVICE);
-    let exe = std::env::current_exe().unwrap();
     // With k descriptors left the server can do k steps of the handshake: every k up to what a
     // whole connection needs, and one more. A connection takes 5 of the server's descriptors
     // while it is set up on Linux (socket, memfd, two eventfds, a clone of one), 8 on macOS
@@ -54,18 +45,9 @@ fn at_the_descriptor_limit_a_new_client_is_served_or_refused_with_a_reason() {
     #[cfg(target_os = "macos")]
     const MOST_SPARE: usize = 9;
     for spare in 0..=MOST_SPARE {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "child_entry",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("FERRY_TEST_ROLE", "client")
+        let mut child = child_command("client")
             .env("FERRY_RUNTIME_DIR", dir.path())
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();

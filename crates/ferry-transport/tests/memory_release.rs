@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Connection, Handler, Request};
+use ferry_transport::{Client, Connection, Handler, Request};
 
 struct Counting;
 
@@ -74,7 +74,9 @@ impl Handler for Burst {
         let p = req.payload();
         let size = u32::from_le_bytes([p[1], p[2], p[3], p[4]]) as usize;
         match p[0] {
-            0 => req.respond_with(size, |out| out.fill(0xA5)),
+            0 => {
+                let _ = req.respond_with(size, |out| out.fill(0xA5));
+            }
             1 => {
                 let s = req.into_stream();
                 std::thread::spawn(move || {
@@ -93,7 +95,7 @@ impl Handler for Burst {
                 std::thread::spawn(move || {
                     let _ = conn.notify(&out);
                 });
-                req.respond(&[0u8; 8]);
+                let _ = req.respond(&[0u8; 8]);
             }
         }
     }
@@ -134,12 +136,9 @@ fn large_messages_do_not_pin_their_buffers() {
     let seen = notes.clone();
     let client = Client::connect_with(
         "memrel",
-        ClientConfig {
-            on_notification: Some(Arc::new(move |_p: &[u8]| {
-                seen.fetch_add(1, Ordering::Relaxed);
-            })),
-            ..client_config(dir.path())
-        },
+        client_config(dir.path()).with_on_notification(move |_p: &[u8]| {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }),
     )
     .unwrap();
     for _ in 0..50 {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Error, Request, Server};
+use ferry_transport::ErrorCode;
+use ferry_transport::{Client, Error, Request, Server};
 
 const SERVICE: &str = "svc";
 
@@ -30,11 +31,11 @@ fn handle(req: Request<'_>) {
     match op {
         b'E' => {
             let out = transform(rest);
-            req.respond(&out);
+            let _ = req.respond(&out);
         }
         b'X' => {
             let msg = String::from_utf8_lossy(rest).into_owned();
-            req.respond_error(0x8000_0001, &msg);
+            let _ = req.respond_error(ErrorCode(0x8000_0001), &msg);
         }
         b'S' => {
             let count = u32::from_le_bytes(rest[..4].try_into().unwrap());
@@ -71,9 +72,11 @@ fn handle(req: Request<'_>) {
         b'N' => {
             let conn = req.connection();
             conn.notify(rest).unwrap();
-            req.respond(b"ok");
+            let _ = req.respond(b"ok");
         }
-        b'C' => req.respond(&NOTIFIED.load(Ordering::SeqCst).to_le_bytes()),
+        b'C' => {
+            let _ = req.respond(&NOTIFIED.load(Ordering::SeqCst).to_le_bytes());
+        }
         b'W' => {
             let responder = req.into_responder();
             std::thread::spawn(move || {
@@ -86,10 +89,14 @@ fn handle(req: Request<'_>) {
                 }
             });
         }
-        b'Q' => req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes()),
+        b'Q' => {
+            let _ = req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes());
+        }
         b'P' => panic!("handler asked to panic"),
         b'D' => drop(req),
-        _ => req.respond_error(0x8000_0002, "unknown op"),
+        _ => {
+            let _ = req.respond_error(ErrorCode(0x8000_0002), "unknown op");
+        }
     }
 }
 
@@ -105,25 +112,16 @@ impl ferry_transport::Handler for Notify {
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
-    match role.as_str() {
+child_entry!(|role, dir| {
+    match role {
         "server" => {
             let mut cfg = server_config(&dir);
             cfg.limits = small_rings(cfg.limits);
-            let _server = Server::bind(SERVICE, cfg, Notify).expect("bind");
-            println!("READY");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            serve_until_stopped(Server::bind(SERVICE, cfg, Notify).expect("bind"))
         }
         other => panic!("unknown role {other}"),
     }
-}
+});
 
 /// The request for the test server's `S` op: a stream of `count` items of `size` bytes.
 fn stream_request(count: u32, size: u32) -> Vec<u8> {
@@ -134,9 +132,7 @@ fn stream_request(count: u32, size: u32) -> Vec<u8> {
 }
 
 fn start_server(dir: &TestDir) -> std::process::Child {
-    let mut child = spawn("server", dir.path(), &[]);
-    wait_line(&mut child, "READY", Duration::from_secs(20));
-    child
+    start_child("server", dir.path())
 }
 
 fn connect(dir: &TestDir) -> Client {
@@ -184,7 +180,7 @@ fn message_sizes_from_empty_to_16_mib() {
     }
     // And the connection still works.
     assert_eq!(echo(&client, b"still alive"), transform(b"still alive"));
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -203,7 +199,7 @@ fn every_message_kind() {
     // Request → ErrorResponse, with the handler's code and message.
     match client.call(b"Xno such method") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0001);
+            assert_eq!(code, ErrorCode(0x8000_0001));
             assert_eq!(message, "no such method");
         }
         other => panic!("expected a remote error, got {other:?}"),
@@ -211,11 +207,17 @@ fn every_message_kind() {
     // A handler that panics or drops the request: the caller gets an error, never a hang.
     assert!(matches!(
         client.call(b"P"),
-        Err(Error::Remote { code: 1, .. })
+        Err(Error::Remote {
+            code: ErrorCode::HANDLER_FAILED,
+            ..
+        })
     ));
     assert!(matches!(
         client.call(b"D"),
-        Err(Error::Remote { code: 1, .. })
+        Err(Error::Remote {
+            code: ErrorCode::HANDLER_FAILED,
+            ..
+        })
     ));
     // Notification client → server (counted by the server).
     for _ in 0..3 {
@@ -258,7 +260,7 @@ fn every_message_kind() {
     stream.cancel();
     // The connection is still healthy afterwards.
     assert_eq!(&*client.call(b"Exyz").unwrap(), b"yz{");
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -286,8 +288,8 @@ fn many_threads_share_one_client() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 16_000);
-    kill9(&mut server);
+    assert_eq!(client.stats().calls_ok, 16_000);
+    stop_child(&mut server);
 }
 
 /// Notifications a client sent just before it closed (or was dropped, or exited) were accepted:
@@ -317,7 +319,7 @@ fn notifications_sent_right_before_a_close_are_delivered() {
             count(&counter)
         );
     }
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// `StreamSender` is `Sync`: items sent from several threads at once must arrive whole, each
@@ -338,7 +340,7 @@ fn stream_items_sent_from_many_threads_stay_whole() {
         n += 1;
     }
     assert_eq!(next, [8; 4], "every thread's 8 items, each once");
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 /// A stream nobody reads fills its queue, and the thread reading the ring (the monitor, or a
@@ -351,13 +353,29 @@ fn server_death_is_seen_while_a_stream_reader_lags() {
     let client = connect(&dir);
     // 64 items of 64 KiB: four times the client's stream queue, never read.
     let mut stream = client.stream(&stream_request(64, 64 << 10)).unwrap();
-    // No call is waiting, so the monitor thread reads the ring: let it fill the queue and wait
-    // for the reader, with the ring behind it full.
-    std::thread::sleep(Duration::from_millis(300));
+    // No call is waiting, so the monitor thread reads the ring: it fills the queue and waits
+    // for the reader, with the ring behind it full. That wait is the case under test.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(
+                &client.metrics_text(),
+                "ferry_client_stream_backpressure_waits_total",
+            ) == Some(1.0)
+        }),
+        "the stream's queue never filled (the reading thread never waited for its consumer)"
+    );
     let c = client.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(c.call(b"W")));
-    std::thread::sleep(Duration::from_millis(50));
+    // Kill the server once it holds the call (and the stream): a call in flight.
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 2.0),
+        "the server never had the call and the stream in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     let r = rx
@@ -395,7 +413,14 @@ fn server_death_fails_calls_and_clients_reconnect() {
     // A call in flight when the server dies fails with a clear error, never hangs.
     let c = client.clone();
     let waiting = std::thread::spawn(move || c.call(b"W"));
-    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 1.0),
+        "the server never had the call in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     let r = waiting.join().unwrap();
@@ -413,8 +438,7 @@ fn server_death_fails_calls_and_clients_reconnect() {
             .is_err()
     );
     // Restart: the next call reconnects.
-    let mut server = spawn("server", dir.path(), &[]);
-    wait_line(&mut server, "READY", Duration::from_secs(20));
+    let mut server = start_child("server", dir.path());
     let bound = Instant::now();
     let resp = client
         .call_timeout(b"Eok", Duration::from_secs(5))
@@ -424,8 +448,8 @@ fn server_death_fails_calls_and_clients_reconnect() {
         bound.elapsed()
     );
     assert_eq!(&*resp, b"pl");
-    assert!(client.stats().connects.load(Ordering::Relaxed) >= 2);
-    kill9(&mut server);
+    assert!(client.stats().connects >= 2);
+    stop_child(&mut server);
 }
 
 #[cfg(unix)]
@@ -434,7 +458,7 @@ fn only_one_server_per_name_and_stale_sockets_are_replaced() {
     let dir = TestDir::new("bind");
     let mut server = start_server(&dir);
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
         Err(Error::AlreadyRunning { .. }) => {}
         other => panic!("second bind: expected AlreadyRunning, got {other:?}"),
@@ -446,7 +470,7 @@ fn only_one_server_per_name_and_stale_sockets_are_replaced() {
         "a killed server leaves its socket file"
     );
     let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"fresh")
+        let _ = r.respond(b"fresh");
     })
     .expect("bind over a stale socket");
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
@@ -471,14 +495,14 @@ fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
     let dir = TestDir::new("bind");
     let mut server = start_server(&dir);
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
-        Err(Error::AlreadyServed { .. }) => {}
-        other => panic!("second bind: expected AlreadyServed, got {other:?}"),
+        Err(Error::AlreadyRunning { .. }) => {}
+        other => panic!("second bind: expected AlreadyRunning, got {other:?}"),
     }
     kill9(&mut server);
     let s = Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"fresh")
+        let _ = r.respond(b"fresh");
     })
     .expect("bind after the first server died");
     let client = Client::connect_with(SERVICE, client_config(dir.path())).unwrap();
@@ -491,18 +515,15 @@ fn only_one_server_per_name_and_a_killed_servers_name_is_free_again() {
 #[test]
 fn connecting_without_a_server_says_so() {
     let dir = TestDir::new("nobody");
-    let cfg = ClientConfig {
-        connect_timeout: Duration::from_millis(20),
-        ..client_config(dir.path())
-    };
+    let cfg = client_config(dir.path()).with_connect_timeout(Duration::from_millis(20));
     match Client::connect_with(SERVICE, cfg) {
-        Err(e @ Error::PipeNotFound { .. }) => {
+        Err(e @ Error::NotRunning { .. }) => {
             assert!(
-                e.to_string()
-                    .contains("no Ferry server is serving the named pipe")
+                e.to_string().contains("no Ferry server is running on"),
+                "{e}"
             )
         }
-        other => panic!("expected PipeNotFound, got {other:?}"),
+        other => panic!("expected NotRunning, got {other:?}"),
     }
 }
 
@@ -516,10 +537,7 @@ fn connecting_without_a_server_says_so() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    let cfg = ClientConfig {
-        connect_timeout: Duration::from_millis(20),
-        ..client_config(dir.path())
-    };
+    let cfg = client_config(dir.path()).with_connect_timeout(Duration::from_millis(20));
     match Client::connect_with(SERVICE, cfg) {
         Err(e @ Error::NotRunning { .. }) => {
             assert!(e.to_string().contains("no Ferry server is running"))
@@ -539,7 +557,7 @@ fn refuses_directories_other_users_can_write() {
     )
     .unwrap();
     match Server::bind(SERVICE, server_config(dir.path()), |r: Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     }) {
         Err(e @ Error::UnsafeDirectory { .. }) => {
             assert!(e.to_string().contains("group or others can write"))
@@ -558,7 +576,7 @@ fn a_user_not_on_the_allow_list_is_refused() {
     let _server = Server::bind(SERVICE, cfg, |r: Request<'_>| r.respond(b"")).unwrap();
     match Client::connect_with(SERVICE, client_config(dir.path())) {
         Err(Error::Refused { code, message }) => {
-            assert_eq!(code, ferry_frame::ErrorCode::REFUSED.0);
+            assert_eq!(code, ferry_frame::ErrorCode::REFUSED);
             assert!(message.contains(&me), "{message}");
         }
         other => panic!("expected Refused, got {other:?}"),
@@ -606,8 +624,8 @@ fn pipelined_calls_from_one_thread_each_get_their_own_answer() {
     for (sent, call) in window {
         assert_eq!(&*call.wait().unwrap(), &[sent.wrapping_add(1)]);
     }
-    assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 0);
-    kill9(&mut server);
+    assert_eq!(client.stats().calls_failed, 0);
+    stop_child(&mut server);
 }
 
 #[test]

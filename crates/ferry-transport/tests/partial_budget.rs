@@ -85,7 +85,7 @@ fn partial_messages_beyond_the_server_budget_cut_the_connection_off_and_memory_c
     cfg.limits = small_rings(cfg.limits);
     cfg.max_partial_bytes = BUDGET;
     let server = Server::bind("budget", cfg, |r: ferry_transport::Request<'_>| {
-        r.respond(b"ok")
+        let _ = r.respond(b"ok");
     })
     .unwrap();
     let honest = Client::connect_with("budget", client_config(dir.path())).unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind};
-use ferry_transport::{Client, ClientConfig, Error, Server};
+use ferry_transport::{Client, Error, Server};
 
 #[test]
 fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
@@ -19,7 +19,7 @@ fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
     let mut cfg = server_config(dir.path());
     let me = allow_only_another_user(&mut cfg);
     let _server = Server::bind("refusal", cfg, |r: ferry_transport::Request<'_>| {
-        r.respond(b"")
+        let _ = r.respond(b"");
     })
     .unwrap();
     for delay_ms in [0, 20, 100] {
@@ -35,12 +35,48 @@ fn a_refused_user_gets_the_reason_even_when_its_hello_is_late() {
         assert!(p.message.contains(&me), "{}", p.message);
     }
     // And through the library.
-    let config = ClientConfig {
-        reconnect: false,
-        ..client_config(dir.path())
-    };
+    let config = client_config(dir.path()).with_reconnect(false);
     match Client::connect_with("refusal", config) {
         Err(Error::Refused { message, .. }) => assert!(message.contains(&me), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// A server at `max_connections` refuses the next client as busy, saying so, and serves again
+/// once a connection closed.
+#[test]
+fn a_server_at_its_connection_limit_refuses_with_busy() {
+    let dir = TestDir::new("busy");
+    let mut cfg = server_config(dir.path());
+    cfg.max_connections = 1;
+    let server = Server::bind("busy", cfg, |r: ferry_transport::Request<'_>| {
+        let _ = r.respond(b"ok");
+    })
+    .unwrap();
+    let no_retry = || client_config(dir.path()).with_reconnect(false);
+    let first = Client::connect_with("busy", no_retry()).unwrap();
+    assert_eq!(&*first.call(b"").unwrap(), b"ok");
+    match Client::connect_with("busy", no_retry()) {
+        Err(Error::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::BUSY);
+            assert!(
+                message.contains("maximum of 1 connections"),
+                "the reason names the limit: {message}"
+            );
+        }
+        other => panic!("a second client beyond max_connections = 1: {other:?}"),
+    }
+    // Counted once the acceptor is done with it (the client may read the Refuse first).
+    assert!(eventually(Duration::from_secs(5), || {
+        metric(
+            &server.metrics_text(),
+            r#"ferry_server_connections_refused_total{reason="capacity"}"#,
+        ) == Some(1.0)
+    }));
+    first.close();
+    assert!(eventually(Duration::from_secs(5), || {
+        metric(&server.metrics_text(), "ferry_server_connections_open") == Some(0.0)
+    }));
+    let again = Client::connect_with("busy", no_retry()).unwrap();
+    assert_eq!(&*again.call(b"").unwrap(), b"ok");
 }

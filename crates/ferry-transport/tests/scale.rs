@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
@@ -24,12 +23,7 @@ fn limits() -> Limits {
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     assert_eq!(role, "clients");
     let me: u64 = std::env::var("FERRY_TEST_INDEX").unwrap().parse().unwrap();
     let mut cfg = client_config(&dir);
@@ -56,7 +50,7 @@ fn child_entry() {
     }
     println!("OK {ok}");
     std::thread::sleep(Duration::from_secs(60));
-}
+});
 
 #[test]
 fn thousand_connections_from_ten_processes() {
@@ -65,7 +59,7 @@ fn thousand_connections_from_ten_processes() {
     cfg.limits = limits();
     let server = Server::bind(SERVICE, cfg, |r: Request<'_>| {
         let out: Vec<u8> = r.payload().iter().rev().copied().collect();
-        r.respond(&out)
+        let _ = r.respond(&out);
     })
     .unwrap();
     let mut children: Vec<_> = (0..PROCESSES)
@@ -82,26 +76,19 @@ fn thousand_connections_from_ten_processes() {
     }
     let total = PROCESSES * PER_PROCESS;
     assert!(
-        eventually(Duration::from_secs(10), || server
-            .stats()
-            .connections_open
-            .load(Ordering::SeqCst)
+        eventually(Duration::from_secs(10), || server.stats().connections_open
             == total),
         "open connections: {}",
-        server.stats().connections_open.load(Ordering::SeqCst)
+        server.stats().connections_open
     );
     std::fs::create_dir_all(dir.path()).unwrap(); // Windows: a runtime dir is only a scope
     std::fs::write(dir.path().join("go"), b"").unwrap();
     // wait_line consumed stdout; poll the server's request counter instead, then check exits.
     let want = (total as u64) * CALLS;
     assert!(
-        eventually(Duration::from_secs(120), || server
-            .stats()
-            .requests
-            .load(Ordering::SeqCst)
-            >= want),
+        eventually(Duration::from_secs(120), || server.stats().requests >= want),
         "requests served: {} of {want}",
-        server.stats().requests.load(Ordering::SeqCst)
+        server.stats().requests
     );
     for c in &mut children {
         // A child that failed an assertion has exited non-zero by now; the others sleep.
@@ -110,6 +97,6 @@ fn thousand_connections_from_ten_processes() {
         }
         kill9(c);
     }
-    assert_eq!(server.stats().requests.load(Ordering::SeqCst), want);
-    assert_eq!(server.stats().protocol_errors.load(Ordering::SeqCst), 0);
+    assert_eq!(server.stats().requests, want);
+    assert_eq!(server.stats().protocol_errors, 0);
 }

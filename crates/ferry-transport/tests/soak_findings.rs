@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_transport::{Client, ClientConfig, Connection, Handler, Request, Server};
+use ferry_transport::{Client, Connection, Handler, Request, Server};
 
 /// Pushes a notification to the caller before answering, so that whoever reads the client's
 /// ring (a caller leading for the others, or the monitor) runs the notification handler.
@@ -21,7 +21,7 @@ impl Handler for PushThenAnswer {
     fn on_request(&self, req: Request<'_>) {
         let payload = req.payload();
         let _ = req.connection().notify(payload);
-        req.respond(payload);
+        let _ = req.respond(payload);
     }
     fn on_notification(&self, _conn: &Connection, _payload: &[u8]) {}
 }
@@ -34,15 +34,12 @@ fn a_panicking_notification_handler_does_not_stall_calls() {
     let h = handled.clone();
     let client = Client::connect_with(
         "notepanic",
-        ClientConfig {
-            on_notification: Some(Arc::new(move |p: &[u8]| {
-                h.fetch_add(1, Ordering::Relaxed);
-                if p[0].is_multiple_of(2) {
-                    panic!("notification handler panics on purpose");
-                }
-            })),
-            ..client_config(dir.path())
-        },
+        client_config(dir.path()).with_on_notification(move |p: &[u8]| {
+            h.fetch_add(1, Ordering::Relaxed);
+            if p[0].is_multiple_of(2) {
+                panic!("notification handler panics on purpose");
+            }
+        }),
     )
     .unwrap();
     const THREADS: usize = 4;
@@ -75,16 +72,13 @@ fn a_panicking_notification_handler_does_not_stall_calls() {
     for t in threads {
         t.join().unwrap();
     }
-    let panics = client.stats().notification_panics.load(Ordering::Relaxed);
+    let panics = client.stats().notification_panics;
     assert!(panics > 0, "no handler panic was seen");
     assert!(eventually(Duration::from_secs(5), || {
         handled.load(Ordering::Relaxed) == (THREADS * CALLS) as u64
     }));
     // Every notification reached the handler; about half of them panicked.
-    assert_eq!(
-        client.stats().notifications.load(Ordering::Relaxed),
-        (THREADS * CALLS) as u64
-    );
+    assert_eq!(client.stats().notifications, (THREADS * CALLS) as u64);
 }
 
 #[test]
@@ -96,11 +90,10 @@ fn a_goodbye_is_not_a_protocol_error() {
         assert_eq!(&client.call(b"a").unwrap()[..], b"b");
         client.close(); // sends Goodbye
     }
-    let stats = server.stats();
     assert!(eventually(Duration::from_secs(5), || {
-        stats.connections_closed.load(Ordering::SeqCst) == 5
+        server.stats().connections_closed == 5
     }));
-    assert_eq!(stats.protocol_errors.load(Ordering::SeqCst), 0);
+    assert_eq!(server.stats().protocol_errors, 0);
 }
 
 /// Pushes two large notifications at once from two threads.
@@ -119,7 +112,7 @@ impl Handler for TwoPushes {
         for p in pushers {
             p.join().unwrap();
         }
-        req.respond(b"ok");
+        let _ = req.respond(b"ok");
     }
     fn on_notification(&self, _conn: &Connection, _payload: &[u8]) {}
 }
@@ -134,13 +127,10 @@ fn concurrent_fragmented_notifications_stay_apart() {
     let g = got.clone();
     let client = Client::connect_with(
         "twonotes",
-        ClientConfig {
-            on_notification: Some(Arc::new(move |p: &[u8]| {
-                let uniform = p.iter().all(|&b| b == p[0]);
-                g.lock().unwrap().push((p.len(), p[0], uniform));
-            })),
-            ..client_config(dir.path())
-        },
+        client_config(dir.path()).with_on_notification(move |p: &[u8]| {
+            let uniform = p.iter().all(|&b| b == p[0]);
+            g.lock().unwrap().push((p.len(), p[0], uniform));
+        }),
     )
     .unwrap();
     for _ in 0..5 {

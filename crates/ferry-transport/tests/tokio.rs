@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ferry_transport::tokio::{AsyncClient, AsyncRequest, AsyncStream, Reply, serve};
+use ferry_transport::ErrorCode;
+use ferry_transport::tokio::{AsyncClient, AsyncRequest, AsyncStreamReceiver, Reply, serve};
 use ferry_transport::{Client, ClientConfig, Error, Request, Server};
 
 const SERVICE: &str = "tk";
@@ -43,13 +44,13 @@ fn handle(req: Request<'_>) {
     match op {
         b'E' => {
             let out = transform(rest);
-            req.respond(&out);
+            let _ = req.respond(&out);
         }
         // Zero-copy answer: `len` bytes of pattern(seed), written in place.
         b'Z' => {
             let len = u32_at(rest, 0) as usize;
             let seed = u64::from(u32_at(rest, 4));
-            req.respond_with(len, |buf| buf.copy_from_slice(&pattern(seed, len)));
+            let _ = req.respond_with(len, |buf| buf.copy_from_slice(&pattern(seed, len)));
         }
         b'S' => {
             let count = u32_at(rest, 0);
@@ -89,8 +90,12 @@ fn handle(req: Request<'_>) {
                 }
             });
         }
-        b'Q' => req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes()),
-        _ => req.respond_error(0x8000_0002, "unknown op"),
+        b'Q' => {
+            let _ = req.respond(&CANCELLED.load(Ordering::SeqCst).to_le_bytes());
+        }
+        _ => {
+            let _ = req.respond_error(ErrorCode(0x8000_0002), "unknown op");
+        }
     }
 }
 
@@ -101,7 +106,7 @@ async fn handle_async(mut req: AsyncRequest) -> Reply {
     match op {
         b'E' => Reply::Bytes(transform(rest)),
         b'X' => Reply::Error {
-            code: 0x8000_0001,
+            code: ErrorCode(0x8000_0001),
             message: String::from_utf8_lossy(rest).into_owned(),
         },
         // Answers through the request after yielding to the runtime a few times.
@@ -165,28 +170,17 @@ async fn handle_async(mut req: AsyncRequest) -> Reply {
         }
         b'Q' => Reply::Bytes(CANCELLED.load(Ordering::SeqCst).to_le_bytes().to_vec()),
         _ => Reply::Error {
-            code: 0x8000_0002,
+            code: ErrorCode(0x8000_0002),
             message: "unknown op".into(),
         },
     }
 }
 
-#[test]
-#[ignore = "entry point of the child processes the other tests spawn"]
-fn child_entry() {
-    let Some((role, dir)) = child_role() else {
-        return;
-    };
+child_entry!(|role, dir| {
     let mut cfg = server_config(&dir);
     cfg.limits = small_rings(cfg.limits);
-    match role.as_str() {
-        "server" => {
-            let _server = Server::bind(SERVICE, cfg, handle).expect("bind");
-            println!("READY");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
+    match role {
+        "server" => serve_until_stopped(Server::bind(SERVICE, cfg, handle).expect("bind")),
         "async-server" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -194,21 +188,15 @@ fn child_entry() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let _server = serve(SERVICE, cfg, handle_async).expect("serve");
-                println!("READY");
-                loop {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
+                serve_until_stopped(serve(SERVICE, cfg, handle_async).expect("serve"))
             });
         }
         other => panic!("unknown role {other}"),
     }
-}
+});
 
 fn start(dir: &TestDir, role: &str) -> std::process::Child {
-    let mut child = spawn(role, dir.path(), &[]);
-    wait_line(&mut child, "READY", Duration::from_secs(20));
-    child
+    start_child(role, dir.path())
 }
 
 fn config(dir: &TestDir) -> ClientConfig {
@@ -268,8 +256,8 @@ fn many_tasks_each_get_their_own_answer() {
         for t in tasks {
             t.await.unwrap();
         }
-        assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 64 * 200);
-        assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 0);
+        assert_eq!(client.stats().calls_ok, 64 * 200);
+        assert_eq!(client.stats().calls_failed, 0);
         // Fragmented requests and answers (larger than a ring) go through the blocking pool.
         let big = pattern(7, 3 * TEST_RING as usize + 5);
         let mut req = vec![b'E'];
@@ -279,7 +267,7 @@ fn many_tasks_each_get_their_own_answer() {
         client.notify(b"hello").await.unwrap();
         assert_eq!(&*client.call(b"Eab").await.unwrap(), b"bc");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -322,13 +310,13 @@ fn async_and_blocking_callers_share_one_client() {
     for t in blocking {
         t.join().unwrap();
     }
-    assert_eq!(client.stats().calls_ok.load(Ordering::Relaxed), 6000 + 8000);
-    kill9(&mut server);
+    assert_eq!(client.stats().calls_ok, 6000 + 8000);
+    stop_child(&mut server);
 }
 
-async fn read_all(stream: &mut AsyncStream, size: usize, slow: bool) -> u64 {
+async fn read_all(stream: &mut AsyncStreamReceiver, size: usize, slow: bool) -> u64 {
     let mut n = 0u64;
-    while let Some(item) = stream.next_item().await {
+    while let Some(item) = stream.next_item().await.transpose() {
         let item = item.expect("stream item");
         assert!(item == pattern(n, size), "stream item {n}");
         n += 1;
@@ -350,7 +338,7 @@ fn async_streams_deliver_every_item_then_end() {
         let mut stream = client.stream(&stream_request(100, 1000)).await.unwrap();
         assert_eq!(read_all(&mut stream, 1000, false).await, 100);
         // The end is sticky.
-        assert!(stream.next_item().await.is_none());
+        assert_eq!(stream.next_item().await.unwrap(), None);
         // A stream far larger than the client's queue, read slowly: backpressure, no loss.
         let mut stream = client.stream(&stream_request(6000, 1000)).await.unwrap();
         assert_eq!(read_all(&mut stream, 1000, true).await, 6000);
@@ -369,7 +357,7 @@ fn async_streams_deliver_every_item_then_end() {
         // Calls still work, and every slot came back.
         assert_eq!(&*client.call(b"Exy").await.unwrap(), b"yz");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -410,9 +398,9 @@ fn dropping_a_call_future_frees_its_slot_and_cancels_it() {
         for (i, c) in calls.into_iter().enumerate() {
             assert_eq!(c.await.unwrap().unwrap(), vec![i as u8 + 1]);
         }
-        assert_eq!(client.stats().calls_failed.load(Ordering::Relaxed), 21);
+        assert_eq!(client.stats().calls_failed, 21);
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -439,7 +427,7 @@ fn dropping_an_async_stream_cancels_it_on_the_server() {
         // The connection is still healthy.
         assert_eq!(&*client.call(b"Eab").await.unwrap(), b"bc");
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -452,13 +440,19 @@ fn async_server_answers_blocking_and_async_clients() {
     assert_eq!(&*client.call(b"Rabc").unwrap(), b"bcd");
     match client.call(b"Xno such method") {
         Err(Error::Remote { code, message }) => {
-            assert_eq!(code, 0x8000_0001);
+            assert_eq!(code, ErrorCode(0x8000_0001));
             assert_eq!(message, "no such method");
         }
         other => panic!("expected a remote error, got {other:?}"),
     }
     assert!(
-        matches!(client.call(b"D"), Err(Error::Remote { code: 1, .. })),
+        matches!(
+            client.call(b"D"),
+            Err(Error::Remote {
+                code: ErrorCode::HANDLER_FAILED,
+                ..
+            })
+        ),
         "a request the async handler drops is answered with an error"
     );
     let mut stream = client.stream(&stream_request(50, 100)).unwrap();
@@ -519,7 +513,7 @@ fn async_server_answers_blocking_and_async_clients() {
             .await
         );
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]
@@ -541,7 +535,15 @@ fn server_death_fails_pending_async_calls() {
     let mut stream = rt.block_on(client.stream(b"T")).unwrap();
     let first = rt.block_on(async { stream.next_item().await.unwrap().unwrap() });
     assert_eq!(first, b"first");
-    std::thread::sleep(Duration::from_millis(50));
+    // Kill the server once it holds the 8 calls and the stream: all in flight.
+    assert!(
+        eventually(Duration::from_secs(10), || server_metric(
+            dir.path(),
+            SERVICE,
+            "ferry_server_requests_in_flight"
+        ) == 9.0),
+        "the server never had the 8 calls and the stream in flight"
+    );
     let killed = Instant::now();
     kill9(&mut server);
     rt.block_on(async {
@@ -559,10 +561,7 @@ fn server_death_fails_pending_async_calls() {
         let end = tokio::time::timeout(Duration::from_secs(5), stream.next_item())
             .await
             .expect("the stream hung after the server died");
-        assert!(
-            matches!(end, Some(Err(Error::Closed(_)))),
-            "stream end: {end:?}"
-        );
+        assert!(matches!(end, Err(Error::Closed(_))), "stream end: {end:?}");
         // New calls fail at once, saying why.
         assert!(matches!(client.call(b"Ex").await, Err(Error::Closed(_))));
     });
@@ -638,7 +637,7 @@ fn zero_copy_call_with_and_respond_with() {
             );
         }
     });
-    kill9(&mut server);
+    stop_child(&mut server);
 }
 
 #[test]

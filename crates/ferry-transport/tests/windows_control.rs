@@ -16,8 +16,10 @@
 
 #![cfg(windows)]
 
+mod common;
+
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,20 +82,9 @@ fn unique_service(tag: &str) -> String {
 }
 
 fn spawn(role: &str, service: &str) -> Child {
-    let exe = std::env::current_exe().expect("current_exe");
-    Command::new(exe)
-        .args([
-            "--exact",
-            "child_entry",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("FERRY_TEST_ROLE", role)
+    common::child_command(role)
         .env("FERRY_TEST_SERVICE", service)
         .env("FERRY_TEST_PARENT", std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the child")
 }
@@ -244,11 +235,14 @@ fn control_plane_end_to_end_with_a_child_client() {
     // A second server on the same name is refused, naming the live one.
     let err = PipeListener::bind(&service).expect_err("a second server");
     match &err {
-        Error::AlreadyServed { pipe: name, pid } => {
+        Error::AlreadyRunning {
+            endpoint: name,
+            pid,
+        } => {
             assert_eq!(name, listener.name());
             assert_eq!(*pid, Some(std::process::id()));
         }
-        other => panic!("expected AlreadyServed, got: {other}"),
+        other => panic!("expected AlreadyRunning, got: {other}"),
     }
     println!("second bind: {err}");
 
@@ -289,24 +283,19 @@ fn a_client_with_a_foreign_allow_list_refuses_the_server() {
     );
 }
 
-/// The child's part; runs only when a parent test spawns it.
-#[test]
-#[ignore = "child process entry point, spawned by the other tests"]
-fn child_entry() {
-    let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
-        return;
-    };
+// The child's part; runs only when a parent test spawns it.
+common::child_entry!(|role| {
     let service = std::env::var("FERRY_TEST_SERVICE").expect("FERRY_TEST_SERVICE");
     let parent: u32 = std::env::var("FERRY_TEST_PARENT")
         .expect("FERRY_TEST_PARENT")
         .parse()
         .expect("a pid");
-    match role.as_str() {
+    match role {
         "client" => client_role(&service, parent),
         "picky-client" => picky_client_role(&service, parent),
         other => panic!("unknown role {other}"),
     }
-}
+});
 
 fn client_role(service: &str, parent: u32) {
     let me = Sid::current_user().expect("current user");
@@ -378,7 +367,7 @@ fn picky_client_role(service: &str, parent: u32) {
     let err = server
         .check_allowed("client", &[foreign])
         .expect_err("the server's user is not on the list");
-    assert!(matches!(err, Error::PeerSidNotAllowed { .. }), "{err}");
+    assert!(matches!(err, Error::PeerNotAllowed { .. }), "{err}");
     println!("refused: {err}");
     // Hang up without a Hello.
 }

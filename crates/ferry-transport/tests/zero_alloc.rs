@@ -59,7 +59,7 @@ fn calls_and_notifications_allocate_nothing_in_steady_state() {
         let mut out = [0u8; 64];
         out.copy_from_slice(&r.payload()[..64]);
         out[0] = out[0].wrapping_add(1);
-        r.respond(&out);
+        let _ = r.respond(&out);
     })
     .unwrap();
     let mut cfg = client_config(dir.path());

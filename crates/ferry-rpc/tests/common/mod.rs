@@ -39,17 +39,11 @@ impl Drop for TestDir {
 }
 
 pub fn server_config(dir: &Path) -> ServerConfig {
-    ServerConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default().with_runtime_dir(dir.to_owned())
 }
 
 pub fn client_config(dir: &Path) -> ClientConfig {
-    ClientConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ClientConfig::default()
-    }
+    ClientConfig::default().with_runtime_dir(dir.to_owned())
 }
 
 /// Spawns this test binary as a child playing `role`.

@@ -225,7 +225,7 @@ pub(crate) fn take_response(shared: &Arc<Shared>, index: u32) -> Result<Response
     };
     if kind == Kind::ErrorResponse {
         let (code, message) = decode_error(&response);
-        if code == ErrorCode::CANCELLED.0 {
+        if code == ErrorCode::CANCELLED {
             return Err(Error::Cancelled);
         }
         return Err(Error::Remote { code, message });

@@ -12,6 +12,7 @@ pub type NotificationHandler = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// How a client connects and waits.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Limits to ask the server for (it may lower them). Ring sizes must be powers of two.
     pub limits: Limits,
@@ -72,5 +73,62 @@ impl Default for ClientConfig {
             round_trip_sample_every: 8,
             on_notification: None,
         }
+    }
+}
+
+/// Builder-style setters: `ClientConfig::default().with_runtime_dir(dir).with_limits(limits)`. (The
+/// struct is `#[non_exhaustive]`: outside this crate it is built from [`Default`] and these
+/// setters or field assignments, never with a struct literal, so fields can be added later.)
+impl ClientConfig {
+    /// Sets [`limits`](Self::limits).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Sets [`policy`](Self::policy).
+    #[must_use]
+    pub fn with_policy(mut self, policy: WaitPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+    /// Sets [`reconnect`](Self::reconnect).
+    #[must_use]
+    pub fn with_reconnect(mut self, reconnect: bool) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+    /// Sets [`runtime_dir`](Self::runtime_dir).
+    #[must_use]
+    pub fn with_runtime_dir(mut self, runtime_dir: impl Into<PathBuf>) -> Self {
+        self.runtime_dir = Some(runtime_dir.into());
+        self
+    }
+    /// Sets [`round_trip_sample_every`](Self::round_trip_sample_every).
+    #[must_use]
+    pub fn with_round_trip_sample_every(mut self, round_trip_sample_every: u32) -> Self {
+        self.round_trip_sample_every = round_trip_sample_every;
+        self
+    }
+    /// Sets [`on_notification`](Self::on_notification).
+    #[must_use]
+    pub fn with_on_notification(
+        mut self,
+        on_notification: impl Fn(&[u8]) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_notification = Some(Arc::new(on_notification));
+        self
     }
 }

@@ -13,7 +13,7 @@ use crate::slots::Slots;
 use crate::sys::{self};
 
 use super::reader::{close, monitor};
-use super::{Client, ClientCollector, ClientConfig, ClientStats, Conn, Shared};
+use super::{Client, ClientCollector, ClientConfig, ClientCounters, ClientStats, Conn, Shared};
 use crate::handshake::client::handshake;
 
 impl Client {
@@ -39,7 +39,7 @@ impl Client {
             config,
             conn: Mutex::new(None),
             connecting: Mutex::new(()),
-            stats: ClientStats::default(),
+            stats: ClientCounters::default(),
             metrics: ClientMetrics::default(),
             service: name.into(),
             closing: AtomicBool::new(false),
@@ -52,9 +52,9 @@ impl Client {
         Ok(client)
     }
 
-    /// The client's counters.
-    pub fn stats(&self) -> &ClientStats {
-        &self.shared.stats
+    /// The client's counters, now.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.snapshot()
     }
 
     /// The client's metrics as OpenMetrics text (the Prometheus text exposition, ending with
@@ -124,9 +124,7 @@ impl Client {
             attempts += 1;
             match handshake(&self.shared.endpoint, &self.shared.config) {
                 Ok(conn) => return self.install(conn, attempts, started),
-                Err(
-                    e @ (Error::NotRunning { .. } | Error::PipeNotFound { .. } | Error::Closed(_)),
-                ) => {
+                Err(e @ (Error::NotRunning { .. } | Error::Closed(_))) => {
                     let now = Instant::now();
                     if now >= deadline {
                         tracing::warn!(

@@ -44,23 +44,52 @@ pub use calls::PendingCall;
 #[cfg(feature = "tokio")]
 pub(crate) use calls::take_response;
 pub use config::{ClientConfig, NotificationHandler};
-pub use stream::Stream;
+pub use stream::StreamReceiver;
 
-/// Counters of one client (all connections it made).
+/// The live counters behind [`ClientStats`] (what [`Client::stats`] reads).
 #[derive(Debug, Default)]
+pub(crate) struct ClientCounters {
+    pub(crate) calls_ok: AtomicU64,
+    pub(crate) calls_failed: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) notifications: AtomicU64,
+    pub(crate) notifications_dropped: AtomicU64,
+    pub(crate) notification_panics: AtomicU64,
+}
+
+impl ClientCounters {
+    /// Their values now.
+    pub(crate) fn snapshot(&self) -> ClientStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            calls_ok: load(&self.calls_ok),
+            calls_failed: load(&self.calls_failed),
+            connects: load(&self.connects),
+            notifications: load(&self.notifications),
+            notifications_dropped: load(&self.notifications_dropped),
+            notification_panics: load(&self.notification_panics),
+        }
+    }
+}
+
+/// Counters of one client (all connections it made), read at one moment by
+/// [`Client::stats`]. Each counter is read on its own (relaxed): the set is not one atomic
+/// snapshot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientStats {
     /// Calls answered with a response.
-    pub calls_ok: AtomicU64,
+    pub calls_ok: u64,
     /// Calls that ended in an error of any kind (the metrics text has them by kind of error).
-    pub calls_failed: AtomicU64,
+    pub calls_failed: u64,
     /// Connections established (the first one included).
-    pub connects: AtomicU64,
+    pub connects: u64,
     /// Notifications received and handed to the handler.
-    pub notifications: AtomicU64,
+    pub notifications: u64,
     /// Notifications dropped because no handler was configured.
-    pub notifications_dropped: AtomicU64,
+    pub notifications_dropped: u64,
     /// Notifications whose handler panicked (the panic is caught; reading goes on).
-    pub notification_panics: AtomicU64,
+    pub notification_panics: u64,
 }
 
 /// A connection to a Ferry server. Cheap to clone; `Send + Sync`.
@@ -76,7 +105,7 @@ pub(crate) struct Shared {
     pub(crate) slots: Slots,
     pub(crate) conn: Mutex<Option<Arc<Conn>>>,
     pub(crate) connecting: Mutex<()>,
-    pub(crate) stats: ClientStats,
+    pub(crate) stats: ClientCounters,
     pub(crate) metrics: ClientMetrics,
     /// The service name, for the lifecycle events.
     pub(crate) service: Box<str>,
@@ -180,6 +209,8 @@ impl prometheus_client::collector::Collector for ClientCollector {
                 .as_ref()
                 .map(|c| c.metrics.snapshot())
         };
-        shared.metrics.encode(&shared.stats, current, &mut encoder)
+        shared
+            .metrics
+            .encode(&shared.stats.snapshot(), current, &mut encoder)
     }
 }

@@ -272,10 +272,15 @@ fn deliver(
             return AfterMessage::ReadOn;
         }
         // Backpressure: wait (bounded by liveness) while the stream's reader lags.
+        let mut counted = false;
         while reader == Reader::MayBlock
             && inner.items.len() + payload.len() > STREAM_QUEUE_BYTES
             && !inner.items.is_empty()
         {
+            if !counted {
+                shared.metrics.stream_backpressure_wait();
+                counted = true;
+            }
             if conn.live.is_closed() || shared.slots.lookup(id).is_none() {
                 return AfterMessage::ReadOn;
             }

@@ -14,7 +14,7 @@ use crate::error::decode_error;
 
 /// A streamed answer: items arrive in order, then the stream ends.
 #[derive(Debug)]
-pub struct Stream {
+pub struct StreamReceiver {
     pub(crate) client: Client,
     pub(crate) index: u32,
     pub(crate) id: u64,
@@ -27,14 +27,14 @@ impl Client {
     ///
     /// # Errors
     /// As [`call`](Self::call) for sending the request.
-    pub fn stream(&self, request: &[u8]) -> Result<Stream, Error> {
+    pub fn stream(&self, request: &[u8]) -> Result<StreamReceiver, Error> {
         let conn = self.connection(None, true)?;
         let (index, id) = self.shared.slots.acquire(true, None)?;
         if let Err(e) = conn.tx.send(Kind::Request, id, request, None, &conn.live) {
             self.shared.slots.release(index);
             return Err(e);
         }
-        Ok(Stream {
+        Ok(StreamReceiver {
             client: self.clone(),
             index,
             id,
@@ -44,7 +44,7 @@ impl Client {
     }
 }
 
-impl Stream {
+impl StreamReceiver {
     /// The next item: `Ok(Some(bytes))`, `Ok(None)` at the end of the stream.
     ///
     /// # Errors
@@ -126,7 +126,7 @@ impl Stream {
     }
 }
 
-impl Drop for Stream {
+impl Drop for StreamReceiver {
     fn drop(&mut self) {
         self.cancel_inner();
         self.client.shared.slots.release(self.index);

@@ -45,7 +45,7 @@ pub(crate) fn refuse(
     Refusal {
         reason,
         error: Error::Refused {
-            code: code.0,
+            code,
             message: message.to_owned(),
         },
     }
@@ -124,7 +124,7 @@ pub(crate) fn conclude(
     first: Result<Option<sys::Incoming>, Error>,
 ) -> Result<Accepted, Refusal> {
     let cfg = &shared.config;
-    if !cfg.allowed_users().contains(&peer.user) {
+    if !cfg.allows(&peer.user) {
         return Err(refuse(
             &control,
             RefuseReason::UidNotAllowed,
@@ -308,7 +308,7 @@ impl Parts {
             control,
             bell: self.server_bell,
             peer_pid: peer.pid,
-            peer_user: peer.user,
+            peer_user: crate::UserId(peer.user),
             metrics,
             server_metrics: shared.metrics.clone(),
             opened: Instant::now(),

@@ -131,6 +131,7 @@ impl CallError {
 pub(crate) struct ClientMetrics {
     pub(crate) failed: [AtomicU64; 11],
     pub(crate) connect_retries: AtomicU64,
+    pub(crate) stream_backpressure_waits: AtomicU64,
     pub(crate) round_trip: LatencyHistogram,
     /// The sum of the counters of the client's earlier connections.
     pub(crate) earlier: Mutex<LinkSnapshot>,
@@ -145,6 +146,12 @@ impl ClientMetrics {
     /// A connection attempt failed and will be retried after a backoff.
     pub(crate) fn connect_retry(&self) {
         self.connect_retries.fetch_add(1, Relaxed);
+    }
+
+    /// A thread reading the ring started waiting for a stream's consumer to make room in its
+    /// queue (backpressure).
+    pub(crate) fn stream_backpressure_wait(&self) {
+        self.stream_backpressure_waits.fetch_add(1, Relaxed);
     }
 
     /// Locks the sum of earlier connections' counters; fold a replaced connection's counters
@@ -178,7 +185,7 @@ impl ClientMetrics {
             enc,
             "ferry_client_calls",
             "Calls answered with a response.",
-            &[(vec![("outcome", "ok")], load(&stats.calls_ok))],
+            &[(vec![("outcome", "ok")], stats.calls_ok)],
         )?;
         let failed: Vec<_> = CallError::ALL
             .iter()
@@ -190,7 +197,7 @@ impl ClientMetrics {
             "Calls that ended in an error, by error kind.",
             &failed,
         )?;
-        let connects = load(&stats.connects);
+        let connects = stats.connects;
         counter(
             enc,
             "ferry_client_connects",
@@ -214,18 +221,22 @@ impl ClientMetrics {
             "ferry_client_notifications",
             "Server notifications received, by whether a handler took them.",
             &[
-                (vec![("handled", "true")], load(&stats.notifications)),
-                (
-                    vec![("handled", "false")],
-                    load(&stats.notifications_dropped),
-                ),
+                (vec![("handled", "true")], stats.notifications),
+                (vec![("handled", "false")], stats.notifications_dropped),
             ],
         )?;
         counter(
             enc,
             "ferry_client_notification_handler_panics",
             "Notifications whose handler panicked (caught; reading went on).",
-            &[(vec![], load(&stats.notification_panics))],
+            &[(vec![], stats.notification_panics)],
+        )?;
+        counter(
+            enc,
+            "ferry_client_stream_backpressure_waits",
+            "Times the thread reading the ring had to wait because a stream's consumer lagged \
+             (its queue was full); the ring fills behind it meanwhile.",
+            &[(vec![], load(&self.stream_backpressure_waits))],
         )?;
         link_totals(enc, "ferry_client", &totals)?;
         let (sum, count, buckets) = self.round_trip.read();

@@ -223,7 +223,7 @@ mod tests {
 
     #[derive(Debug, Default)]
     struct Server {
-        stats: crate::ServerStats,
+        stats: crate::server::ServerCounters,
         metrics: ServerMetrics,
     }
 
@@ -232,7 +232,7 @@ mod tests {
 
     impl prometheus_client::collector::Collector for Collect {
         fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
-            self.0.metrics.encode(&self.0.stats, &mut enc)
+            self.0.metrics.encode(&self.0.stats.snapshot(), &mut enc)
         }
     }
 

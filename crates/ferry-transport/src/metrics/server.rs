@@ -220,7 +220,7 @@ impl ServerMetrics {
             enc,
             "ferry_server_connections_accepted",
             "Connections accepted (handshake completed).",
-            &[(vec![], load(&stats.connections_accepted))],
+            &[(vec![], stats.connections_accepted)],
         )?;
         let refused: Vec<_> = RefuseReason::ALL
             .iter()
@@ -251,7 +251,7 @@ impl ServerMetrics {
             enc,
             "ferry_server_connections_open",
             "Connections open now.",
-            &[(vec![], stats.connections_open.load(Relaxed) as u64)],
+            &[(vec![], stats.connections_open as u64)],
         )?;
         gauge(
             enc,
@@ -266,7 +266,7 @@ impl ServerMetrics {
             "Errors by kind: protocol violations (each closed its connection), handler panics, \
              requests dropped without an answer.",
             &[
-                (vec![("kind", "protocol")], load(&stats.protocol_errors)),
+                (vec![("kind", "protocol")], stats.protocol_errors),
                 (vec![("kind", "handler_panic")], load(&self.handler_panics)),
                 (
                     vec![("kind", "request_dropped")],

@@ -65,7 +65,7 @@ pub(crate) fn record(shared: &ServerShared, result: Result<Accepted, Refusal>) {
                 service = &*shared.service,
                 connection = conn.id,
                 peer_pid = conn.peer_pid,
-                peer_user = %conn.peer_user,
+                peer_user = %conn.peer_user.0,
                 max_message_size = limits.max_message_size,
                 max_partial_messages = limits.max_partial_messages,
                 max_buffered_bytes = limits.max_buffered_bytes,

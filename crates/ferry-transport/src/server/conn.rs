@@ -11,7 +11,8 @@ use ferry_notify::Doorbell;
 use crate::error::Error;
 use crate::link::{Liveness, Rx, Tx};
 use crate::metrics::{LinkCounters, ServerMetrics};
-use crate::sys::{Control, UserId};
+use crate::sys::Control;
+use crate::user::UserId;
 
 /// One client connection, as the server sees it. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -194,14 +195,9 @@ impl Connection {
     pub fn peer_pid(&self) -> i32 {
         self.state.peer_pid
     }
-    /// The client's user id.
-    #[cfg(unix)]
-    pub fn peer_uid(&self) -> u32 {
-        self.state.peer_user
-    }
-    /// The client's user (the user SID of its process's token).
-    #[cfg(windows)]
-    pub fn peer_sid(&self) -> &crate::windows::identity::Sid {
+    /// The client's user (its effective uid on Unix, its token's user SID on Windows, at
+    /// connect time).
+    pub fn peer_user(&self) -> &UserId {
         &self.state.peer_user
     }
     /// Whether the connection is still open.

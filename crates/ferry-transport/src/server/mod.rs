@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 
 use ferry_notify::Doorbell;
 
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::metrics::ServerMetrics;
 use crate::sys::{self, Listener};
@@ -57,31 +58,74 @@ pub trait Handler: Send + Sync + 'static {
     fn on_disconnect(&self, _connection: &Connection) {}
 }
 
-impl<F: Fn(Request<'_>) + Send + Sync + 'static> Handler for F {
+/// What a closure handler may return: `()`, or the `Result` of answering
+/// ([`Request::respond`] and its siblings), so that `|req| req.respond(b"ok")` is a handler.
+/// An `Err` there only says the client is gone, which the server sees and handles anyway.
+pub trait HandlerOutput {}
+
+impl HandlerOutput for () {}
+
+impl HandlerOutput for Result<(), Error> {}
+
+impl<F, R> Handler for F
+where
+    F: Fn(Request<'_>) -> R + Send + Sync + 'static,
+    R: HandlerOutput,
+{
     fn on_request(&self, request: Request<'_>) {
-        self(request)
+        let _ = self(request);
     }
 }
 
-/// Counters of one server.
+/// The live counters behind [`ServerStats`] (what [`Server::stats`] reads).
 #[derive(Debug, Default)]
+pub(crate) struct ServerCounters {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_closed: AtomicU64,
+    pub(crate) connections_open: AtomicUsize,
+    pub(crate) requests: AtomicU64,
+    pub(crate) notifications: AtomicU64,
+    pub(crate) protocol_errors: AtomicU64,
+}
+
+impl ServerCounters {
+    /// Their values now.
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            connections_accepted: load(&self.connections_accepted),
+            connections_refused: load(&self.connections_refused),
+            connections_closed: load(&self.connections_closed),
+            connections_open: self.connections_open.load(Ordering::Relaxed),
+            requests: load(&self.requests),
+            notifications: load(&self.notifications),
+            protocol_errors: load(&self.protocol_errors),
+        }
+    }
+}
+
+/// Counters of one server, read at one moment by [`Server::stats`]. Each counter is read on
+/// its own (relaxed): the set is not one atomic snapshot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerStats {
     /// Connections accepted (handshake completed).
-    pub connections_accepted: AtomicU64,
+    pub connections_accepted: u64,
     /// Connection attempts refused (wrong user, version, limits, capacity), and metrics
     /// queries turned away. The metrics text has them by reason.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: u64,
     /// Connections that ended. The metrics text has them by reason.
-    pub connections_closed: AtomicU64,
+    pub connections_closed: u64,
     /// Connections open now.
-    pub connections_open: AtomicUsize,
+    pub connections_open: usize,
     /// Requests received.
-    pub requests: AtomicU64,
+    pub requests: u64,
     /// Notifications received.
-    pub notifications: AtomicU64,
+    pub notifications: u64,
     /// Protocol violations: bad frames, broken limits, corrupted rings (each closed its
     /// connection). A client's `Goodbye` or hang-up is not one.
-    pub protocol_errors: AtomicU64,
+    pub protocol_errors: u64,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -99,7 +143,7 @@ pub(crate) struct ServerShared {
     /// Unix: wakes the acceptor's poller when the server stops.
     #[cfg(unix)]
     pub(crate) acceptor_bell: Doorbell,
-    pub(crate) stats: ServerStats,
+    pub(crate) stats: ServerCounters,
     pub(crate) metrics: Arc<ServerMetrics>,
     /// The service name, for the lifecycle events.
     pub(crate) service: Box<str>,
@@ -126,9 +170,13 @@ impl Server {
     /// Binds service `name` and starts serving with `handler`.
     ///
     /// # Errors
-    /// [`Error::AlreadyRunning`] when a live server holds the name; [`Error::UnsafeDirectory`]
-    /// when the runtime directory is not private; OS errors.
+    /// [`Error::InvalidConfig`] for limits no client could be served with (a limit of 0, ring
+    /// sizes that are not powers of two between [`MIN_RING`](crate::MIN_RING) and
+    /// [`MAX_RING`](crate::MAX_RING)) or `max_connections` 0; [`Error::AlreadyRunning`] when a
+    /// live server holds the name; [`Error::UnsafeDirectory`] when the runtime directory is not
+    /// private; OS errors.
     pub fn bind(name: &str, config: ServerConfig, handler: impl Handler) -> Result<Server, Error> {
+        config.validate()?;
         let endpoint = sys::resolve(name, config.runtime_dir.as_deref())?;
         sys::raise_fd_limit();
         let listener = Listener::bind(endpoint)?;
@@ -148,7 +196,7 @@ impl Server {
             stop: AtomicBool::new(false),
             #[cfg(unix)]
             acceptor_bell: Doorbell::new()?,
-            stats: ServerStats::default(),
+            stats: ServerCounters::default(),
             metrics: Arc::new(ServerMetrics::with_partial_budget(partial_budget)),
             service: name.into(),
             workers,
@@ -160,7 +208,7 @@ impl Server {
             endpoint = sys::endpoint_text(shared.listener.endpoint()),
             workers = shared.workers.len(),
             max_connections = shared.config.max_connections,
-            allowed_users = ?shared.config.allowed_users(),
+            allowed_users = ?shared.config.allowed_users,
             "ferry server bound"
         );
         let mut threads = Vec::new();
@@ -183,21 +231,14 @@ impl Server {
         Ok(Server { shared, threads })
     }
 
-    /// The service's paths (socket, lock, directory).
-    #[cfg(unix)]
-    pub fn paths(&self) -> &crate::unix::service_dir::ServicePaths {
-        self.shared.listener.endpoint()
+    /// Where the service's control channel lives: its socket (Unix) or named pipe (Windows).
+    pub fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint(self.shared.listener.endpoint())
     }
 
-    /// The service's control pipe (`\\.\pipe\ferry-<user SID>-...`).
-    #[cfg(windows)]
-    pub fn pipe_name(&self) -> &str {
-        &self.shared.listener.endpoint().pipe
-    }
-
-    /// The server's counters.
-    pub fn stats(&self) -> &ServerStats {
-        &self.shared.stats
+    /// The server's counters, now.
+    pub fn stats(&self) -> ServerStats {
+        self.shared.stats.snapshot()
     }
 
     /// The server's metrics as OpenMetrics text (the Prometheus text exposition, ending with
@@ -256,7 +297,9 @@ impl prometheus_client::collector::Collector for ServerCollector {
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> std::fmt::Result {
         match self.0.upgrade() {
-            Some(shared) => shared.metrics.encode(&shared.stats, &mut encoder),
+            Some(shared) => shared
+                .metrics
+                .encode(&shared.stats.snapshot(), &mut encoder),
             None => Ok(()),
         }
     }

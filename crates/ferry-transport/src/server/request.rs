@@ -2,7 +2,7 @@
 //! thread), [`StreamSender`] (a streamed answer).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferry_frame::{ErrorCode, ErrorPayload, Kind};
 
@@ -16,7 +16,10 @@ pub struct Request<'a> {
     pub(crate) conn: &'a Arc<ConnState>,
     pub(crate) id: u64,
     pub(crate) payload: &'a [u8],
-    pub(crate) answered: bool,
+    /// Set once an answer went out or was handed on (a `Responder`, a stream). It lives in the
+    /// worker, not in the request, so that after a handler panics the worker still knows
+    /// whether the request was answered before the panic (then it must not answer again).
+    pub(crate) answered: &'a AtomicBool,
 }
 
 impl<'a> Request<'a> {
@@ -31,30 +34,52 @@ impl<'a> Request<'a> {
             state: self.conn.clone(),
         }
     }
-    /// Answers with `payload`.
-    pub fn respond(mut self, payload: &[u8]) {
-        self.answered = true;
+    /// Answers with `payload`: now, or (when the ring is full, or the answer goes in
+    /// fragments) by the worker as the client makes room, before it reads anything more from
+    /// this connection.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the connection is closed: the answer cannot reach the client.
+    /// (As for [`Responder::respond`]; a handler may just return it.)
+    pub fn respond(self, payload: &[u8]) -> Result<(), Error> {
+        self.answered.store(true, Ordering::Relaxed);
         self.conn.send_inline(Kind::Response, self.id, payload);
+        self.outcome()
     }
     /// Answers with `len` bytes that `fill` writes in place, straight into the ring record (no
     /// copy of the payload on this side). When the answer does not fit now (the ring is full,
     /// or it is larger than one record and goes in fragments) `fill` writes into a buffer that
     /// is sent as the connection's pending answer, as [`respond`](Self::respond) would.
     /// `fill` gets exactly `len` bytes and should write them all.
-    pub fn respond_with(mut self, len: usize, fill: impl FnOnce(&mut [u8])) {
-        self.answered = true;
+    ///
+    /// # Errors
+    /// As [`respond`](Self::respond).
+    pub fn respond_with(self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<(), Error> {
+        self.answered.store(true, Ordering::Relaxed);
         self.conn
             .send_inline_with(Kind::Response, self.id, len, fill);
+        self.outcome()
     }
-    /// Answers with an error `code` (see `ferry_frame::ErrorCode`; application codes from
-    /// `0x8000_0000`) and a message for the caller.
-    pub fn respond_error(mut self, code: u32, message: &str) {
-        self.answered = true;
+    /// Answers with an error `code` (a protocol code such as [`ErrorCode::INVALID_ARGUMENT`], or
+    /// an application code from [`ErrorCode::APPLICATION_BASE`]) and a message for the caller.
+    ///
+    /// # Errors
+    /// As [`respond`](Self::respond).
+    pub fn respond_error(self, code: ErrorCode, message: &str) -> Result<(), Error> {
+        self.answered.store(true, Ordering::Relaxed);
         send_error_inline(self.conn, self.id, code, message);
+        self.outcome()
+    }
+    /// What answering came to: `Err` once the connection is closed.
+    fn outcome(&self) -> Result<(), Error> {
+        if self.conn.live.is_closed() {
+            return Err(self.conn.live.error());
+        }
+        Ok(())
     }
     /// Takes the request out of the handler to answer it later, from any thread.
-    pub fn into_responder(mut self) -> Responder {
-        self.answered = true;
+    pub fn into_responder(self) -> Responder {
+        self.answered.store(true, Ordering::Relaxed);
         let slot = self.conn.defer(self.id);
         Responder {
             conn: self.conn.clone(),
@@ -75,12 +100,13 @@ impl Drop for Request<'_> {
     fn drop(&mut self) {
         // Dropped by a panicking handler: the worker answers "the handler panicked" (and counts
         // the panic) once `catch_unwind` returns.
-        if !self.answered && !std::thread::panicking() {
+        if !self.answered.load(Ordering::Relaxed) && !std::thread::panicking() {
+            self.answered.store(true, Ordering::Relaxed);
             self.conn.server_metrics.request_dropped();
             send_error_inline(
                 self.conn,
                 self.id,
-                ErrorCode::HANDLER_FAILED.0,
+                ErrorCode::HANDLER_FAILED,
                 "the handler returned without answering",
             );
         }
@@ -94,12 +120,12 @@ pub(crate) fn error_payload<'b>(buf: &'b mut [u8], code: ErrorCode, message: &st
     &buf[..n]
 }
 
-pub(crate) fn send_error_inline(conn: &ConnState, id: u64, code: u32, message: &str) {
+pub(crate) fn send_error_inline(conn: &ConnState, id: u64, code: ErrorCode, message: &str) {
     let mut buf = [0u8; 1024];
     conn.send_inline(
         Kind::ErrorResponse,
         id,
-        error_payload(&mut buf, ErrorCode(code), message),
+        error_payload(&mut buf, code, message),
     );
 }
 
@@ -150,9 +176,9 @@ impl AnswerLink {
             .send(kind, self.id, payload, None, &self.conn.live)
     }
     /// An error payload for `code` and `message` (cut to fit).
-    pub(crate) fn error_payload(code: u32, message: &str) -> Vec<u8> {
+    pub(crate) fn error_payload(code: ErrorCode, message: &str) -> Vec<u8> {
         let mut buf = [0u8; 1024];
-        error_payload(&mut buf, ErrorCode(code), message).to_vec()
+        error_payload(&mut buf, code, message).to_vec()
     }
 }
 
@@ -208,7 +234,7 @@ impl Responder {
     ///
     /// # Errors
     /// [`Error::Closed`] when the client is gone.
-    pub fn respond_error(mut self, code: u32, message: &str) -> Result<(), Error> {
+    pub fn respond_error(mut self, code: ErrorCode, message: &str) -> Result<(), Error> {
         self.done = true;
         send_error(&self.conn, Kind::ErrorResponse, self.id, code, message)
     }
@@ -218,11 +244,11 @@ pub(crate) fn send_error(
     conn: &ConnState,
     kind: Kind,
     id: u64,
-    code: u32,
+    code: ErrorCode,
     message: &str,
 ) -> Result<(), Error> {
     let mut buf = [0u8; 1024];
-    let payload = error_payload(&mut buf, ErrorCode(code), message);
+    let payload = error_payload(&mut buf, code, message);
     conn.tx.send(kind, id, payload, None, &conn.live)
 }
 
@@ -230,11 +256,11 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if !self.done {
             let (code, msg) = if self.is_cancelled() {
-                (ErrorCode::CANCELLED.0, "cancelled")
+                (ErrorCode::CANCELLED, "cancelled")
             } else {
                 self.conn.server_metrics.request_dropped();
                 (
-                    ErrorCode::HANDLER_FAILED.0,
+                    ErrorCode::HANDLER_FAILED,
                     "the handler dropped the request without answering",
                 )
             };
@@ -296,7 +322,7 @@ impl StreamSender {
     ///
     /// # Errors
     /// [`Error::Closed`] when the client is gone.
-    pub fn fail(mut self, code: u32, message: &str) -> Result<(), Error> {
+    pub fn fail(mut self, code: ErrorCode, message: &str) -> Result<(), Error> {
         self.inner.done = true;
         send_error(
             &self.inner.conn,

@@ -2,7 +2,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry_frame::{ErrorCode, ErrorPayload, Kind};
@@ -562,11 +562,12 @@ pub(crate) fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result
         match kind {
             Kind::Request => {
                 shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let answered = AtomicBool::new(false);
                 let request = Request {
                     conn,
                     id,
                     payload,
-                    answered: false,
+                    answered: &answered,
                 };
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     shared.handler.on_request(request)
@@ -579,12 +580,16 @@ pub(crate) fn serve_conn(shared: &ServerShared, conn: &Arc<ConnState>) -> Result
                         request = id,
                         "ferry request handler panicked"
                     );
-                    send_error_inline(
-                        conn,
-                        id,
-                        ErrorCode::HANDLER_FAILED.0,
-                        "the handler panicked",
-                    );
+                    // A handler that answered (or handed the request to a `Responder` or a
+                    // stream, which answer for it) before panicking: one answer per request.
+                    if !answered.load(Ordering::Relaxed) {
+                        send_error_inline(
+                            conn,
+                            id,
+                            ErrorCode::HANDLER_FAILED,
+                            "the handler panicked",
+                        );
+                    }
                 }
             }
             Kind::Notification => {

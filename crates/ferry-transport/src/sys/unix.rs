@@ -70,9 +70,9 @@ pub(crate) struct Peer {
 pub(crate) fn not_allowed(side: &'static str, peer: &Peer, allowed: &[UserId]) -> Error {
     Error::PeerNotAllowed {
         side,
-        uid: peer.user,
-        pid: peer.pid,
-        allowed: allowed.to_vec(),
+        pid: peer.pid as u32,
+        user: crate::UserId(peer.user),
+        allowed: allowed.iter().map(|&u| crate::UserId(u)).collect(),
     }
 }
 
@@ -129,7 +129,7 @@ impl Control {
         service_dir::check_private_dir(&endpoint.dir).map_err(|e| match e {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Error::NotRunning {
-                    socket: endpoint.socket.clone(),
+                    endpoint: endpoint.socket.display().to_string(),
                 }
             }
             other => other,
@@ -137,7 +137,7 @@ impl Control {
         let sock = UnixStream::connect(&endpoint.socket).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 Error::NotRunning {
-                    socket: endpoint.socket.clone(),
+                    endpoint: endpoint.socket.display().to_string(),
                 }
             }
             _ => Error::io(format!("connecting to {}", endpoint.socket.display()), e),

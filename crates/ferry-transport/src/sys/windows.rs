@@ -122,8 +122,8 @@ impl Control {
     /// `timeout` until [`established`](Self::established).
     ///
     /// # Errors
-    /// [`Error::PipeNotFound`] when nobody serves the pipe; [`Error::PipeSquatted`];
-    /// [`Error::PeerSidNotAllowed`]; OS errors.
+    /// [`Error::NotRunning`] when nobody serves the pipe; [`Error::PipeSquatted`];
+    /// [`Error::PeerNotAllowed`]; OS errors.
     pub(crate) fn connect(
         endpoint: &Endpoint,
         timeout: Duration,
@@ -318,7 +318,7 @@ impl Listener {
     /// Binds the service's pipe.
     ///
     /// # Errors
-    /// As `PipeListener::bind_pipe`: [`Error::AlreadyServed`], [`Error::PipeSquatted`], OS
+    /// As `PipeListener::bind_pipe`: [`Error::AlreadyRunning`], [`Error::PipeSquatted`], OS
     /// errors.
     pub(crate) fn bind(endpoint: Endpoint) -> Result<Self, Error> {
         Ok(Listener {

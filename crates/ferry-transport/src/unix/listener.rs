@@ -99,7 +99,8 @@ fn take_lock(paths: &ServicePaths) -> Result<File, Error> {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(Error::AlreadyRunning {
-                    socket: paths.socket.clone(),
+                    endpoint: paths.socket.display().to_string(),
+                    pid: None,
                 });
             }
             Err(e) => {

@@ -277,7 +277,7 @@ fn token_user_of(process: HANDLE) -> Result<Sid, Error> {
 /// Checks that `sid`, the user of peer process `pid`, is in `allowed`.
 ///
 /// # Errors
-/// [`Error::PeerSidNotAllowed`], naming the peer, its SID and the SIDs allowed.
+/// [`Error::PeerNotAllowed`], naming the peer, its SID and the SIDs allowed.
 pub fn check_allowed(
     side: &'static str,
     pid: u32,
@@ -287,11 +287,11 @@ pub fn check_allowed(
     if allowed.contains(sid) {
         return Ok(());
     }
-    Err(Error::PeerSidNotAllowed {
+    Err(Error::PeerNotAllowed {
         side,
-        sid: sid.to_string(),
         pid,
-        allowed: allowed.iter().map(Sid::to_string).collect(),
+        user: crate::UserId(sid.clone()),
+        allowed: allowed.iter().cloned().map(crate::UserId).collect(),
     })
 }
 
@@ -346,7 +346,7 @@ impl PeerProcess {
     /// Checks the peer's user against `allowed` ([`check_allowed`]).
     ///
     /// # Errors
-    /// [`Error::PeerSidNotAllowed`].
+    /// [`Error::PeerNotAllowed`].
     pub fn check_allowed(&self, side: &'static str, allowed: &[Sid]) -> Result<(), Error> {
         check_allowed(side, self.pid, &self.sid, allowed)
     }

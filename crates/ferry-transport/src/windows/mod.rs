@@ -9,7 +9,7 @@
 //! - [`pipe`]: the server's [`PipeListener`](pipe::PipeListener) creates the first instance
 //!   with `FILE_FLAG_FIRST_PIPE_INSTANCE` (whoever created the name first owns it: a squatter
 //!   makes `bind` fail with [`Error::PipeSquatted`], a live server
-//!   of ours with [`Error::AlreadyServed`]),
+//!   of ours with [`Error::AlreadyRunning`]),
 //!   `PIPE_REJECT_REMOTE_CLIENTS`, and a DACL with one entry granting the current user's SID
 //!   (no one else can open the pipe or add instances to it). Accepting is overlapped, so
 //!   [`PipeListener::stop`](pipe::PipeListener::stop) ends a waiting accept at once. The

@@ -6,7 +6,7 @@
 //! Binding: the first instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE`, which fails if
 //! the name exists at all. Before that, and again if the creation fails, the listener looks at
 //! the existing pipe by connecting to it as a client and opening the process serving it: one of
-//! ours ([`Error::AlreadyServed`]), or someone else's, or one that refuses us access
+//! ours ([`Error::AlreadyRunning`]), or someone else's, or one that refuses us access
 //! ([`Error::PipeSquatted`]). That probe is an ordinary connection that hangs up before its
 //! `Hello`; a live server counts it as a failed handshake. (The look comes first because Wine
 //! ignores `FILE_FLAG_FIRST_PIPE_INSTANCE`; on Windows the flag closes the race between the
@@ -453,7 +453,7 @@ pub fn connect(service: &str, timeout: Duration) -> Result<Pipe, Error> {
 /// server may learn who it is, but cannot act as it.
 ///
 /// # Errors
-/// [`Error::PipeNotFound`] when nothing serves the name; [`Error::PipeSquatted`] when the pipe
+/// [`Error::NotRunning`] when nothing serves the name; [`Error::PipeSquatted`] when the pipe
 /// refuses us access (a Ferry server of ours would grant it); [`Error::Timeout`] when every
 /// instance stayed busy; [`Error::Io`] otherwise.
 pub fn connect_pipe(pipe: &str, timeout: Duration) -> Result<Pipe, Error> {
@@ -463,8 +463,8 @@ pub fn connect_pipe(pipe: &str, timeout: Duration) -> Result<Pipe, Error> {
         match open_client(&wide) {
             Ok(handle) => return Ok(Pipe::new(handle, End::Client)),
             Err(ERROR_FILE_NOT_FOUND) => {
-                return Err(Error::PipeNotFound {
-                    pipe: pipe.to_owned(),
+                return Err(Error::NotRunning {
+                    endpoint: pipe.to_owned(),
                 });
             }
             Err(ERROR_ACCESS_DENIED) => {
@@ -618,7 +618,7 @@ impl PipeListener {
     /// the name exists at all.
     ///
     /// # Errors
-    /// [`Error::AlreadyServed`] when a server of this user holds the name;
+    /// [`Error::AlreadyRunning`] when a server of this user holds the name;
     /// [`Error::PipeSquatted`] when another user's process does, or the pipe refuses us;
     /// [`Error::Io`] otherwise.
     pub fn bind_pipe(name: String) -> Result<Self, Error> {
@@ -789,8 +789,8 @@ fn diagnose_taken(name: &str, me: &Sid) -> Result<(), Error> {
             let pipe = Pipe::new(handle, End::Client);
             let pid = pipe.peer_pid()?;
             match PeerProcess::open(pid, PeerAccess::Watch) {
-                Ok(p) if p.sid() == me => Err(Error::AlreadyServed {
-                    pipe: name.to_owned(),
+                Ok(p) if p.sid() == me => Err(Error::AlreadyRunning {
+                    endpoint: name.to_owned(),
                     pid: Some(pid),
                 }),
                 Ok(p) => Err(Error::PipeSquatted {
@@ -815,8 +815,8 @@ fn diagnose_taken(name: &str, me: &Sid) -> Result<(), Error> {
             why: "it exists and refuses you access, which a Ferry server of your user never does"
                 .into(),
         }),
-        Err(ERROR_PIPE_BUSY) => Err(Error::AlreadyServed {
-            pipe: name.to_owned(),
+        Err(ERROR_PIPE_BUSY) => Err(Error::AlreadyRunning {
+            endpoint: name.to_owned(),
             pid: None,
         }),
         Err(code) => Err(Error::io(

@@ -8,7 +8,7 @@
 //! [`pipe`](super::pipe).)
 //!
 //! Named pipe names are case-insensitive: services `Engine` and `engine` share a pipe on
-//! Windows (the second server to bind gets [`Error::AlreadyServed`]), where on Unix they are
+//! Windows (the second server to bind gets [`Error::AlreadyRunning`]), where on Unix they are
 //! two sockets.
 
 pub use crate::service_name::{MAX_NAME_LEN, validate_name};

@@ -1,8 +1,9 @@
 //! Helpers for tests that run the server and clients in separate processes.
 //!
-//! A test re-executes its own test binary, running only the `child_entry` test with
-//! `FERRY_TEST_ROLE` set; `child_entry` dispatches on the role. The runtime directory is
-//! passed in `FERRY_RUNTIME_DIR`.
+//! A test re-executes its own test binary ([`spawn`], [`child_command`]), running only the
+//! ignored `child_entry` test with `FERRY_TEST_ROLE` set; each test file defines that entry
+//! point with [`child_entry!`](crate::common::child_entry), which dispatches on the role. The
+//! runtime directory is passed in `FERRY_RUNTIME_DIR`.
 
 #![allow(dead_code)]
 
@@ -43,36 +44,25 @@ impl Drop for TestDir {
 }
 
 pub fn server_config(dir: &Path) -> ServerConfig {
-    ServerConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default().with_runtime_dir(dir)
 }
 
 /// Makes `cfg` accept only another user than ours (Windows: Wine runs every process as one
 /// user, so a foreign SID); returns how the server's refusal names us (`uid 1000`,
 /// `user S-1-5-...`).
 pub fn allow_only_another_user(cfg: &mut ServerConfig) -> String {
+    let me = ferry_transport::UserId::current().unwrap();
     #[cfg(unix)]
-    {
-        let me = rustix::process::geteuid().as_raw();
-        cfg.allowed_uids = vec![me.wrapping_add(1)];
-        format!("uid {me}")
-    }
+    let other = ferry_transport::UserId::from_uid(me.uid().wrapping_add(1));
     #[cfg(windows)]
-    {
-        let me = ferry_transport::windows::identity::Sid::current_user().unwrap();
-        cfg.allowed_sids = vec!["S-1-5-21-1-2-3-4242".parse().unwrap()];
-        assert_ne!(cfg.allowed_sids[0], me);
-        format!("user {me}")
-    }
+    let other: ferry_transport::UserId = "S-1-5-21-1-2-3-4242".parse().unwrap();
+    assert_ne!(other, me);
+    cfg.allowed_users = vec![other];
+    me.to_string()
 }
 
 pub fn client_config(dir: &Path) -> ClientConfig {
-    ClientConfig {
-        runtime_dir: Some(dir.to_owned()),
-        ..ClientConfig::default()
-    }
+    ClientConfig::default().with_runtime_dir(dir)
 }
 
 /// Ring size the tests use (small, so that ring-size±1 and fragmentation are cheap to hit).
@@ -86,8 +76,45 @@ pub fn small_rings(limits: Limits) -> Limits {
     }
 }
 
-/// Spawns this test binary as a child playing `role`.
-pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
+/// Defines the test binary's child entry point: an ignored test named `child_entry` that does
+/// nothing in a normal run, and in a child spawned by [`spawn`] / [`child_command`] runs the body
+/// with the role the child plays.
+///
+/// `child_entry!(|role, dir| body)`: `role: &str`, `dir: PathBuf` (the runtime directory, from
+/// `FERRY_RUNTIME_DIR`). `child_entry!(|role| body)`: for children that get no runtime
+/// directory (the rest of their orders come in other variables).
+#[allow(unused_macros)] // not every test file spawns children
+macro_rules! child_entry {
+    (|$role:ident, $dir:ident| $body:expr) => {
+        #[test]
+        #[ignore = "entry point of the child processes the other tests spawn"]
+        fn child_entry() {
+            let Some((role, $dir)) = $crate::common::child_role() else {
+                return;
+            };
+            let $role: &str = &role;
+            $body
+        }
+    };
+    (|$role:ident| $body:expr) => {
+        #[test]
+        #[ignore = "entry point of the child processes the other tests spawn"]
+        fn child_entry() {
+            let Ok(role) = std::env::var("FERRY_TEST_ROLE") else {
+                return;
+            };
+            let $role: &str = &role;
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use child_entry;
+
+/// This test binary, set to run only its `child_entry` test with `FERRY_TEST_ROLE=role`: add
+/// what else the child needs (environment, stdin) and spawn it. Its stdout is piped (see
+/// [`wait_line`]), its stdin null.
+pub fn child_command(role: &str) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args([
@@ -98,13 +125,56 @@ pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
         "--test-threads=1",
     ])
     .env("FERRY_TEST_ROLE", role)
-    .env("FERRY_RUNTIME_DIR", dir)
     .stdin(Stdio::null())
     .stdout(Stdio::piped());
+    cmd
+}
+
+/// Spawns this test binary as a child playing `role` with runtime directory `dir`.
+pub fn spawn(role: &str, dir: &Path, extra: &[(&str, String)]) -> Child {
+    let mut cmd = child_command(role);
+    // Piped: a server child exits when it is closed (`stop_child`, or this process dying).
+    cmd.env("FERRY_RUNTIME_DIR", dir).stdin(Stdio::piped());
     for (k, v) in extra {
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn child process")
+}
+
+/// In a child: says `READY` (what [`start_child`] waits for) and keeps `server` running until
+/// the test closes the child's stdin ([`stop_child`]) or dies, then exits normally (so that
+/// what the process ran is written out by coverage instrumentation, which a killed process
+/// never does). Tests about a server's death kill it instead ([`kill9`]).
+pub fn serve_until_stopped<T>(_server: T) -> ! {
+    println!("READY");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    std::process::exit(0)
+}
+
+/// Tells a child in [`serve_until_stopped`] to exit (closes its stdin) and waits until it has,
+/// successfully.
+pub fn stop_child(child: &mut Child) {
+    drop(child.stdin.take());
+    let end = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(5)),
+            other => {
+                kill9(child);
+                panic!("the child did not exit within 10 s of being told to: {other:?}");
+            }
+        }
+    };
+    assert!(status.success(), "the child failed: {status}");
+}
+
+/// Spawns a child playing `role` and waits until it says `READY` (a server child that called
+/// [`serve_until_stopped`]).
+pub fn start_child(role: &str, dir: &Path) -> Child {
+    let mut child = spawn(role, dir, &[]);
+    wait_line(&mut child, "READY", Duration::from_secs(20));
+    child
 }
 
 /// Reads lines from a child's stdout until one contains `prefix`; returns what follows it.
@@ -177,6 +247,23 @@ pub fn server_bell(fds: impl IntoIterator<Item = std::os::fd::OwnedFd>) -> ferry
         fds.next().expect("the server's pipe write end"),
     );
     bell.expect("the server's doorbell")
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as the text has it) in an
+/// OpenMetrics text; `None` if the text has no such sample.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().expect("a numeric sample value"))
+    })
+}
+
+/// One series of the metrics of the server on `service` under `dir` (read through its control
+/// channel, so the server may be another process).
+pub fn server_metric(dir: &Path, service: &str, series: &str) -> f64 {
+    let text = ferry_transport::read_server_metrics(service, Some(dir))
+        .expect("read the server's metrics");
+    metric(&text, series).unwrap_or_else(|| panic!("the server's metrics have no {series}"))
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
@@ -330,7 +417,7 @@ pub fn raw_handshake(
     dir: &Path,
     service: &str,
     hello: ferry_frame::Hello,
-) -> Result<RawConnection, (u32, String)> {
+) -> Result<RawConnection, (ferry_frame::ErrorCode, String)> {
     let control = RawControl::connect(dir, service);
     control
         .send(ferry_frame::Kind::Hello, &hello.to_bytes())
@@ -343,7 +430,7 @@ pub fn raw_handshake(
         .expect("a frame");
     if frame.header.kind() == ferry_frame::Kind::Refuse {
         let p = ferry_frame::ErrorPayload::decode(&frame.payload).expect("refusal payload");
-        return Err((p.code.0, p.message.to_owned()));
+        return Err((p.code, p.message.to_owned()));
     }
     assert_eq!(frame.header.kind(), ferry_frame::Kind::Welcome);
     let welcome = ferry_frame::Welcome::decode(&frame.payload).unwrap();

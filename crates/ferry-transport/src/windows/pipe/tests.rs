@@ -56,11 +56,14 @@ fn a_second_bind_on_the_same_name_is_refused_clearly() {
     let first = PipeListener::bind(&service).expect("first bind");
     let err = PipeListener::bind(&service).expect_err("second bind");
     match &err {
-        Error::AlreadyServed { pipe, pid } => {
+        Error::AlreadyRunning {
+            endpoint: pipe,
+            pid,
+        } => {
             assert_eq!(pipe, first.name());
             assert_eq!(*pid, Some(std::process::id()));
         }
-        other => panic!("expected AlreadyServed, got {other}"),
+        other => panic!("expected AlreadyRunning, got {other}"),
     }
     assert!(err.to_string().contains("already serving"), "{err}");
     // Once the first listener is gone, the name is free again (a restarted server binds).
@@ -121,7 +124,7 @@ fn accept_and_read_time_out() {
 #[test]
 fn connecting_to_a_name_nobody_serves_says_so() {
     let err = connect(&unique("nobody"), Duration::from_millis(100)).expect_err("no server");
-    assert!(matches!(err, Error::PipeNotFound { .. }), "{err}");
+    assert!(matches!(err, Error::NotRunning { .. }), "{err}");
     assert!(err.to_string().contains("is the server started"), "{err}");
 }
 
