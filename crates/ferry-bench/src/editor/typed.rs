@@ -129,10 +129,7 @@ impl EditorBench for Engine {
 /// `serve editor --name N --dir D`: the typed engine (default wait policy).
 pub fn serve(opts: &Opts) -> Result<(), String> {
     let name = opts.str("name")?;
-    let config = ServerConfig {
-        runtime_dir: Some(opts.path("dir")?),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default().with_runtime_dir(opts.path("dir")?);
     let server = ferry_rpc::serve(
         name,
         config,
@@ -145,10 +142,7 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
         let s = server.stats();
         format!(
             "conns={} accepted={} requests={} notifications={}",
-            s.connections_open.load(Ordering::Relaxed),
-            s.connections_accepted.load(Ordering::Relaxed),
-            s.requests.load(Ordering::Relaxed),
-            s.notifications.load(Ordering::Relaxed),
+            s.connections_open, s.connections_accepted, s.requests, s.notifications,
         )
     })
 }
@@ -159,11 +153,9 @@ fn connect(opts: &Opts) -> Result<EditorBenchClient, String> {
         "park" => ferry_transport::WaitPolicy::ParkOnly,
         other => return Err(format!("unknown wait policy `{other}` (adaptive or park)")),
     };
-    let config = ClientConfig {
-        runtime_dir: Some(opts.path("dir")?),
-        policy,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig::default()
+        .with_runtime_dir(opts.path("dir")?)
+        .with_policy(policy);
     EditorBenchClient::connect_with(opts.str("name")?, config, RpcConfig::default())
         .map_err(|e| format!("connect: {e}"))
 }
