@@ -374,10 +374,11 @@ pub(crate) fn close(shared: &Shared, conn: &Conn, reason: &'static str) {
 /// first. A `reader` that may block reads until the ring is empty. One that never blocks (an
 /// async poll) reads at most `ARM_ROUNDS` rounds and stops when a stream is backed up; if the
 /// ring is not armed by then, it rings the doorbell so that the monitor thread takes over.
-/// Does nothing while another thread holds the ring (it arms or hands off when it leaves).
-pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn, reader: Reader) {
+/// Does nothing while another thread holds the ring (it arms or hands off when it leaves);
+/// returns whether this thread held it.
+pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn, reader: Reader) -> bool {
     let Some(mut rx) = conn.try_lock_rx() else {
-        return;
+        return false;
     };
     let mut rounds = 0;
     loop {
@@ -392,21 +393,22 @@ pub(crate) fn arm_idle_reader(shared: &Shared, conn: &Conn, reader: Reader) {
             Ok(Polled::Empty) => {}
             Err(e) => {
                 protocol_error(shared, conn, &e, "the server sent something invalid");
-                return;
+                return true;
             }
         }
         match rx.prepare_sleep(TOKEN_DOORBELL) {
-            Ok(true) => return,
+            Ok(true) => return true,
             Ok(false) => {}
             Err(e) => {
                 protocol_error(shared, conn, &e, "the server corrupted the incoming ring");
-                return;
+                return true;
             }
         }
     }
     drop(rx);
     // The monitor thread (which may block) reads from here on.
     let _ = conn.bell.ring();
+    true
 }
 
 /// Fails every call in flight: the server's control socket hung up.
@@ -423,6 +425,28 @@ pub(crate) fn server_went_away(shared: &Shared, conn: &Conn) {
     );
 }
 
+/// Reads what the server sent before its control socket hung up: a `Goodbye` there says why
+/// (the server publishes it before it closes). When a calling thread holds the ring (a leader),
+/// that thread reads it: the publish woke it, and it checks the ring at least every
+/// [`WAIT_SLICE`]. So wait for the ring to be free, or the connection closed by what the
+/// leader read, for at most two slices; only then may the monitor conclude that nothing
+/// explains the hang-up (the server died), so a dead server's calls still fail within ~10 ms.
+fn read_before_hang_up(shared: &Shared, conn: &Conn) {
+    let give_up = Instant::now() + 2 * WAIT_SLICE;
+    loop {
+        if conn.live.is_closed() {
+            return;
+        }
+        if arm_idle_reader(shared, conn, Reader::MayBlock) {
+            return;
+        }
+        if Instant::now() >= give_up {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// The connection's monitor: sleeps on the control channel and the doorbell.
 pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
     if let Some(s) = shared.upgrade() {
@@ -434,8 +458,7 @@ pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
             break;
         }
         if woke.control && conn.control.hung_up() {
-            // Read what the server sent before it hung up: a `Goodbye` there says why.
-            arm_idle_reader(&s, &conn, Reader::MayBlock);
+            read_before_hang_up(&s, &conn);
             if !conn.live.is_closed() {
                 server_went_away(&s, &conn);
             }
