@@ -51,11 +51,14 @@ Steps, in order: fmt, clippy, test, doc, conformance, loom, miri, fuzz, wine, so
 The last line of a run that reached the tests is `N passed, M failed` (host test run).
 
 Options of `bench-gate`:
-  --quick              CI mode: 1 run, 20k samples, Ferry + Unix socket; timing gates not enforced
+  --quick              CI mode: 1 run, 20k samples, Ferry + Unix socket, the editor family without
+                       tarpc and gRPC; timing gates not enforced
   --runs <N>           runs of every scenario (default 3; gates use the median)
   --samples <N>        timed round trips per latency run (default 200000)
   --pin <S>,<C>        pin the server to CPU S and the client to CPU C
   --peers all          also measure iceoryx2 (polling and blocking; slow to compile)
+  --peers rpc          with --quick: also the editor family's tarpc and gRPC peers (full runs
+                       always have them)
   --wine               build ferry-bench for x86_64-pc-windows-gnu and run every process under
                        Wine (prefix target/wineprefix, as the CI's wine step): Ferry vs named pipe,
                        TCP loopback, anonymous pipe; plus scale and reconnect. Report in

@@ -12,6 +12,8 @@
 //! - `pipe-echo`: the far end of a pipe pair; the pipe client starts it as its own child.
 //! - `scale`: many Ferry connections from one process, for the 1000-connection scenario.
 //! - `reconnect`: a client that reports when it is served again after a server restart.
+//! - `serve editor`, `client <transport> editor-…`, `jsonrpc-server`: the editor workload
+//!   (Linux), Ferry's typed layer against JSON-RPC over stdio pipes (see [`editor`]).
 //!
 //! It runs on Linux (`cargo xtask bench-gate`) and on Windows (`cargo xtask bench-gate --wine`
 //! runs the Windows build under Wine). The roles, the measuring loops and the line formats are
@@ -32,6 +34,8 @@ mod opts;
 #[cfg(any(target_os = "linux", windows))]
 mod wire;
 
+#[cfg(target_os = "linux")]
+mod editor;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -68,6 +72,14 @@ ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|uds|tcp|pipe|node> <
 ferry-bench pipe-echo
 ferry-bench scale --name N --dir D --conns N --threads N --duration-ms N
 ferry-bench reconnect --name N --dir D
+ferry-bench serve editor --name N --dir D
+ferry-bench serve tarpc|grpc --path P   (feature `peers-rpc`)
+ferry-bench client <ferry-postcard|ferry-rkyv|ferry-json|jsonrpc-stdio|jsonrpc-lsp|tarpc|grpc>
+            <editor-complete|editor-complete-16|editor-chat|editor-analyze|editor-pipelined|
+             editor-old-100x10k|editor-old-32x1k>
+            [--samples N --warmup N --duration-ms N --threads N --tokens N --size BYTES
+             --window N --conns N --calls N] (ferry-*: --name N --dir D; tarpc, grpc: --path P)
+ferry-bench jsonrpc-server --framing lines|lsp   (the JSON-RPC peers' child, on stdin/stdout)
 ";
 
     #[cfg(windows)]
@@ -90,6 +102,18 @@ ferry-bench reconnect --name N --dir D
             match pos.as_slice() {
                 ["serve", "ferry"] => ferry::serve(&opts),
                 ["serve", "tcp"] => wire::serve_tcp(),
+                #[cfg(target_os = "linux")]
+                ["serve", "editor"] => crate::editor::typed::serve(&opts),
+                #[cfg(all(target_os = "linux", feature = "peers-rpc"))]
+                ["serve", "tarpc"] => crate::editor::tarpc_peer::serve(&opts),
+                #[cfg(all(target_os = "linux", feature = "peers-rpc"))]
+                ["serve", "grpc"] => crate::editor::grpc_peer::serve(&opts),
+                #[cfg(target_os = "linux")]
+                ["jsonrpc-server"] => crate::editor::jsonrpc::serve(&opts),
+                #[cfg(target_os = "linux")]
+                ["client", transport, scenario] if crate::editor::is_editor(scenario) => {
+                    crate::editor::client(transport, scenario, &opts)
+                }
                 ["serve", kind] if *kind == os::LOCAL_STREAM => os::serve_local(&opts),
                 #[cfg(all(target_os = "linux", feature = "iceoryx2"))]
                 ["serve", "iceoryx2"] => os::iox::serve(&opts),

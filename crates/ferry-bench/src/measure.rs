@@ -92,10 +92,13 @@ pub struct Outcome {
 impl Outcome {
     /// Prints the `result` and `hist` lines the harness parses.
     pub fn print(&self, transport: &str, scenario: &Scenario) {
+        self.print_named(transport, scenario.name(), scenario.size());
+    }
+
+    /// [`print`](Self::print) for a scenario named `scenario` with `size`-byte requests.
+    pub fn print_named(&self, transport: &str, scenario: &str, size: usize) {
         println!(
-            "result transport={transport} scenario={} size={} msgs={} bytes={} elapsed_ns={} allocs={} cpu={}",
-            scenario.name(),
-            scenario.size(),
+            "result transport={transport} scenario={scenario} size={size} msgs={} bytes={} elapsed_ns={} allocs={} cpu={}",
             self.msgs,
             self.bytes,
             self.elapsed.as_nanos(),

@@ -54,6 +54,26 @@ pub const SPECS: &[Spec] = &[
         what: "reconnect after server restart (ms)",
         timing: true,
     },
+    Spec {
+        name: "editor_complete_p99_us",
+        what: "typed completion round trip p99, postcard, default policy (µs)",
+        timing: true,
+    },
+    Spec {
+        name: "editor_complete_p50_ratio_to_jsonrpc",
+        what: "typed completion p50 / the faster JSON-RPC-over-stdio p50",
+        timing: true,
+    },
+    Spec {
+        name: "editor_pipelined_calls_per_sec",
+        what: "pipelined typed calls/s (8 B in, 8 B out), one client",
+        timing: true,
+    },
+    Spec {
+        name: "editor_server_allocs_per_call",
+        what: "server heap allocations per typed completion (postcard borrowed, rkyv)",
+        timing: false,
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,6 +184,16 @@ mod tests {
         let bounds = parse(&text).unwrap();
         assert_eq!(bounds["rtt_64b_p99_us"], Bound::Max(10.0));
         assert_eq!(bounds["connections_served"], Bound::Min(1000.0));
+        assert_eq!(bounds["editor_complete_p99_us"], Bound::Max(10.0));
+        assert_eq!(
+            bounds["editor_complete_p50_ratio_to_jsonrpc"],
+            Bound::Max(0.1)
+        );
+        assert_eq!(
+            bounds["editor_pipelined_calls_per_sec"],
+            Bound::Min(1_000_000.0)
+        );
+        assert_eq!(bounds["editor_server_allocs_per_call"], Bound::Max(0.0));
     }
 
     #[test]

@@ -60,8 +60,19 @@ pub struct Options {
     pub pin: Option<(u32, u32)>,
     /// `--peers all`: also iceoryx2 (slow to compile: ferry-bench's `iceoryx2` feature).
     pub all_peers: bool,
+    /// `--peers rpc`: the RPC framework peers (tarpc) even under `--quick`.
+    pub rpc: bool,
     /// `--wine`: the Windows build of ferry-bench, run under Wine (see the module docs).
     pub wine: bool,
+}
+
+impl Options {
+    /// Whether the RPC framework peers of the editor workload (tarpc) are built and run:
+    /// full Linux runs, and `--quick` with `--peers all` or `--peers rpc` (ferry-bench's
+    /// `peers-rpc` feature).
+    pub fn rpc_peers(&self) -> bool {
+        !self.wine && (!self.quick || self.all_peers || self.rpc)
+    }
 }
 
 impl Default for Options {
@@ -72,6 +83,7 @@ impl Default for Options {
             samples: 200_000,
             pin: None,
             all_peers: false,
+            rpc: false,
             wine: false,
         }
     }
@@ -123,10 +135,12 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--peers" => match value("--peers")?.as_str() {
                 "all" => o.all_peers = true,
+                "rpc" => o.rpc = true,
                 "default" => o.all_peers = false,
                 other => {
                     return Err(format!(
-                        "`--peers` is `default` or `all` (adds iceoryx2), got `{other}`"
+                        "`--peers` is `default`, `rpc` (adds tarpc to `--quick`) or `all` (adds \
+                         iceoryx2, and tarpc to `--quick`), got `{other}`"
                     ));
                 }
             },
@@ -142,8 +156,12 @@ pub fn parse(args: &[String]) -> Result<Options, String> {
         }
     }
     if o.wine {
-        if o.all_peers {
-            return Err("`--peers all` adds iceoryx2, a Linux peer: not with `--wine`".into());
+        if o.all_peers || o.rpc {
+            return Err(
+                "`--peers all` and `--peers rpc` add Linux peers (iceoryx2, tarpc): not with \
+                 `--wine`"
+                    .into(),
+            );
         }
         // Round trips of the peers take 100 to 400 µs under Wine: fewer samples keep a run in
         // minutes (still 10 000+ per percentile, 100+ beyond p99).
@@ -196,6 +214,7 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
         items.push(item("uds", "oneway", 64));
         items.push(item("ferry", "oneway", 64 << 10));
         items.push(item("ferry", "pipelined", 64));
+        items.extend(editor_plan(o.rpc_peers()));
         return items;
     }
     let mut latency = vec!["ferry", "ferry-park", "ferry-async", "uds", "tcp", "pipe"];
@@ -218,6 +237,70 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
     for t in ["ferry", "uds", "tcp", "pipe"] {
         items.push(item(t, "pipelined", 64));
     }
+    items.extend(editor_plan(o.rpc_peers()));
+    items
+}
+
+/// The editor workload's transports: Ferry's typed layer with each codec, JSON-RPC 2.0 over
+/// stdio pipes with each framing.
+pub const EDITOR_TRANSPORTS: &[&str] = &[
+    "ferry-postcard",
+    "ferry-rkyv",
+    "ferry-json",
+    "jsonrpc-stdio",
+    "jsonrpc-lsp",
+];
+/// A completion request's payload (ferry-bench's `editor::schema::COMPLETE_REQUEST_BYTES`).
+pub const EDITOR_COMPLETE_BYTES: usize = 2608;
+/// The chat prompt's length (`editor::schema::CHAT_PROMPT`).
+pub const EDITOR_CHAT_BYTES: usize = 57;
+pub const EDITOR_FILE_BYTES: usize = 1 << 20;
+
+/// The editor family (Linux; the same in `--quick`, with shorter counts): every transport runs
+/// complete, complete-16, chat and analyze (tarpc, with `rpc_peers`: all but chat, it has no
+/// streams); Ferry's postcard client also runs the pipelined calls and the old system's two
+/// load tests.
+fn editor_plan(rpc_peers: bool) -> Vec<Item> {
+    let mut items = Vec::new();
+    for (scenario, size) in [
+        ("editor-complete", EDITOR_COMPLETE_BYTES),
+        ("editor-complete-16", EDITOR_COMPLETE_BYTES),
+        ("editor-chat", EDITOR_CHAT_BYTES),
+        ("editor-analyze", EDITOR_FILE_BYTES),
+    ] {
+        for &transport in EDITOR_TRANSPORTS {
+            items.push(Item {
+                transport,
+                scenario,
+                size,
+            });
+        }
+        if rpc_peers {
+            items.push(Item {
+                transport: "grpc",
+                scenario,
+                size,
+            });
+            if scenario != "editor-chat" {
+                items.push(Item {
+                    transport: "tarpc",
+                    scenario,
+                    size,
+                });
+            }
+        }
+    }
+    for (scenario, size) in [
+        ("editor-pipelined", 8),
+        ("editor-old-100x10k", EDITOR_COMPLETE_BYTES),
+        ("editor-old-32x1k", 1024),
+    ] {
+        items.push(Item {
+            transport: "ferry-postcard",
+            scenario,
+            size,
+        });
+    }
     items
 }
 
@@ -229,6 +312,11 @@ struct Servers {
     local: Proc,
     tcp: Option<(Proc, u16)>,
     node: Option<Proc>,
+    /// The typed editor engine (`serve editor`; not under Wine).
+    editor: Option<Proc>,
+    /// tarpc's and tonic's servers (`serve tarpc`, `serve grpc`, when the RPC peers run).
+    tarpc: Option<Proc>,
+    grpc: Option<Proc>,
 }
 
 struct Harness {
@@ -280,6 +368,11 @@ impl Harness {
     /// How long a process may take to print `ready` (Wine starts processes slowly).
     fn start_timeout(&self) -> Duration {
         Duration::from_secs(if self.opts.wine { 60 } else { 20 })
+    }
+
+    /// The Unix socket of an RPC framework peer's server.
+    fn rpc_path(&self, kind: &str) -> String {
+        self.dir.join(format!("{kind}.sock")).display().to_string()
     }
 
     fn server_cpu(&self) -> Option<u32> {
@@ -351,12 +444,44 @@ impl Harness {
         } else {
             None
         };
+        let editor = if self.opts.wine {
+            None
+        } else {
+            let mut p = Proc::spawn(
+                "the typed editor engine",
+                self.command(
+                    &["serve", "editor", "--name", "bench-e", "--dir", self.dir()],
+                    self.server_cpu(),
+                ),
+            )?;
+            p.expect("ready", self.start_timeout())?;
+            Some(p)
+        };
+        let rpc_server = |kind: &str| -> Result<Option<Proc>, String> {
+            if !self.opts.rpc_peers() {
+                return Ok(None);
+            }
+            let mut p = Proc::spawn(
+                format!("the {kind} server"),
+                self.command(
+                    &["serve", kind, "--path", &self.rpc_path(kind)],
+                    self.server_cpu(),
+                ),
+            )?;
+            p.expect("ready", self.start_timeout())?;
+            Ok(Some(p))
+        };
+        let tarpc = rpc_server("tarpc")?;
+        let grpc = rpc_server("grpc")?;
         Ok(Servers {
             ferry,
             ferry_park,
             local,
             tcp,
             node,
+            editor,
+            tarpc,
+            grpc,
         })
     }
 
@@ -385,6 +510,11 @@ impl Harness {
             "rtt" => {
                 push("--samples", &samples);
                 push("--warmup", &warmup);
+            }
+            s if s.starts_with("editor-") => {
+                for (k, v) in self.editor_args(s) {
+                    push(k, &v);
+                }
             }
             _ => push("--duration-ms", duration),
         }
@@ -417,9 +547,21 @@ impl Harness {
             iox = Some(p);
         }
         let (server, extra): (Option<&mut Proc>, Vec<(&str, String)>) = match item.transport {
+            t if t.starts_with("ferry-") && item.scenario.starts_with("editor-") => (
+                servers.editor.as_mut(),
+                vec![("--name", "bench-e".into()), ("--dir", dir)],
+            ),
             "ferry" | "ferry-async" => (
                 Some(&mut servers.ferry),
                 vec![("--name", "bench-a".into()), ("--dir", dir)],
+            ),
+            "tarpc" => (
+                servers.tarpc.as_mut(),
+                vec![("--path", self.rpc_path("tarpc"))],
+            ),
+            "grpc" => (
+                servers.grpc.as_mut(),
+                vec![("--path", self.rpc_path("grpc"))],
             ),
             "ferry-park" => (
                 servers.ferry_park.as_mut(),
@@ -495,6 +637,30 @@ impl Harness {
             client_cpu,
             server_cpu,
         })
+    }
+
+    /// The counts of an editor scenario's client (shorter under `--quick`).
+    fn editor_args(&self, scenario: &str) -> Vec<(&'static str, String)> {
+        let q = self.opts.quick;
+        let pick = |quick: u64, full: u64| if q { quick } else { full }.to_string();
+        let duration = pick(200, 1000);
+        match scenario {
+            "editor-complete" => vec![
+                ("--samples", self.opts.samples.to_string()),
+                ("--warmup", (self.opts.samples / 10).max(1000).to_string()),
+            ],
+            "editor-complete-16" => vec![("--threads", "16".into()), ("--duration-ms", duration)],
+            "editor-chat" => vec![
+                ("--samples", pick(20, 200)),
+                ("--warmup", pick(5, 20)),
+                ("--tokens", "500".into()),
+            ],
+            "editor-analyze" => vec![("--samples", pick(10, 100)), ("--warmup", pick(2, 10))],
+            "editor-pipelined" => vec![("--window", "64".into()), ("--duration-ms", duration)],
+            "editor-old-100x10k" => vec![("--conns", "100".into()), ("--calls", pick(200, 10_000))],
+            "editor-old-32x1k" => vec![("--conns", "32".into()), ("--calls", pick(500, 10_000))],
+            _ => vec![],
+        }
     }
 
     /// 1000 connections from 10 processes against a fresh server.
@@ -803,8 +969,15 @@ pub fn gate(opts: &Options) -> Result<Vec<String>, String> {
         println!("bench-gate: building ferry-bench (release)");
         ws.target_dir.join("release/ferry-bench")
     };
+    let mut features = Vec::new();
     if opts.all_peers {
-        build = build.args(["--features", "iceoryx2"]);
+        features.push("iceoryx2");
+    }
+    if opts.rpc_peers() {
+        features.push("peers-rpc");
+    }
+    if !features.is_empty() {
+        build = build.args(["--features", features.join(",").as_str()]);
     }
     build.run().map_err(|f| {
         if opts.wine {
@@ -895,6 +1068,13 @@ fn measure_all(
         if node && opts.pin.is_some() {
             report.notes.push(
                 "The Node.js server is not pinned (`--pin` applies to ferry-bench processes)."
+                    .into(),
+            );
+        }
+        if !opts.rpc_peers() {
+            report.notes.push(
+                "tarpc and gRPC not measured: `--quick` does not build ferry-bench's `peers-rpc` \
+                 feature (`--peers rpc` or `--peers all` adds them)."
                     .into(),
             );
         }
@@ -1003,7 +1183,19 @@ fn measure_all(
         .map(|(k, v)| model::summarize(k.clone(), v))
         .collect();
     report.summaries.sort_by_key(|s| {
-        let order = ["rtt", "oneway", "pipelined", "scale-1000"];
+        let order = [
+            "rtt",
+            "oneway",
+            "pipelined",
+            "scale-1000",
+            "editor-complete",
+            "editor-complete-16",
+            "editor-chat",
+            "editor-analyze",
+            "editor-pipelined",
+            "editor-old-100x10k",
+            "editor-old-32x1k",
+        ];
         let t = [
             "ferry",
             "ferry-async",
@@ -1013,11 +1205,21 @@ fn measure_all(
             "tcp",
             "pipe",
             "node",
+            "ferry-postcard",
+            "ferry-rkyv",
+            "ferry-json",
+            "jsonrpc-stdio",
+            "jsonrpc-lsp",
+            "tarpc",
+            "grpc",
         ];
         (
-            order.iter().position(|o| *o == s.key.scenario).unwrap_or(9),
+            order
+                .iter()
+                .position(|o| *o == s.key.scenario)
+                .unwrap_or(99),
             s.key.size,
-            t.iter().position(|o| *o == s.key.transport).unwrap_or(9),
+            t.iter().position(|o| *o == s.key.transport).unwrap_or(99),
         )
     });
     report.figures = figures
@@ -1063,6 +1265,7 @@ fn measure_all(
     if let Some(ms) = figures.median("reconnect: restarted server's bind → first answer") {
         measured.insert("reconnect_ms", ms);
     }
+    editor_gates(&report.summaries, &mut measured);
     if !opts.wine {
         report.gates = gates::judge(bounds, &measured, opts.quick);
     }
@@ -1074,11 +1277,17 @@ fn measure_all(
         local,
         tcp,
         node,
+        editor,
+        tarpc,
+        grpc,
     } = servers;
     let mut procs = vec![ferry, local];
     procs.extend(ferry_park);
     procs.extend(tcp.map(|(p, _)| p));
     procs.extend(node);
+    procs.extend(editor);
+    procs.extend(tarpc);
+    procs.extend(grpc);
     for mut p in procs {
         p.send("quit")?;
         p.finish(Duration::from_secs(10))?;
@@ -1099,11 +1308,24 @@ fn measure_all(
         report.date_utc,
         report.runs
     );
-    let outputs = [
+    let editor: Vec<&Summary> = report
+        .summaries
+        .iter()
+        .filter(|s| s.key.scenario == "editor-complete")
+        .collect();
+    let editor_title = format!(
+        "editor: completion call ({EDITOR_COMPLETE_BYTES} B request, 5 items back), two processes \
+         — {} ({} CPUs), {} UTC, median of {} run(s)",
+        report.cpu_model, report.cpus, report.date_utc, report.runs
+    );
+    let mut outputs = vec![
         ("report.json", report::json(&report)),
         ("report.md", report::markdown(&report)),
         ("latency.svg", svg::plot(&title, &latency)),
     ];
+    if !editor.is_empty() {
+        outputs.push(("latency-editor.svg", svg::plot(&editor_title, &editor)));
+    }
     for (name, text) in &outputs {
         let path = out_dir.join(name);
         fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -1114,8 +1336,13 @@ fn measure_all(
     }
     println!("\n{}", report::table(&report));
     println!(
-        "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg",
-        out_dir.display()
+        "bench-gate: wrote {0}/report.json, {0}/report.md, {0}/latency.svg{1}",
+        out_dir.display(),
+        if editor.is_empty() {
+            String::new()
+        } else {
+            format!(", {}/latency-editor.svg", out_dir.display())
+        }
     );
     if opts.wine {
         return Ok(report
@@ -1139,6 +1366,43 @@ fn measure_all(
             )
         })
         .collect())
+}
+
+/// The editor family's gates from the run's summaries (a figure not measured stays out, and its
+/// gate fails as "not measured").
+fn editor_gates(summaries: &[Summary], measured: &mut BTreeMap<&'static str, f64>) {
+    let find = |t: &str, s: &str| {
+        summaries
+            .iter()
+            .find(|x| x.key.transport == t && x.key.scenario == s)
+    };
+    let complete = |t: &str| find(t, "editor-complete");
+    if let Some(typed) = complete("ferry-postcard") {
+        if let Some(p99) = typed.p99_ns {
+            measured.insert("editor_complete_p99_us", p99 / 1e3);
+        }
+        // The faster of the two JSON-RPC framings: the stricter comparison.
+        let jsonrpc = ["jsonrpc-stdio", "jsonrpc-lsp"]
+            .iter()
+            .filter_map(|t| complete(t)?.p50_ns)
+            .reduce(f64::min);
+        if let (Some(a), Some(b)) = (typed.p50_ns, jsonrpc) {
+            measured.insert("editor_complete_p50_ratio_to_jsonrpc", a / b);
+        }
+    }
+    let allocs: Vec<Option<f64>> = ["ferry-postcard", "ferry-rkyv"]
+        .iter()
+        .map(|t| complete(t).and_then(|s| s.server_allocs_per_msg))
+        .collect();
+    if let Some(all) = allocs.into_iter().collect::<Option<Vec<f64>>>() {
+        measured.insert(
+            "editor_server_allocs_per_call",
+            all.into_iter().fold(0.0, f64::max),
+        );
+    }
+    if let Some(p) = find("ferry-postcard", "editor-pipelined") {
+        measured.insert("editor_pipelined_calls_per_sec", p.msgs_per_sec);
+    }
 }
 
 /// What a `--wine` report says about itself, besides its header.
@@ -1329,8 +1593,118 @@ mod tests {
         assert!(
             quick
                 .iter()
+                .filter(|i| !i.scenario.starts_with("editor-"))
                 .all(|i| i.transport == "ferry" || i.transport == "uds")
         );
+        // The editor family runs in both, every transport on the four editor scenarios.
+        for plan in [&full, &quick] {
+            for s in [
+                "editor-complete",
+                "editor-complete-16",
+                "editor-chat",
+                "editor-analyze",
+            ] {
+                for t in EDITOR_TRANSPORTS {
+                    assert!(
+                        plan.iter().any(|i| i.transport == *t && i.scenario == s),
+                        "{t} {s}"
+                    );
+                }
+            }
+            for s in ["editor-pipelined", "editor-old-100x10k", "editor-old-32x1k"] {
+                assert!(plan.iter().any(|i| i.scenario == s), "{s}");
+            }
+        }
+        // tarpc (no streams: no chat) in full runs, and in `--quick` only with `--peers all`.
+        let tarpc = |p: &[Item]| -> Vec<&str> {
+            p.iter()
+                .filter(|i| i.transport == "tarpc")
+                .map(|i| i.scenario)
+                .collect()
+        };
+        assert_eq!(
+            tarpc(&full),
+            ["editor-complete", "editor-complete-16", "editor-analyze"]
+        );
+        assert!(tarpc(&quick).is_empty());
+        let quick_all = plan(&parse(&args("--quick --peers all")).unwrap(), false);
+        assert_eq!(tarpc(&quick_all).len(), 3);
+        // gRPC has server streams: all four.
+        assert_eq!(full.iter().filter(|i| i.transport == "grpc").count(), 4);
+        assert!(!quick.iter().any(|i| i.transport == "grpc"));
+        let quick_rpc = parse(&args("--quick --peers rpc")).unwrap();
+        assert!(!quick_rpc.all_peers);
+        assert_eq!(tarpc(&plan(&quick_rpc, false)).len(), 3);
+    }
+
+    #[test]
+    fn editor_gates_take_the_typed_rows_and_the_faster_jsonrpc() {
+        let summary = |t: &str, s: &str, p50: u64, p99: u64, server: Option<u64>| {
+            let run = Run {
+                hist: Hist(vec![(p50, 98), (p99, 2)]),
+                msgs: 100,
+                elapsed_ns: 1_000_000,
+                server_allocs: server,
+                ..Run::default()
+            };
+            model::summarize(
+                Key {
+                    transport: t.into(),
+                    scenario: s.into(),
+                    size: EDITOR_COMPLETE_BYTES,
+                },
+                &[run],
+            )
+        };
+        let mut all = vec![
+            summary("ferry-postcard", "editor-complete", 4_000, 9_000, Some(0)),
+            summary("jsonrpc-stdio", "editor-complete", 50_000, 90_000, None),
+            summary("jsonrpc-lsp", "editor-complete", 40_000, 90_000, None),
+            summary("ferry-postcard", "editor-pipelined", 0, 0, Some(0)),
+        ];
+        let mut m = BTreeMap::new();
+        editor_gates(&all, &mut m);
+        assert_eq!(m["editor_complete_p99_us"], 9.0);
+        assert_eq!(m["editor_complete_p50_ratio_to_jsonrpc"], 0.1);
+        assert_eq!(m["editor_pipelined_calls_per_sec"], 100_000.0);
+        // No rkyv row: the allocation gate has nothing measured (and so fails).
+        assert!(!m.contains_key("editor_server_allocs_per_call"));
+        all.push(summary(
+            "ferry-rkyv",
+            "editor-complete",
+            4_000,
+            9_000,
+            Some(3),
+        ));
+        let mut m = BTreeMap::new();
+        editor_gates(&all, &mut m);
+        assert_eq!(m["editor_server_allocs_per_call"], 0.03);
+        let lines = report::editor_lines(&all);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("| ferry-postcard | 4.00 | 9.00 |"))
+        );
+        assert!(lines.iter().any(|l| l.contains("Pipelined typed calls")));
+        assert!(!lines.iter().any(|l| l.contains("71 K msg/s")));
+        all.push(summary(
+            "ferry-postcard",
+            "editor-old-100x10k",
+            20_000,
+            60_000,
+            None,
+        ));
+        let lines = report::editor_lines(&all);
+        let old = lines
+            .iter()
+            .find(|l| l.contains("100 connections"))
+            .unwrap();
+        // Measured: 100 calls in 1 ms, mean (98 × 20 + 2 × 60) / 100 µs; theirs beside it.
+        assert!(
+            old.contains("| 100.0 k | 20.80 | 60.00 | 71 K msg/s, 136 µs average |"),
+            "{old}"
+        );
+        assert!(report::editor_lines(&[]).is_empty());
     }
 
     #[test]
@@ -1353,6 +1727,7 @@ mod tests {
             full.iter()
                 .all(|i| !matches!(i.transport, "uds" | "node") && i.size == 64)
         );
+        assert!(!full.iter().any(|i| i.scenario.starts_with("editor-")));
         for s in ["oneway", "pipelined"] {
             assert!(
                 full.iter()

@@ -61,6 +61,18 @@ impl Hist {
         self.0.last().map(|&(v, _)| v)
     }
 
+    /// The mean of the samples (each counted at its bucket's highest value).
+    pub fn mean(&self) -> Option<f64> {
+        let total = self.count();
+        (total > 0).then(|| {
+            self.0
+                .iter()
+                .map(|&(v, c)| v as f64 * c as f64)
+                .sum::<f64>()
+                / total as f64
+        })
+    }
+
     pub fn max(&self) -> Option<u64> {
         self.0.last().map(|&(v, _)| v)
     }
@@ -114,6 +126,7 @@ pub struct Summary {
     pub p99_ns: Option<f64>,
     pub p999_ns: Option<f64>,
     pub max_ns: Option<f64>,
+    pub mean_ns: Option<f64>,
     pub msgs_per_sec: f64,
     pub gbps: f64,
     /// Most allocations per message in any run (client side; server side where measured).
@@ -165,6 +178,7 @@ pub fn summarize(key: Key, runs: &[Run]) -> Summary {
                 .map(|v| v as f64)
                 .collect(),
         ),
+        mean_ns: median(runs.iter().filter_map(|r| r.hist.mean()).collect()),
         msgs_per_sec: median(runs.iter().map(Run::msgs_per_sec).collect()).unwrap_or(0.0),
         gbps: median(runs.iter().map(Run::gbps).collect()).unwrap_or(0.0),
         client_allocs_per_msg: runs
@@ -201,6 +215,8 @@ mod tests {
         h.merge(&Hist::parse("5:100").unwrap());
         assert_eq!(h.percentile(50.0), Some(5));
         assert_eq!(h.max(), Some(1000));
+        assert_eq!(Hist::parse("10:1,30:3").unwrap().mean(), Some(25.0));
+        assert_eq!(Hist::default().mean(), None);
         assert_eq!(Hist::parse("-").unwrap().percentile(50.0), None);
         assert!(Hist::parse("10;5").is_err());
     }

@@ -83,10 +83,16 @@ pub fn size(bytes: usize) -> String {
 }
 
 /// How many times better Ferry (default policy) is than `s`: latency rows compare p50,
-/// throughput rows messages per second.
+/// throughput rows messages per second. The editor rows compare with Ferry's typed postcard
+/// client.
 fn ferry_ratio(s: &Summary, all: &[Summary]) -> String {
+    let reference = if s.key.scenario.starts_with("editor-") {
+        "ferry-postcard"
+    } else {
+        "ferry"
+    };
     let ferry = all.iter().find(|f| {
-        f.key.transport == "ferry" && f.key.scenario == s.key.scenario && f.key.size == s.key.size
+        f.key.transport == reference && f.key.scenario == s.key.scenario && f.key.size == s.key.size
     });
     let Some(ferry) = ferry else {
         return "-".to_owned();
@@ -135,7 +141,7 @@ fn rows(report: &Report) -> Vec<[String; 12]> {
                 us(s.p999_ns),
                 us(s.max_ns),
                 rate(s.msgs_per_sec),
-                if s.key.scenario == "rtt" {
+                if s.key.scenario == "rtt" || s.key.scenario == "editor-complete" {
                     "-".to_owned()
                 } else {
                     format!("{:.2}", s.gbps)
@@ -198,6 +204,9 @@ pub fn table(report: &Report) -> String {
         line(&mut out, row);
     }
     out.push('\n');
+    for l in editor_lines(&report.summaries) {
+        let _ = writeln!(out, "{l}");
+    }
     for (name, value, unit) in &report.figures {
         let _ = writeln!(
             out,
@@ -262,6 +271,14 @@ pub fn markdown(report: &Report) -> String {
          row's (throughput rows), same scenario and size. \"CPUs c/s\": the CPU the client's and \
          the server's busiest thread last ran on, per run.\n"
     );
+    let editor = editor_lines(&report.summaries);
+    if !editor.is_empty() {
+        let _ = writeln!(out, "## Editor workload\n\n{EDITOR_NOTE}\n");
+        for l in editor {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "| figure | value |\n|---|---|");
     for (name, value, unit) in &report.figures {
         let _ = writeln!(
@@ -304,6 +321,123 @@ pub fn markdown(report: &Report) -> String {
         out,
         "\n![64 B round-trip latency by percentile](latency.svg)"
     );
+    if report
+        .summaries
+        .iter()
+        .any(|s| s.key.scenario == "editor-complete")
+    {
+        let _ = writeln!(
+            out,
+            "\n![editor completion round trip by percentile](latency-editor.svg)"
+        );
+    }
+    out
+}
+
+/// What the editor rows mean (the report's section on them).
+const EDITOR_NOTE: &str = "The same messages over every transport, separate processes \
+(docs/bench-gate.md). `complete`: a 2608 B completion request (path 40 B, line, column, 2 KiB \
+before the cursor, 512 B after) answered by 5 items of about 80 B, sequential round trips. \
+`16 callers`: the same call from 16 threads sharing one connection (one pair of pipes for \
+JSON-RPC). `chat`: one request answered by 500 tokens of 2–8 bytes: time to the first token, and \
+tokens/s over whole answers. `analyze`: a 1 MiB file in, 20 diagnostics out. `allocs/call`: \
+heap allocations per call in the server (Ferry's typed server; the JSON-RPC server is the \
+client's child and is not counted).";
+
+/// The old system's published figures, for the rerun of its test (not measured here).
+pub const OLD_SYSTEM: [(&str, &str, &str); 2] = [
+    (
+        "editor-old-100x10k",
+        "100 connections × 10 000 typed completion calls",
+        "71 K msg/s, 136 µs average",
+    ),
+    (
+        "editor-old-32x1k",
+        "32 connections, 1 KiB messages",
+        "419 K msg/s, 10.05 µs p99",
+    ),
+];
+
+/// The editor workload as markdown tables (empty when it did not run): one row per transport,
+/// then the rerun of the old system's test beside its published figures.
+pub fn editor_lines(all: &[Summary]) -> Vec<String> {
+    let find = |t: &str, s: &str| {
+        all.iter()
+            .find(|x| x.key.transport == t && x.key.scenario == s)
+    };
+    let mut transports: Vec<&str> = Vec::new();
+    for s in all.iter().filter(|s| s.key.scenario.starts_with("editor-")) {
+        if !transports.contains(&s.key.transport.as_str()) {
+            transports.push(&s.key.transport);
+        }
+    }
+    if transports.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![
+        "| transport | complete p50 µs | p99 µs | p99.9 µs | allocs/call c/s | 16 callers calls/s | \
+         chat first token p50 µs | tokens/s | analyze 1 MiB p50 ms | GB/s |"
+            .to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    for t in &transports {
+        let c = find(t, "editor-complete");
+        let c16 = find(t, "editor-complete-16");
+        let chat = find(t, "editor-chat");
+        let an = find(t, "editor-analyze");
+        if c.is_none() && c16.is_none() && chat.is_none() && an.is_none() {
+            continue;
+        }
+        out.push(format!(
+            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            us(c.and_then(|s| s.p50_ns)),
+            us(c.and_then(|s| s.p99_ns)),
+            us(c.and_then(|s| s.p999_ns)),
+            c.map_or_else(
+                || "-".to_owned(),
+                |s| format!(
+                    "{}/{}",
+                    num((s.client_allocs_per_msg * 100.0).round() / 100.0),
+                    s.server_allocs_per_msg
+                        .map_or_else(|| "-".to_owned(), |v| num((v * 100.0).round() / 100.0))
+                )
+            ),
+            c16.map_or_else(|| "-".to_owned(), |s| rate(s.msgs_per_sec)),
+            us(chat.and_then(|s| s.p50_ns)),
+            chat.map_or_else(|| "-".to_owned(), |s| rate(s.msgs_per_sec)),
+            an.and_then(|s| s.p50_ns)
+                .map_or_else(|| "-".to_owned(), |v| format!("{:.2}", v / 1e6)),
+            an.map_or_else(|| "-".to_owned(), |s| format!("{:.2}", s.gbps)),
+        ));
+    }
+    if let Some(p) = find("ferry-postcard", "editor-pipelined") {
+        out.push(String::new());
+        out.push(format!(
+            "Pipelined typed calls (8 B in, 8 B out, 64 in flight, one client thread): {} calls/s.",
+            rate(p.msgs_per_sec)
+        ));
+    }
+    let old: Vec<_> = OLD_SYSTEM
+        .iter()
+        .filter_map(|(s, what, theirs)| Some((find("ferry-postcard", s)?, *what, *theirs)))
+        .collect();
+    if !old.is_empty() {
+        out.push(String::new());
+        out.push(
+            "| the old system's test, rerun (Ferry typed, postcard) | calls/s | average µs | p99 µs | \
+             the old system's published figures (not measured here) |"
+                .to_owned(),
+        );
+        out.push("|---|---|---|---|---|".to_owned());
+        for (s, what, theirs) in old {
+            out.push(format!(
+                "| {what} | {} | {} | {} | {theirs} |",
+                rate(s.msgs_per_sec),
+                us(s.mean_ns),
+                us(s.p99_ns)
+            ));
+        }
+    }
     out
 }
 
@@ -349,7 +483,8 @@ pub fn json(report: &Report) -> String {
         let _ = write!(
             out,
             "    {{\"transport\": {}, \"scenario\": {}, \"msg_size\": {}, \"runs\": {}, \"samples\": {}, \
-             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"msgs_per_sec\": {}, \
+             \"p50_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \"mean_ns\": {}, \
+             \"msgs_per_sec\": {}, \
              \"gbps\": {}, \"client_allocs_per_msg\": {}, \"server_allocs_per_msg\": {}, \
              \"cpus_client_server\": [{}], \"percentiles_ns\": [{}]}}",
             crate::json::string(&s.key.transport),
@@ -361,6 +496,7 @@ pub fn json(report: &Report) -> String {
             jn(s.p99_ns),
             jn(s.p999_ns),
             jn(s.max_ns),
+            jn(s.mean_ns.map(f64::round)),
             jn(Some(s.msgs_per_sec.round())),
             jn(Some((s.gbps * 1000.0).round() / 1000.0)),
             jn(Some(s.client_allocs_per_msg)),

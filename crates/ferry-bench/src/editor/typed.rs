@@ -1,0 +1,531 @@
+//! Ferry's typed layer (`ferry-rpc`) in the editor workload: the server (one service, every
+//! codec) and the clients `ferry-postcard`, `ferry-rkyv` and `ferry-json`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_rpc::codec::Archived;
+use ferry_rpc::{ClientConfig, Context, RpcConfig, ServerConfig, Sink, Status};
+use hdrhistogram::Histogram;
+
+use super::Work;
+use super::schema::*;
+use crate::measure::{self, AllocWindow, Outcome};
+use crate::opts::Opts;
+
+/// The typed transports: Ferry with each codec.
+pub fn is_typed(transport: &str) -> bool {
+    matches!(transport, "ferry-postcard" | "ferry-rkyv" | "ferry-json")
+}
+
+fn bad(e: String) -> Status {
+    Status::new(1, e)
+}
+
+struct Engine;
+
+impl Engine {
+    fn stream(cx: &Context<'_>, tokens: u32, items: &Sink<'_, Token>) -> Result<(), Status> {
+        for i in 0..tokens as usize {
+            if cx.is_cancelled() {
+                return Ok(());
+            }
+            let token = Token {
+                text: std::borrow::Cow::Borrowed(token(i)),
+            };
+            if items.send(&token).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EditorBench for Engine {
+    fn complete(
+        &self,
+        _cx: &Context<'_>,
+        req: CompletionRequest<'_>,
+    ) -> Result<CompletionList, Status> {
+        check_completion(&req.path, &req.prefix, &req.suffix, req.line).map_err(bad)?;
+        Ok(CompletionList {
+            items: std::borrow::Cow::Borrowed(&COMPLETIONS),
+        })
+    }
+
+    fn complete_rkyv(
+        &self,
+        _cx: &Context<'_>,
+        req: &Archived<RkyvCompletionRequest>,
+    ) -> Result<CompletionList, Status> {
+        check_completion(
+            req.path.as_str(),
+            req.prefix.as_str(),
+            req.suffix.as_str(),
+            req.line.to_native(),
+        )
+        .map_err(bad)?;
+        Ok(CompletionList {
+            items: std::borrow::Cow::Borrowed(&COMPLETIONS),
+        })
+    }
+
+    fn complete_json(
+        &self,
+        cx: &Context<'_>,
+        req: CompletionRequest<'_>,
+    ) -> Result<CompletionList, Status> {
+        self.complete(cx, req)
+    }
+
+    fn chat(
+        &self,
+        cx: &Context<'_>,
+        req: ChatRequest<'_>,
+        items: &Sink<'_, Token>,
+    ) -> Result<(), Status> {
+        Self::stream(cx, req.tokens, items)
+    }
+
+    fn chat_rkyv(
+        &self,
+        cx: &Context<'_>,
+        req: &Archived<RkyvChatRequest>,
+        items: &Sink<'_, Token>,
+    ) -> Result<(), Status> {
+        Self::stream(cx, req.tokens.to_native(), items)
+    }
+
+    fn chat_json(
+        &self,
+        cx: &Context<'_>,
+        req: ChatRequest<'_>,
+        items: &Sink<'_, Token>,
+    ) -> Result<(), Status> {
+        Self::stream(cx, req.tokens, items)
+    }
+
+    fn analyze(&self, _cx: &Context<'_>, file: &[u8]) -> Result<Vec<Diagnostic>, Status> {
+        Ok(analyze(file))
+    }
+
+    fn analyze_rkyv(&self, _cx: &Context<'_>, file: &[u8]) -> Result<Vec<Diagnostic>, Status> {
+        Ok(analyze(file))
+    }
+
+    fn analyze_json(&self, _cx: &Context<'_>, file: &[u8]) -> Result<Vec<Diagnostic>, Status> {
+        Ok(analyze(file))
+    }
+
+    fn ping(&self, _cx: &Context<'_>, seq: u64) -> Result<u64, Status> {
+        Ok(seq.wrapping_add(1))
+    }
+
+    fn echo(&self, _cx: &Context<'_>, data: &[u8]) -> Result<Vec<u8>, Status> {
+        Ok(data.to_vec())
+    }
+}
+
+/// `serve editor --name N --dir D`: the typed engine (default wait policy).
+pub fn serve(opts: &Opts) -> Result<(), String> {
+    let name = opts.str("name")?;
+    let config = ServerConfig::default().with_runtime_dir(opts.path("dir")?);
+    let server = ferry_rpc::serve(
+        name,
+        config,
+        RpcConfig::default(),
+        EditorBenchServer::new(Engine),
+    )
+    .map_err(|e| format!("bind: {e}"))?;
+    println!("ready t_ns={}", measure::monotonic_ns());
+    measure::serve_stdin(|| {
+        let s = server.stats();
+        format!(
+            "conns={} accepted={} requests={} notifications={}",
+            s.connections_open, s.connections_accepted, s.requests, s.notifications,
+        )
+    })
+}
+
+fn connect(opts: &Opts) -> Result<EditorBenchClient, String> {
+    let policy = match opts.str_or("policy", "adaptive") {
+        "adaptive" => ferry_transport::WaitPolicy::default(),
+        "park" => ferry_transport::WaitPolicy::ParkOnly,
+        other => return Err(format!("unknown wait policy `{other}` (adaptive or park)")),
+    };
+    let config = ClientConfig::default()
+        .with_runtime_dir(opts.path("dir")?)
+        .with_policy(policy);
+    EditorBenchClient::connect_with(opts.str("name")?, config, RpcConfig::default())
+        .map_err(|e| format!("connect: {e}"))
+}
+
+/// One codec's calls, with the contents built once.
+struct Calls {
+    codec: &'static str,
+    request: CompletionRequest<'static>,
+    rkyv_request: RkyvCompletionRequest,
+    prompt: ChatRequest<'static>,
+    rkyv_prompt: RkyvChatRequest,
+}
+
+impl Calls {
+    fn new(transport: &str, tokens: u32) -> Calls {
+        Calls {
+            codec: match transport {
+                "ferry-rkyv" => "rkyv",
+                "ferry-json" => "json",
+                _ => "postcard",
+            },
+            request: completion_request(),
+            rkyv_request: rkyv_completion_request(),
+            prompt: ChatRequest {
+                prompt: CHAT_PROMPT.into(),
+                tokens,
+            },
+            rkyv_prompt: RkyvChatRequest {
+                prompt: CHAT_PROMPT.into(),
+                tokens,
+            },
+        }
+    }
+
+    fn complete(&self, c: &EditorBenchClient) -> Result<(), String> {
+        let list = match self.codec {
+            "rkyv" => c.complete_rkyv(&self.rkyv_request),
+            "json" => c.complete_json(&self.request),
+            _ => c.complete(&self.request),
+        }
+        .map_err(|e| format!("complete: {e}"))?;
+        check_completions(&list.items)
+    }
+
+    /// One chat: returns the time to the first token and the number of tokens.
+    fn chat(&self, c: &EditorBenchClient) -> Result<(Duration, u64), String> {
+        let t0 = Instant::now();
+        let stream = match self.codec {
+            "rkyv" => c.chat_rkyv(&self.rkyv_prompt),
+            "json" => c.chat_json(&self.prompt),
+            _ => c.chat(&self.prompt),
+        }
+        .map_err(|e| format!("chat: {e}"))?;
+        let mut first = None;
+        let mut n = 0u64;
+        for token in stream {
+            let token = token.map_err(|e| format!("chat token: {e}"))?;
+            first.get_or_insert_with(|| t0.elapsed());
+            if token.text != self::token(n as usize) {
+                return Err(format!("chat token {n} is {:?}", token.text));
+            }
+            n += 1;
+        }
+        if n != u64::from(self.prompt.tokens) {
+            return Err(format!(
+                "a chat answer had {n} tokens, {} expected",
+                self.prompt.tokens
+            ));
+        }
+        Ok((first.unwrap_or_default(), n))
+    }
+
+    fn analyze(&self, c: &EditorBenchClient, file: &[u8]) -> Result<(), String> {
+        let diagnostics = match self.codec {
+            "rkyv" => c.analyze_rkyv(file),
+            "json" => c.analyze_json(file),
+            _ => c.analyze(file),
+        }
+        .map_err(|e| format!("analyze: {e}"))?;
+        check_diagnostics(&diagnostics, file)
+    }
+}
+
+fn record(hist: &mut Histogram<u64>, d: Duration) {
+    hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+}
+
+/// Times `samples` calls of `f` after `warmup` untimed ones.
+fn sequential(
+    opts: &Opts,
+    samples: u64,
+    warmup: u64,
+    bytes_per_call: u64,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<Outcome, String> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    measure::pause(opts, "warm")?;
+    let mut hist = measure::histogram();
+    let allocs = AllocWindow::start();
+    let start = Instant::now();
+    let mut t0 = start;
+    for _ in 0..samples {
+        f()?;
+        let t1 = Instant::now();
+        record(&mut hist, t1 - t0);
+        t0 = t1;
+    }
+    Ok(Outcome {
+        hist,
+        msgs: samples,
+        bytes: samples * bytes_per_call,
+        elapsed: start.elapsed(),
+        allocs: allocs.end(),
+    })
+}
+
+/// `client ferry-postcard|ferry-rkyv|ferry-json editor-…`.
+pub fn client(
+    transport: &str,
+    work: Work,
+    opts: &Opts,
+) -> Result<(Outcome, EditorBenchClient), String> {
+    let tokens = match work {
+        Work::Chat { tokens, .. } => tokens,
+        _ => 0,
+    };
+    let calls = Calls::new(transport, tokens);
+    let client = connect(opts)?;
+    let outcome = match work {
+        Work::Complete { samples, warmup } => {
+            sequential(opts, samples, warmup, COMPLETE_REQUEST_BYTES as u64, || {
+                calls.complete(&client)
+            })?
+        }
+        Work::Analyze {
+            samples,
+            warmup,
+            size,
+        } => {
+            let file = code(size, 1).into_bytes();
+            sequential(opts, samples, warmup, size as u64, || {
+                calls.analyze(&client, &file)
+            })?
+        }
+        Work::Chat {
+            requests, warmup, ..
+        } => {
+            for _ in 0..warmup {
+                calls.chat(&client)?;
+            }
+            measure::pause(opts, "warm")?;
+            let mut hist = measure::histogram();
+            let allocs = AllocWindow::start();
+            let start = Instant::now();
+            let mut tokens = 0;
+            for _ in 0..requests {
+                let (first, n) = calls.chat(&client)?;
+                record(&mut hist, first);
+                tokens += n;
+            }
+            Outcome {
+                hist,
+                msgs: tokens,
+                bytes: tokens * 5,
+                elapsed: start.elapsed(),
+                allocs: allocs.end(),
+            }
+        }
+        Work::Concurrent { threads, duration } => {
+            for _ in 0..1000 {
+                calls.complete(&client)?;
+            }
+            measure::pause(opts, "warm")?;
+            concurrent(&calls, &client, threads, duration)?
+        }
+        Work::Pipelined { window, duration } => pipelined(&client, window, duration, opts)?,
+        Work::Load {
+            conns,
+            calls: n,
+            size,
+        } => load(opts, &calls, conns, n, size)?,
+    };
+    Ok((outcome, client))
+}
+
+/// `threads` callers sharing `client` for `duration`.
+fn concurrent(
+    calls: &Calls,
+    client: &EditorBenchClient,
+    threads: usize,
+    duration: Duration,
+) -> Result<Outcome, String> {
+    let stop = AtomicBool::new(false);
+    let allocs = AllocWindow::start();
+    let start = Instant::now();
+    let results: Vec<Result<(Histogram<u64>, u64), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut hist = measure::histogram();
+                    let mut n = 0u64;
+                    let mut t0 = Instant::now();
+                    while !stop.load(Ordering::Relaxed) {
+                        calls.complete(client)?;
+                        let t1 = Instant::now();
+                        record(&mut hist, t1 - t0);
+                        t0 = t1;
+                        n += 1;
+                    }
+                    Ok((hist, n))
+                })
+            })
+            .collect();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    merge(
+        results,
+        elapsed,
+        COMPLETE_REQUEST_BYTES as u64,
+        allocs.end(),
+    )
+}
+
+fn merge(
+    results: Vec<Result<(Histogram<u64>, u64), String>>,
+    elapsed: Duration,
+    bytes_per_call: u64,
+    allocs: u64,
+) -> Result<Outcome, String> {
+    let mut hist = measure::histogram();
+    let mut msgs = 0;
+    for r in results {
+        let (h, n) = r?;
+        hist.add(&h).map_err(|e| e.to_string())?;
+        msgs += n;
+    }
+    Ok(Outcome {
+        hist,
+        msgs,
+        bytes: msgs * bytes_per_call,
+        elapsed,
+        allocs,
+    })
+}
+
+/// `window` typed calls in flight from one client thread: as many tasks of the async client
+/// on a current-thread runtime, each calling in a loop.
+fn pipelined(
+    client: &EditorBenchClient,
+    window: usize,
+    duration: Duration,
+    opts: &Opts,
+) -> Result<Outcome, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let aclient = std::sync::Arc::new(client.to_async());
+    for seq in 0..1000u64 {
+        if client.ping(&seq).map_err(|e| format!("ping: {e}"))? != seq + 1 {
+            return Err("a ping's answer is not its request + 1".into());
+        }
+    }
+    measure::pause(opts, "warm")?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let allocs = AllocWindow::start();
+    let start = Instant::now();
+    let result: Result<(), String> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..window as u64)
+            .map(|t| {
+                let (c, stop, done) = (aclient.clone(), stop.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut seq = t << 32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let answer = c.ping(&seq).await.map_err(|e| format!("ping: {e}"))?;
+                        if answer != seq + 1 {
+                            return Err("a ping's answer is not its request + 1".to_owned());
+                        }
+                        seq += 1;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<(), String>(())
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await
+                .map_err(|e| format!("a pipelined task failed: {e}"))??;
+        }
+        Ok(())
+    });
+    result?;
+    let elapsed = start.elapsed();
+    let msgs = done.load(Ordering::Relaxed);
+    Ok(Outcome {
+        hist: measure::histogram(),
+        msgs,
+        bytes: msgs * 8,
+        elapsed,
+        allocs: allocs.end(),
+    })
+}
+
+/// The old system's test: `conns` connections, a thread each, `n` calls each (completions, or
+/// `size`-byte echoes); all start together after every connection is open.
+fn load(opts: &Opts, calls: &Calls, conns: usize, n: u64, size: usize) -> Result<Outcome, String> {
+    let clients = (0..conns)
+        .map(|_| connect(opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let data = blob(size);
+    let call = |c: &EditorBenchClient| -> Result<(), String> {
+        if size == 0 {
+            calls.complete(c)
+        } else {
+            let back = c.echo(&data).map_err(|e| format!("echo: {e}"))?;
+            if back != data {
+                return Err("an echo differs from its request".into());
+            }
+            Ok(())
+        }
+    };
+    for c in &clients {
+        for _ in 0..10 {
+            call(c)?;
+        }
+    }
+    measure::pause(opts, "warm")?;
+    let barrier = std::sync::Barrier::new(conns + 1);
+    let allocs = AllocWindow::start();
+    let (results, elapsed) = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (barrier, call) = (&barrier, &call);
+                s.spawn(move || {
+                    let mut hist = measure::histogram();
+                    barrier.wait();
+                    for _ in 0..n {
+                        let t0 = Instant::now();
+                        call(c)?;
+                        record(&mut hist, t0.elapsed());
+                    }
+                    Ok((hist, n))
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let results: Vec<Result<(Histogram<u64>, u64), String>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
+            .collect();
+        (results, start.elapsed())
+    });
+    let per_call = if size == 0 {
+        COMPLETE_REQUEST_BYTES
+    } else {
+        size
+    } as u64;
+    merge(results, elapsed, per_call, allocs.end())
+}
