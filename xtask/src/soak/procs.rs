@@ -544,6 +544,9 @@ impl Soak {
         let t = self.now();
         self.fault_started = t;
         *self.c.faults.entry(f.name().to_owned()).or_default() += 1;
+        self.c
+            .fault_log
+            .push((f.name().to_owned(), t, f64::INFINITY));
         self.fault_active = Some(f);
         self.fault_steps.clear();
         let server = self.server_key;
@@ -668,6 +671,9 @@ impl Soak {
                 }
                 Step::SpawnServer => self.spawn_server(),
                 Step::End => {
+                    if let Some(last) = self.c.fault_log.last_mut() {
+                        last.2 = t;
+                    }
                     self.fault_active = None;
                     self.fault_ended = t;
                     self.fault_steps.clear();
