@@ -188,6 +188,7 @@ impl Checker {
             // RSS moves with the large messages in flight: compare its floor (the smallest
             // sample of each window), which a leak raises. Descriptors and mappings do not
             // move in steady state: compare medians.
+            let mut compared = Vec::new();
             for (what, floor, f) in [
                 ("rss", true, (|s: &Sample| s.rss_kb) as fn(&Sample) -> u64),
                 ("fds", false, |s: &Sample| s.fds),
@@ -202,6 +203,7 @@ impl Checker {
                 };
                 let a = pick(early.iter().map(|s| f(s)).collect());
                 let b = pick(late.iter().map(|s| f(s)).collect());
+                compared.push(format!("{what} {a} -> {b}"));
                 if a > 0 && b as f64 > a as f64 * 1.05 {
                     found.push(format!(
                         "growth: server generation {generation}: {what} grew {:.1} % after warm-up and the first of each fault ({a} -> {b}, {} of steady samples from {:.1}s and from {late_start:.1}s)",
@@ -211,9 +213,14 @@ impl Checker {
                     ));
                 }
             }
+            found.push(format!(
+                "growth_checked: server generation {generation}: baseline from {:.1}s (after its {why} ended at {after:.1}s), last from {late_start:.1}s: {}",
+                early[0].t,
+                compared.join(", ")
+            ));
         }
         for f in found {
-            if f.starts_with("not_checked") {
+            if f.starts_with("not_checked") || f.starts_with("growth_checked") {
                 self.fault_notes.push(f);
             } else {
                 self.violation(f);
@@ -400,7 +407,13 @@ mod tests {
         let mut c = life(|t| if t < 31 { 8_000 } else { 8_520 }, &CHURN_TWICE);
         c.check_growth(20.0);
         assert!(c.violations.is_empty(), "{:?}", c.violations);
-        assert!(c.fault_notes.is_empty(), "{:?}", c.fault_notes);
+        assert_eq!(c.fault_notes.len(), 1, "{:?}", c.fault_notes);
+        assert!(
+            c.fault_notes[0].contains("after its churn ended at 33.0s")
+                && c.fault_notes[0].contains("rss 8520 -> 8520"),
+            "{:?}",
+            c.fault_notes
+        );
     }
 
     #[test]
