@@ -8,6 +8,7 @@
 //! | `clippy` | `cargo clippy --workspace --all-targets --all-features -- -D warnings`, for the host and [`CROSS_TARGETS`] |
 //! | `test`   | `cargo llvm-cov --workspace --all-features --lcov` (the workspace test run, with coverage floors), then the doc tests; `--no-coverage`: plain `cargo test --workspace --all-features` |
 //! | `doc`    | `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --all-features` |
+//! | `conformance` | `conformance/python/client.py` (a second implementation, written from `docs/protocol.md`) against the `conformance_server` example (Linux hosts) |
 //! | `loom`   | `RUSTFLAGS='--cfg loom' cargo test --release --test loom` for each crate with `tests/loom.rs` |
 //! | `miri`   | `cargo +nightly miri test` for [`MIRI_CRATES`] |
 //! | `fuzz`   | `cargo +nightly fuzz build`, then `fuzz run` each target for `--fuzz-seconds`, in every `crates/*/fuzz` |
@@ -61,6 +62,7 @@ pub enum Step {
     Clippy,
     Test,
     Doc,
+    Conformance,
     Loom,
     Miri,
     Fuzz,
@@ -70,11 +72,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
+    pub const ALL: [Step; 11] = [
         Step::Fmt,
         Step::Clippy,
         Step::Test,
         Step::Doc,
+        Step::Conformance,
         Step::Loom,
         Step::Miri,
         Step::Fuzz,
@@ -89,6 +92,7 @@ impl Step {
             Step::Clippy => "clippy",
             Step::Test => "test",
             Step::Doc => "doc",
+            Step::Conformance => "conformance",
             Step::Loom => "loom",
             Step::Miri => "miri",
             Step::Fuzz => "fuzz",
@@ -218,6 +222,7 @@ pub fn run(options: &Options) -> ExitCode {
             Step::Clippy => clippy(&ctx),
             Step::Test => test(&mut ctx),
             Step::Doc => doc(),
+            Step::Conformance => conformance(&ctx),
             Step::Loom => loom(&ctx),
             Step::Miri => miri(&ctx),
             Step::Fuzz => fuzz(&ctx),
@@ -469,6 +474,19 @@ fn doc() -> Result<Outcome, Failure> {
         "linux; {} (libraries)",
         crate::wine::WINDOWS_TARGET
     )))
+}
+
+/// The Python client of `conformance/python/` against the real server.
+#[cfg(target_os = "linux")]
+fn conformance(ctx: &Ctx) -> Result<Outcome, Failure> {
+    crate::conformance::run(&ctx.ws).map(Outcome::Done)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn conformance(_ctx: &Ctx) -> Result<Outcome, Failure> {
+    Ok(Outcome::Skipped(
+        "the Python conformance client speaks the Linux transport only".into(),
+    ))
 }
 
 /// The gate's fixed soak seed: a failure reproduces with the command the failure names (a soak

@@ -14,6 +14,8 @@
 mod bench_gate;
 mod ci;
 mod cmd;
+#[cfg(target_os = "linux")]
+mod conformance;
 mod coverage;
 #[cfg(target_os = "linux")]
 mod json;
@@ -31,8 +33,8 @@ const HELP: &str = "\
 cargo xtask <COMMAND>
 
 Commands:
-  ci            run the CI gate: fmt, clippy, test (+coverage), doc, loom, miri, fuzz, wine,
-                soak, bench
+  ci            run the CI gate: fmt, clippy, test (+coverage), doc, conformance, loom, miri,
+                fuzz, wine, soak, bench
   bench-gate    Ferry vs Unix socket, TCP, pipe, Node.js: real processes, gates (Linux);
                 with --wine: the Windows build under Wine vs named pipe, TCP, pipe
   soak          many client processes against one server, with faults; every invariant
@@ -45,7 +47,7 @@ Options of `ci`:
   --only <STEP>         run only the named step(s) (repeatable)
   --fuzz-seconds <N>    seconds of fuzzing per fuzz target (default 20)
 
-Steps, in order: fmt, clippy, test, doc, loom, miri, fuzz, wine, soak, bench.
+Steps, in order: fmt, clippy, test, doc, conformance, loom, miri, fuzz, wine, soak, bench.
 The last line of a run that reached the tests is `N passed, M failed` (host test run).
 
 Options of `bench-gate`:

@@ -52,12 +52,18 @@
 //! | 128 | 8 | `tail`: byte cursor past the last published record | producer |
 //! | 136 | 4 | `consumer_sleep`: token while the consumer sleeps, else 0 | consumer (producer clears) |
 //! | 140 | 4 | `producer_attached`: 1 while a producer handle exists | producer |
-//! | 144 | 112 | reserved, zero | [`init`] |
+//! | 144 | 4 | `fence_free`: nonzero while the producer publishes fence-free | producer |
+//! | 148 | 108 | reserved, zero | [`init`] |
 //! | 256 | 8 | `head`: byte cursor past the last released record | consumer |
 //! | 264 | 4 | `producer_sleep`: token while the producer sleeps, else 0 | producer (consumer clears) |
 //! | 268 | 4 | `consumer_attached`: 1 while a consumer handle exists | consumer |
-//! | 272 | 112 | reserved, zero | [`init`] |
+//! | 272 | 4 | `fence_free`: nonzero while the consumer releases fence-free | consumer |
+//! | 276 | 108 | reserved, zero | [`init`] |
 //! | 384 = [`HEADER_SIZE`] | `capacity` | data area (record words and payload) | producer |
+//!
+//! `docs/protocol.md` §9–§10 specifies the same layout and protocol for
+//! implementers in other languages, with test vectors (`tests/spec_ring_vectors.rs`
+//! checks them against this crate).
 //!
 //! The three header lines are 128 bytes apart so that adjacent-line
 //! prefetching does not make the producer and consumer lines share. Each

@@ -584,12 +584,59 @@ where
             std::io::Error::other(e),
         )
     })?;
-    Server::bind(name, config, TokioHandler { handler, runtime })
+    Server::bind(
+        name,
+        config,
+        TokioHandler {
+            handler,
+            runtime,
+            on_notification: None,
+        },
+    )
 }
+
+/// Like [`serve`], and `on_notification` is called for each notification a client sends, on
+/// the server's worker thread that read it (keep it short: spawn a task for long work; the
+/// payload is borrowed from the ring and valid only during the call).
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_with_notifications<F, Fut, N>(
+    name: &str,
+    config: ServerConfig,
+    handler: F,
+    on_notification: N,
+) -> Result<Server, Error>
+where
+    F: Fn(AsyncRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Into<Reply>,
+    N: Fn(&Connection, &[u8]) + Send + Sync + 'static,
+{
+    let runtime = Handle::try_current().map_err(|e| {
+        Error::io(
+            "ferry_transport::tokio::serve_with_notifications must be called inside a tokio runtime",
+            std::io::Error::other(e),
+        )
+    })?;
+    Server::bind(
+        name,
+        config,
+        TokioHandler {
+            handler,
+            runtime,
+            on_notification: Some(Box::new(on_notification)),
+        },
+    )
+}
+
+/// A notification callback of [`serve_with_notifications`].
+type OnNotification = Box<dyn Fn(&Connection, &[u8]) + Send + Sync>;
 
 struct TokioHandler<F> {
     handler: F,
     runtime: Handle,
+    on_notification: Option<OnNotification>,
 }
 
 impl<F, Fut> Handler for TokioHandler<F>
@@ -598,6 +645,12 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Into<Reply>,
 {
+    fn on_notification(&self, connection: &Connection, payload: &[u8]) {
+        if let Some(f) = &self.on_notification {
+            f(connection, payload);
+        }
+    }
+
     fn on_request(&self, request: Request<'_>) {
         let payload = request.payload().to_vec();
         let connection = request.connection();

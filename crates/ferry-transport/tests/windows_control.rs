@@ -47,7 +47,7 @@ fn limits() -> Limits {
     }
 }
 
-/// Where the two rings sit (docs/protocol.md §7.1): client → server at 0, server → client at
+/// Where the two rings sit (docs/protocol.md §11): client → server at 0, server → client at
 /// the next multiple of 4096, the whole rounded up to 4096.
 struct Layout {
     c2s: (usize, usize),

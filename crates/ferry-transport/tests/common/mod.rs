@@ -362,7 +362,7 @@ pub fn raw_handshake(
         use ferry_transport::windows::control::{ConnectionHandles, recv_handles};
         let handles =
             ConnectionHandles::adopt(&recv_handles(control.pipe()).expect("Handles")).unwrap();
-        // docs/protocol.md §7.1: client → server ring at 0, server → client ring at the next
+        // docs/protocol.md §11: client → server ring at 0, server → client ring at the next
         // multiple of 4096, the whole rounded up to 4096.
         let l = &welcome.limits;
         let c2s = ferry_ring::region_size(l.client_to_server_ring_bytes as usize);

@@ -1,0 +1,177 @@
+//! Zero heap allocations per typed call in steady state, counted: a counting global allocator
+//! sees every allocation of this process, where the server (its worker threads: envelope,
+//! decoding, the handler's answer, encoding) and the client (encoding, the call, decoding the
+//! answer) both run. Requests borrow (`&str`, `&[u8]` with postcard) or are read in place
+//! (rkyv, validated), and raw bytes.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use common::*;
+use ferry_rpc::{Context, RpcConfig, Status};
+use serde::{Deserialize, Serialize};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_during(f: impl FnOnce()) -> u64 {
+    let before = ALLOCS.load(Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    f();
+    COUNTING.store(false, Ordering::SeqCst);
+    ALLOCS.load(Ordering::SeqCst) - before
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Lookup<'a> {
+    pub path: &'a str,
+    pub prefix: &'a str,
+    pub data: &'a [u8],
+    pub line: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+pub struct Hit {
+    pub line: u32,
+    pub len: u32,
+    pub sum: u64,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+pub struct Frame {
+    pub id: u64,
+    pub name: String,
+    pub samples: Vec<u32>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+pub struct Summary {
+    pub id: u64,
+    pub total: u64,
+}
+
+#[ferry_rpc::service]
+pub trait Hot {
+    fn lookup(req: Lookup<'_>) -> Hit;
+    #[codec(rkyv)]
+    fn summarize(frame: Frame) -> Summary;
+    fn checksum(bytes: &[u8]) -> u64;
+}
+
+struct HotEngine;
+
+impl Hot for HotEngine {
+    fn lookup(&self, _cx: &Context<'_>, req: Lookup<'_>) -> Result<Hit, Status> {
+        Ok(Hit {
+            line: req.line,
+            len: (req.path.len() + req.prefix.len()) as u32,
+            sum: req.data.iter().map(|&b| u64::from(b)).sum(),
+        })
+    }
+    fn summarize(
+        &self,
+        _cx: &Context<'_>,
+        frame: &ferry_rpc::codec::Archived<Frame>,
+    ) -> Result<Summary, Status> {
+        Ok(Summary {
+            id: frame.id.to_native(),
+            total: frame
+                .samples
+                .iter()
+                .map(|s| u64::from(s.to_native()))
+                .sum::<u64>()
+                + frame.name.len() as u64,
+        })
+    }
+    fn checksum(&self, _cx: &Context<'_>, bytes: &[u8]) -> Result<u64, Status> {
+        Ok(bytes.iter().map(|&b| u64::from(b)).sum())
+    }
+}
+
+#[test]
+fn typed_calls_with_borrowed_and_rkyv_types_allocate_nothing_in_steady_state() {
+    let dir = TestDir::new("rpc-alloc");
+    let _server = ferry_rpc::serve(
+        "rpc-alloc",
+        server_config(dir.path()),
+        RpcConfig::default(),
+        HotServer::new(HotEngine),
+    )
+    .unwrap();
+    let client =
+        HotClient::connect_with("rpc-alloc", client_config(dir.path()), RpcConfig::default())
+            .unwrap();
+    let data = vec![3u8; 512];
+    let prefix = "x".repeat(2048);
+    let frame = Frame {
+        id: 7,
+        name: "frame".into(),
+        samples: (0..64).collect(),
+    };
+    let round = || {
+        let hit = client
+            .lookup(&Lookup {
+                path: "src/main.rs",
+                prefix: &prefix,
+                data: &data,
+                line: 9,
+            })
+            .unwrap();
+        assert_eq!(
+            hit,
+            Hit {
+                line: 9,
+                len: 2059,
+                sum: 1536
+            }
+        );
+        let s = client.summarize(&frame).unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                id: 7,
+                total: 2016 + 5
+            }
+        );
+        assert_eq!(client.checksum(&data).unwrap(), 1536);
+    };
+    // Warm up: buffers, the call table, the rkyv arena, lazily created thread-locals.
+    for _ in 0..200 {
+        round();
+    }
+    let n = allocations_during(|| {
+        for _ in 0..1000 {
+            round();
+        }
+    });
+    assert_eq!(n, 0, "{n} allocations in 3000 typed calls");
+}
