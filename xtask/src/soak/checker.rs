@@ -59,6 +59,8 @@ pub struct Checker {
     pub fault_notes: Vec<String>,
     /// Fault windows in which connection errors are expected: (start, end).
     pub windows: Vec<(f64, f64)>,
+    /// Every fault injected: (kind, start, end), end infinite until it ends.
+    pub fault_log: Vec<(String, f64, f64)>,
     /// Per-second merged latency histograms of completion calls (bucket -> count).
     pub lat: BTreeMap<u64, BTreeMap<u32, u64>>,
     /// Seconds during which a hostile client was active / no fault at all was active.
@@ -121,8 +123,24 @@ impl Checker {
         }
     }
 
-    /// Leak check: for each server generation that lived long enough, the median of its steady
-    /// samples in the last third must be within 5 % of the median just after its warm-up.
+    /// Leak check: for each server generation that lived long enough, the floor (RSS) or median
+    /// (descriptors, mappings) of its steady samples in its last 20 % must be within 5 % of its
+    /// baseline.
+    ///
+    /// The baseline is the first steady samples after both the warm-up (the first 40 % of the
+    /// server's life: per-connection buffers grow to the largest message each connection has
+    /// seen and are then reused) and the first occurrence, in this server's life, of every kind
+    /// of fault that it went through. A fault's first occurrence can raise the server's memory
+    /// once for good without leaking: in the first connection churn thousands of connections
+    /// come and go; tables that keep their capacity (connection slots, hash maps) grow to the
+    /// most open at once, and glibc's heaps keep the high-water of that. Measured on the soak server alone, 1.5 s churns of ~2500
+    /// connections each: RssAnon 288 -> 940 kB after the first, 1068 after the fifth, 1160-1172
+    /// from the ninth to the fifteenth (~13 000 connections without growth); malloc's in-use
+    /// bytes 46 -> 200 -> 253 -> 300 -> 316 kB over four. Seeds 2245681787 and 1445374470 failed
+    /// on that first step (+5-7 %) when the first churn came after the baseline began. After every
+    /// kind has happened once, such a high-water is inside the baseline; a leak still grows
+    /// from there. A generation whose last first occurrence leaves no room for a baseline before
+    /// its last 20 % is reported as not checked.
     pub fn check_growth(&mut self, min_span: f64) {
         let mut generations: BTreeMap<u64, Vec<&Sample>> = BTreeMap::new();
         for s in &self.samples {
@@ -137,15 +155,23 @@ impl Checker {
             if span < min_span {
                 continue;
             }
-            // Per-connection buffers grow to the largest message each connection has seen and
-            // are then reused: warm-up is the first 40 % of the server's life; its next 20 %
-            // is compared with its last 20 %.
             let warm = first.t + span * 0.4;
-            let early_end = warm + span * 0.2;
             let late_start = last.t - span * 0.2;
+            // The end of the first occurrence of each kind of fault this server went through.
+            let mut firsts: BTreeMap<&str, f64> = BTreeMap::new();
+            for (kind, start, end) in &self.fault_log {
+                if *start <= last.t && *end >= first.t {
+                    firsts.entry(kind.as_str()).or_insert(*end);
+                }
+            }
+            let (after, why) = firsts
+                .iter()
+                .map(|(k, &e)| (e, *k))
+                .fold((warm, "warm-up"), |a, b| if b.0 > a.0 { b } else { a });
+            let early_end = (after + span * 0.2).min(late_start);
             let early: Vec<&&Sample> = all
                 .iter()
-                .filter(|s| s.steady && s.t >= warm && s.t <= early_end)
+                .filter(|s| s.steady && s.t > after && s.t <= early_end)
                 .collect();
             let late: Vec<&&Sample> = all
                 .iter()
@@ -153,7 +179,7 @@ impl Checker {
                 .collect();
             if early.len() < 3 || late.len() < 3 {
                 found.push(format!(
-                    "not_checked: server generation {generation} had too few steady samples ({} early, {} late) to compare",
+                    "not_checked: server generation {generation} had too few steady samples ({} after its {why} ended at {after:.1}s and before {late_start:.1}s, {} after) to compare",
                     early.len(),
                     late.len()
                 ));
@@ -162,6 +188,7 @@ impl Checker {
             // RSS moves with the large messages in flight: compare its floor (the smallest
             // sample of each window), which a leak raises. Descriptors and mappings do not
             // move in steady state: compare medians.
+            let mut compared = Vec::new();
             for (what, floor, f) in [
                 ("rss", true, (|s: &Sample| s.rss_kb) as fn(&Sample) -> u64),
                 ("fds", false, |s: &Sample| s.fds),
@@ -176,17 +203,24 @@ impl Checker {
                 };
                 let a = pick(early.iter().map(|s| f(s)).collect());
                 let b = pick(late.iter().map(|s| f(s)).collect());
+                compared.push(format!("{what} {a} -> {b}"));
                 if a > 0 && b as f64 > a as f64 * 1.05 {
                     found.push(format!(
-                        "growth: server generation {generation}: {what} grew {:.1} % after warm-up ({a} -> {b}, {} of steady samples)",
+                        "growth: server generation {generation}: {what} grew {:.1} % after warm-up and the first of each fault ({a} -> {b}, {} of steady samples from {:.1}s and from {late_start:.1}s)",
                         100.0 * (b as f64 / a as f64 - 1.0),
-                        if floor { "floors" } else { "medians" }
+                        if floor { "floors" } else { "medians" },
+                        early[0].t
                     ));
                 }
             }
+            found.push(format!(
+                "growth_checked: server generation {generation}: baseline from {:.1}s (after its {why} ended at {after:.1}s), last from {late_start:.1}s: {}",
+                early[0].t,
+                compared.join(", ")
+            ));
         }
         for f in found {
-            if f.starts_with("not_checked") {
+            if f.starts_with("not_checked") || f.starts_with("growth_checked") {
                 self.fault_notes.push(f);
             } else {
                 self.violation(f);
@@ -334,6 +368,81 @@ mod tests {
         assert_eq!(leak.violations.len(), 2, "{:?}", leak.violations);
         assert!(leak.violations[0].contains("rss"));
         assert!(leak.violations[1].contains("fds"));
+    }
+
+    /// A server's life as the soak samples it: one sample a second from 0 to 60 s, RSS from
+    /// `rss(t)`, and the faults in `faults` (kind, start, end).
+    fn life(rss: impl Fn(u64) -> u64, faults: &[(&str, f64, f64)]) -> Checker {
+        Checker {
+            samples: (0..=60)
+                .map(|t| {
+                    let mut s = steady(t as f64, rss(t), 40);
+                    // Samples while a fault is on are not steady.
+                    s.steady = !faults.iter().any(|f| (f.1..=f.2).contains(&(t as f64)));
+                    s
+                })
+                .collect(),
+            fault_log: faults
+                .iter()
+                .map(|&(k, a, b)| (k.to_owned(), a, b))
+                .collect(),
+            ..Checker::default()
+        }
+    }
+
+    /// The schedule of seeds 2245681787 and 1445374470 in short: the first churn falls after
+    /// the old baseline window began, a second churn comes later.
+    const CHURN_TWICE: [(&str, f64, f64); 4] = [
+        ("hostile", 10.0, 16.0),
+        ("kill_client", 18.0, 19.0),
+        ("churn", 30.0, 33.0),
+        ("churn", 40.0, 43.0),
+    ];
+
+    #[test]
+    fn a_first_churns_high_water_then_a_plateau_is_not_growth() {
+        // The soak server's RssAnon as measured: a step of ~500 kB at the first churn (glibc's
+        // arenas keep the high-water of many threads allocating at once), flat after the
+        // second. Compared from before the first churn it was +6.5 %.
+        let mut c = life(|t| if t < 31 { 8_000 } else { 8_520 }, &CHURN_TWICE);
+        c.check_growth(20.0);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(c.fault_notes.len(), 1, "{:?}", c.fault_notes);
+        assert!(
+            c.fault_notes[0].contains("after its churn ended at 33.0s")
+                && c.fault_notes[0].contains("rss 8520 -> 8520"),
+            "{:?}",
+            c.fault_notes
+        );
+    }
+
+    #[test]
+    fn a_leak_is_caught_after_the_first_of_each_fault() {
+        // `inject=leak` keeps 1 KiB per request, about 1 MiB/s; a tenth of that still fails.
+        let mut c = life(|t| 8_000 + 100 * t, &CHURN_TWICE);
+        c.check_growth(20.0);
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+        assert!(c.violations[0].contains("rss grew"), "{:?}", c.violations);
+        // A step that no first occurrence explains (here: after the baseline, with no fault
+        // before it) is growth too.
+        let mut c = life(|t| if t < 47 { 8_000 } else { 8_520 }, &CHURN_TWICE);
+        c.check_growth(20.0);
+        assert_eq!(c.violations.len(), 1, "{:?}", c.violations);
+    }
+
+    #[test]
+    fn a_first_occurrence_too_late_for_a_baseline_is_not_checked_and_says_so() {
+        let mut faults = CHURN_TWICE.to_vec();
+        faults.push(("shm_limit", 44.0, 48.0));
+        let mut c = life(|t| 8_000 + 100 * t, &faults);
+        c.check_growth(20.0);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(c.fault_notes.len(), 1, "{:?}", c.fault_notes);
+        assert!(
+            c.fault_notes[0].contains("not_checked") && c.fault_notes[0].contains("shm_limit"),
+            "{:?}",
+            c.fault_notes
+        );
     }
 
     #[test]

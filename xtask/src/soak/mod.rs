@@ -236,6 +236,7 @@ fn soak(opts: Options, bin: PathBuf, runtime: PathBuf, out_dir: PathBuf) -> Exit
         fault_ended: 0.0,
         fault_started: 0.0,
         deck: Vec::new(),
+        drawn: Vec::new(),
         hostile_modes: Vec::new(),
         server_fdfill: false,
         last_server_prog: None,

@@ -98,6 +98,8 @@ pub(super) struct Soak {
     /// When the fault in progress started.
     pub(super) fault_started: f64,
     pub(super) deck: Vec<Fault>,
+    /// The faults drawn from the current deck so far.
+    pub(super) drawn: Vec<Fault>,
     pub(super) hostile_modes: Vec<&'static str>,
     pub(super) server_fdfill: bool,
     pub(super) last_server_prog: Option<(f64, Line)>,
@@ -531,10 +533,23 @@ impl Soak {
                 // Popped from the end: the kill comes early; a second hostile round comes last.
                 deck.insert(0, Fault::Hostile);
                 self.deck = deck;
+                self.drawn.clear();
             }
             let f = self.deck.pop()?;
             if f == Fault::KillServer && t > d * 0.3 {
                 continue;
+            }
+            if f == Fault::KillServer {
+                // The new server has met none of this round's faults: those drawn before the
+                // kill come again later in the round, so that it meets every kind early in its
+                // life (the growth check's baseline begins after the first of each kind, see
+                // `Checker::check_growth`). The round's closing Hostile stays last.
+                for g in std::mem::take(&mut self.drawn) {
+                    let at = 1 + self.rng.below(self.deck.len() as u64) as usize;
+                    self.deck.insert(at.min(self.deck.len()), g);
+                }
+            } else {
+                self.drawn.push(f);
             }
             return Some(f);
         }
@@ -544,6 +559,9 @@ impl Soak {
         let t = self.now();
         self.fault_started = t;
         *self.c.faults.entry(f.name().to_owned()).or_default() += 1;
+        self.c
+            .fault_log
+            .push((f.name().to_owned(), t, f64::INFINITY));
         self.fault_active = Some(f);
         self.fault_steps.clear();
         let server = self.server_key;
@@ -668,6 +686,9 @@ impl Soak {
                 }
                 Step::SpawnServer => self.spawn_server(),
                 Step::End => {
+                    if let Some(last) = self.c.fault_log.last_mut() {
+                        last.2 = t;
+                    }
                     self.fault_active = None;
                     self.fault_ended = t;
                     self.fault_steps.clear();

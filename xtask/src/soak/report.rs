@@ -217,6 +217,21 @@ pub(super) fn report_json(s: &Soak) -> String {
         ));
     }
     let _ = writeln!(o, "  \"latency\": [\n    {}\n  ],", per_sec.join(",\n    "));
+    let fault_log: Vec<String> =
+        s.c.fault_log
+            .iter()
+            .map(|(kind, a, b)| {
+                format!(
+                    "{{\"fault\": \"{kind}\", \"start\": {a:.1}, \"end\": {}}}",
+                    json_num(Some(*b).filter(|e| e.is_finite()))
+                )
+            })
+            .collect();
+    let _ = writeln!(
+        o,
+        "  \"fault_log\": [\n    {}\n  ],",
+        fault_log.join(",\n    ")
+    );
     let samples: Vec<String> = s
         .c
         .samples
