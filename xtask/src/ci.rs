@@ -397,7 +397,23 @@ fn test(ctx: &mut Ctx) -> Result<Outcome, Failure> {
         let _ = fs::create_dir_all(dir);
     }
     let _ = fs::remove_file(&lcov);
+    // `cargo llvm-cov` runs `cargo test --tests`, which builds no examples (and it cleans the
+    // workspace's artifacts out of its own target directory): the tests that run an example
+    // (ferry-transport's `tests/example_shutdown.rs`) find them through FERRY_EXAMPLES_DIR.
+    // They are plain debug builds in the workspace's target directory (the conformance step
+    // builds one of them there too).
+    Cmd::cargo()
+        .args([
+            "build",
+            "--package",
+            "ferry-transport",
+            "--examples",
+            "--all-features",
+        ])
+        .run()?;
+    let examples_dir = ctx.ws.target_dir.join("debug/examples");
     let (output, outcome) = Cmd::cargo()
+        .env("FERRY_EXAMPLES_DIR", examples_dir.to_string_lossy())
         .args([
             "llvm-cov",
             "--workspace",

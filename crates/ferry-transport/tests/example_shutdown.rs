@@ -13,18 +13,25 @@ use std::time::{Duration, Instant};
 use common::*;
 use ferry_transport::{Client, Error};
 
+/// The example's binary: in `FERRY_EXAMPLES_DIR` when set (`cargo xtask ci` sets it for its
+/// coverage run, whose `cargo test --tests` builds no examples), else beside this test's binary
+/// (`cargo test` builds the examples there).
 fn example(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("examples")
-        .join(name);
+    let dir = match std::env::var_os("FERRY_EXAMPLES_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("current_exe");
+            // target/<profile>/deps/<test> -> target/<profile>/examples
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("target/<profile>")
+                .join("examples")
+        }
+    };
+    let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} was not built (`cargo test` builds the examples; alone: `cargo build -p ferry-transport --examples` first)",
+        "{} was not built (`cargo test` builds the examples; alone: `cargo build -p ferry-transport --examples --all-features` first, or set FERRY_EXAMPLES_DIR)",
         path.display()
     );
     path
