@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: ClientMetrics,
     /// The service name, for the lifecycle events.
     pub(crate) service: Box<str>,
+    /// Set by [`Client::close`] before it says `Goodbye`: the server's hang-up that answers it
+    /// is not the server going away.
     pub(crate) closing: AtomicBool,
 }
 

@@ -458,6 +458,11 @@ pub(crate) fn monitor(shared: std::sync::Weak<Shared>, conn: Arc<Conn>) {
             break;
         }
         if woke.control && conn.control.hung_up() {
+            if s.closing.load(Ordering::Acquire) {
+                // `Client::close` said Goodbye (the server hung up in answer) and closes the
+                // connection itself: the server did not go away.
+                break;
+            }
             read_before_hang_up(&s, &conn);
             if !conn.live.is_closed() {
                 server_went_away(&s, &conn);
