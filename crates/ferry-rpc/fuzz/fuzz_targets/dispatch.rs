@@ -95,10 +95,7 @@ fn setup() -> &'static Setup {
         let dir = std::env::temp_dir().join(format!("ferry-rpc-fuzz-{}", std::process::id()));
         let server = ferry_rpc::serve(
             "fuzz",
-            ferry_rpc::ServerConfig {
-                runtime_dir: Some(dir.clone()),
-                ..Default::default()
-            },
+            ferry_rpc::ServerConfig::default().with_runtime_dir(dir.clone()),
             RpcConfig {
                 max_decompressed: 1 << 20,
                 ..RpcConfig::default()
@@ -108,11 +105,9 @@ fn setup() -> &'static Setup {
         .expect("serve");
         let client = ferry_transport::Client::connect_with(
             "fuzz",
-            ferry_transport::ClientConfig {
-                runtime_dir: Some(dir),
-                reconnect: false,
-                ..Default::default()
-            },
+            ferry_transport::ClientConfig::default()
+                .with_runtime_dir(dir)
+                .with_reconnect(false),
         )
         .expect("connect");
         Setup {
