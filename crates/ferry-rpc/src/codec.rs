@@ -55,17 +55,41 @@ pub fn postcard_encode<T: Serialize + ?Sized>(
 /// # Errors
 /// When the bytes are not a `T` (bad UTF-8, an unknown enum variant, a length past the end...).
 pub fn postcard_decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
-    let mut de = postcard::Deserializer::from_flavor(ZeroPadded { rest: bytes });
+    let mut de = postcard::Deserializer::from_flavor(ZeroPadded {
+        rest: bytes,
+        padded: 0,
+    });
     T::deserialize(&mut de).map_err(|e| CodecError(format!("postcard: {e}")))
 }
 
 /// A postcard input that reads zeros past its end, and only what a missing field needs: single
-/// bytes (varints, `Option` tags, lengths) and fixed-width numbers of up to 16 bytes.
+/// bytes (varints, `Option` tags, lengths) and fixed-width numbers of up to 16 bytes, at most
+/// [`MAX_ZERO_PADDING`] bytes in all.
 struct ZeroPadded<'de> {
     rest: &'de [u8],
+    /// Zero bytes handed out past the end so far.
+    padded: usize,
 }
 
 static ZEROS: [u8; 16] = [0; 16];
+
+/// How many zero bytes past its end a postcard body may be read with: room for 256 appended
+/// fields of one byte (an `Option`, a collection, a small number) or 16 of the widest numbers.
+/// Without a bound, a length read from the real bytes (a hostile `u64::MAX` elements) followed by
+/// elements read from endless zeros would grow a collection until the process runs out of memory
+/// (found by the `dispatch` fuzz target).
+pub const MAX_ZERO_PADDING: usize = 256;
+
+impl ZeroPadded<'_> {
+    fn pad(&mut self, n: usize) -> postcard::Result<()> {
+        if n <= MAX_ZERO_PADDING - self.padded {
+            self.padded += n;
+            Ok(())
+        } else {
+            Err(postcard::Error::DeserializeUnexpectedEnd)
+        }
+    }
+}
 
 impl<'de> postcard::de_flavors::Flavor<'de> for ZeroPadded<'de> {
     type Remainder = &'de [u8];
@@ -77,7 +101,7 @@ impl<'de> postcard::de_flavors::Flavor<'de> for ZeroPadded<'de> {
                 self.rest = rest;
                 Ok(b)
             }
-            None => Ok(0),
+            None => self.pad(1).map(|()| 0),
         }
     }
 
@@ -91,6 +115,7 @@ impl<'de> postcard::de_flavors::Flavor<'de> for ZeroPadded<'de> {
             Ok(head)
         } else if self.rest.is_empty() && ct <= ZEROS.len() {
             // A fixed-width field (f32, u128...) appended by a newer definition.
+            self.pad(ct)?;
             Ok(&ZEROS[..ct])
         } else {
             Err(postcard::Error::DeserializeUnexpectedEnd)
@@ -284,5 +309,79 @@ pub fn lz4_decompress(
              envelope claims"
         ))),
         Err(e) => Err(CodecError(format!("lz4: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Old {
+        a: u32,
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct New {
+        a: u32,
+        b: Option<String>,
+        c: Vec<u64>,
+        d: u128,
+        e: f64,
+    }
+
+    #[test]
+    fn missing_trailing_fields_read_as_zeros() {
+        let mut buf = Vec::new();
+        postcard_encode(&Old { a: 7 }, &mut buf).unwrap();
+        let new: New = postcard_decode(&buf).unwrap();
+        assert_eq!(
+            new,
+            New {
+                a: 7,
+                b: None,
+                c: vec![],
+                d: 0,
+                e: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn a_huge_length_over_the_zero_padding_is_an_error_not_an_allocation() {
+        // A length of u64::MAX elements and no elements: before the padding was bounded, every
+        // element decoded from endless zeros and the vector grew until the process ran out of
+        // memory.
+        let mut body = Vec::new();
+        postcard_encode(&u64::MAX, &mut body).unwrap();
+        let err = postcard_decode::<Vec<i32>>(&body).unwrap_err();
+        assert!(err.0.contains("postcard"), "{err}");
+        // Exactly the bound still decodes (one byte per element), one more does not.
+        let mut body = Vec::new();
+        postcard_encode(&(MAX_ZERO_PADDING as u64), &mut body).unwrap();
+        assert_eq!(
+            postcard_decode::<Vec<i32>>(&body).unwrap(),
+            vec![0; MAX_ZERO_PADDING]
+        );
+        let mut body = Vec::new();
+        postcard_encode(&(MAX_ZERO_PADDING as u64 + 1), &mut body).unwrap();
+        assert!(postcard_decode::<Vec<i32>>(&body).is_err());
+    }
+
+    #[test]
+    fn the_fuzzers_out_of_memory_input_is_refused() {
+        // crates/ferry-rpc/fuzz's `dispatch` target, CI run of 8138d18: its `Borrowed` type, an
+        // empty name and data, no `n`, then a `list` whose length is read from the 0xff bytes
+        // and whose elements would all come from past the end.
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Borrowed<'a> {
+            name: &'a str,
+            data: &'a [u8],
+            n: Option<u64>,
+            list: Vec<i32>,
+        }
+        let body = [0u8, 0, 0, 255, 255, 255, 255, 255, 5];
+        assert!(postcard_decode::<Borrowed<'_>>(&body).is_err());
     }
 }
