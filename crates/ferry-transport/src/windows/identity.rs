@@ -546,7 +546,9 @@ mod tests {
             .expect_err("another user is refused");
         let msg = err.to_string();
         assert!(
-            msg.contains("peer process 42 runs as S-1-5-21-1111111111-2222222222-3333333333-1001"),
+            msg.contains(
+                "peer process 42 runs as user S-1-5-21-1111111111-2222222222-3333333333-1001"
+            ),
             "{msg}"
         );
         assert!(msg.contains("not allowed to talk to this server"), "{msg}");
