@@ -145,6 +145,7 @@ pub fn client(
                 client,
             ))
         }
+        Scenario::Load { .. } => Err("the load test runs through `ferry::load`".into()),
         Scenario::Pipelined {
             duration, window, ..
         } => {
@@ -189,6 +190,100 @@ pub fn client(
             ))
         }
     }
+}
+
+/// `client ferry|ferry-async load-<callers>`. `ferry`: a connection and a thread per caller,
+/// blocking calls (the default wait policy). `ferry-async`: one [`AsyncClient`] shared by a
+/// tokio task per caller, on a multi-threaded runtime with a worker per CPU.
+///
+/// [`AsyncClient`]: ferry_transport::tokio::AsyncClient
+pub fn load(
+    transport: &str,
+    scenario: &Scenario,
+    opts: &Opts,
+) -> Result<(Outcome, Box<dyn std::any::Any>), String> {
+    let Scenario::Load { size, conns, calls } = *scenario else {
+        return Err("not a load scenario".into());
+    };
+    let payload = pattern(size);
+    if transport == "ferry" {
+        let mut clients = (0..conns)
+            .map(|_| connect(opts, "adaptive"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = measure::load(opts, &mut clients, calls, size as u64, |c| {
+            round_trip(c, &payload)
+        })?;
+        return Ok((outcome, Box::new(clients)));
+    }
+    if transport != "ferry-async" {
+        return Err(format!("the load test has no Ferry client `{transport}`"));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let config = ClientConfig::default().with_runtime_dir(opts.path("dir")?);
+    let name = opts.str("name")?.to_owned();
+    let client = runtime
+        .block_on(ferry_transport::tokio::AsyncClient::connect_with(
+            &name, config,
+        ))
+        .map_err(|e| format!("connect: {e}"))?;
+    let payload = std::sync::Arc::new(payload);
+    // One task per caller; each echo checked.
+    let run = |n: u64, timed: bool| {
+        let tasks: Vec<_> = (0..conns)
+            .map(|_| {
+                let (client, payload) = (client.clone(), payload.clone());
+                runtime.spawn(async move {
+                    let mut hist = measure::histogram();
+                    for _ in 0..n {
+                        let t0 = Instant::now();
+                        let response = client
+                            .call(&payload)
+                            .await
+                            .map_err(|e| format!("call: {e}"))?;
+                        if *response != **payload {
+                            return Err("an async echo differs from its request".to_owned());
+                        }
+                        drop(response);
+                        if timed {
+                            measure::record(&mut hist, t0.elapsed());
+                        }
+                    }
+                    Ok::<_, String>(hist)
+                })
+            })
+            .collect();
+        runtime.block_on(async {
+            let mut hist = measure::histogram();
+            for t in tasks {
+                let h = t
+                    .await
+                    .map_err(|e| format!("a caller task failed: {e}"))??;
+                hist.add(&h).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(hist)
+        })
+    };
+    run(10, false)?;
+    measure::pause(opts, "warm")?;
+    let allocs = AllocWindow::start();
+    let start = Instant::now();
+    let hist = run(calls, true)?;
+    let elapsed = start.elapsed();
+    let allocs = allocs.end();
+    let msgs = calls * conns as u64;
+    Ok((
+        Outcome {
+            hist,
+            msgs,
+            bytes: msgs * size as u64,
+            elapsed,
+            allocs,
+        },
+        Box::new((client, runtime)),
+    ))
 }
 
 /// `client ferry-async rtt`: the same round trips through the tokio API (`AsyncClient::call`

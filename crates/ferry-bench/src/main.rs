@@ -66,8 +66,9 @@ mod roles {
     #[cfg(target_os = "linux")]
     const USAGE: &str = "\
 ferry-bench serve <ferry|uds|tcp> [--name N --dir D --policy adaptive|park|spin] [--path P] [--cpu N]
-ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|uds|tcp|pipe|node> <rtt|oneway|pipelined|bandwidth>
-            --size BYTES [--samples N --warmup N --duration-ms N --window N --threads N] [--cpu N]
+ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|uds|tcp|pipe|node> <rtt|oneway|pipelined|bandwidth|load-C>
+            --size BYTES [--samples N --warmup N --duration-ms N --window N --threads N --calls N] [--cpu N]
+            (load-C: C callers at once, --calls each; ferry, ferry-async, uds, tcp, pipe)
             (ferry: --name N --dir D; uds, node: --path P; tcp: --port P)
 ferry-bench pipe-echo
 ferry-bench scale --name N --dir D --conns N --threads N --duration-ms N
@@ -85,8 +86,8 @@ ferry-bench jsonrpc-server --framing lines|lsp   (the JSON-RPC peers' child, on 
     #[cfg(windows)]
     const USAGE: &str = "\
 ferry-bench serve <ferry|npipe|tcp> [--name N --dir D --policy adaptive|park|spin] [--path P]
-ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|npipe|tcp|pipe> <rtt|oneway|pipelined|bandwidth>
-            --size BYTES [--samples N --warmup N --duration-ms N --window N --threads N]
+ferry-bench client <ferry|ferry-park|ferry-spin|ferry-async|npipe|tcp|pipe> <rtt|oneway|pipelined|bandwidth|load-C>
+            --size BYTES [--samples N --warmup N --duration-ms N --window N --threads N --calls N]
             (ferry: --name N --dir D (a scope for the pipe name); npipe: --path \\\\.\\pipe\\NAME;
             tcp: --port P)
 ferry-bench pipe-echo
@@ -138,6 +139,13 @@ ferry-bench reconnect --name N --dir D
         // The connection stays open until the harness has read the server's counters after the
         // measured window (`done`), so they do not include the disconnect.
         let (outcome, _connection): (_, Box<dyn std::any::Any>) = match transport {
+            "ferry" | "ferry-async" if matches!(scenario, measure::Scenario::Load { .. }) => {
+                ferry::load(transport, &scenario, opts)?
+            }
+            t if wire::is_peer(t) && matches!(scenario, measure::Scenario::Load { .. }) => {
+                let (o, c) = wire::load(transport, &scenario, opts)?;
+                (o, Box::new(c))
+            }
             "ferry" | "ferry-park" | "ferry-spin" => {
                 let (o, c) = ferry::client(transport, &scenario, opts)?;
                 (o, Box::new(c))

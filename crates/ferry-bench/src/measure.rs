@@ -28,6 +28,14 @@ pub enum Scenario {
         duration: Duration,
         window: u64,
     },
+    /// The old system's load test (`load-<conns>`): `conns` callers at once, `calls`
+    /// sequential round trips each, every one timed. Blocking transports: a connection and a
+    /// thread per caller; `ferry-async`: a task per caller, all sharing one connection.
+    Load {
+        size: usize,
+        conns: usize,
+        calls: u64,
+    },
 }
 
 impl Scenario {
@@ -48,15 +56,29 @@ impl Scenario {
                 duration: opts.duration(1000)?,
                 window: opts.num("window", 64)?.max(1),
             },
-            other => return Err(format!("unknown scenario `{other}`")),
+            other => match other.strip_prefix("load-").map(str::parse::<usize>) {
+                Some(Ok(conns)) if conns > 0 => Scenario::Load {
+                    size,
+                    conns,
+                    calls: opts.num("calls", 10_000)?.max(1),
+                },
+                _ => {
+                    return Err(format!(
+                        "unknown scenario `{other}` (rtt, oneway, bandwidth, pipelined, \
+                         load-<callers>)"
+                    ));
+                }
+            },
         })
     }
 
-    pub fn name(&self) -> &'static str {
+    /// The scenario's name on the `result` line.
+    pub fn name(&self) -> String {
         match self {
-            Scenario::Rtt { .. } => "rtt",
-            Scenario::OneWay { .. } => "oneway",
-            Scenario::Pipelined { .. } => "pipelined",
+            Scenario::Rtt { .. } => "rtt".into(),
+            Scenario::OneWay { .. } => "oneway".into(),
+            Scenario::Pipelined { .. } => "pipelined".into(),
+            Scenario::Load { conns, .. } => format!("load-{conns}"),
         }
     }
 
@@ -64,7 +86,8 @@ impl Scenario {
         match *self {
             Scenario::Rtt { size, .. }
             | Scenario::OneWay { size, .. }
-            | Scenario::Pipelined { size, .. } => size,
+            | Scenario::Pipelined { size, .. }
+            | Scenario::Load { size, .. } => size,
         }
     }
 }
@@ -92,7 +115,7 @@ pub struct Outcome {
 impl Outcome {
     /// Prints the `result` and `hist` lines the harness parses.
     pub fn print(&self, transport: &str, scenario: &Scenario) {
-        self.print_named(transport, scenario.name(), scenario.size());
+        self.print_named(transport, &scenario.name(), scenario.size());
     }
 
     /// [`print`](Self::print) for a scenario named `scenario` with `size`-byte requests.
@@ -140,6 +163,70 @@ pub fn pause(opts: &Opts, label: &str) -> Result<(), String> {
         .read_line(&mut line)
         .map_err(|e| format!("reading the harness's go-ahead: {e}"))?;
     Ok(())
+}
+
+/// Records one latency.
+pub fn record(hist: &mut Histogram<u64>, d: Duration) {
+    hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+}
+
+/// The load test's measured part: every client of `clients` on its own thread, `calls`
+/// sequential `call`s each (after 10 untimed ones, then the harness's `warm` pause), all
+/// released together by a barrier; every call timed. The window runs from the release to the
+/// last caller's end.
+pub fn load<C: Send>(
+    opts: &Opts,
+    clients: &mut [C],
+    calls: u64,
+    bytes_per_call: u64,
+    call: impl Fn(&mut C) -> Result<(), String> + Sync,
+) -> Result<Outcome, String> {
+    for c in clients.iter_mut() {
+        for _ in 0..10 {
+            call(c)?;
+        }
+    }
+    pause(opts, "warm")?;
+    let barrier = std::sync::Barrier::new(clients.len() + 1);
+    let allocs = AllocWindow::start();
+    let (results, elapsed) = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .map(|c| {
+                let (barrier, call) = (&barrier, &call);
+                s.spawn(move || {
+                    let mut hist = histogram();
+                    barrier.wait();
+                    for _ in 0..calls {
+                        let t0 = std::time::Instant::now();
+                        call(c)?;
+                        record(&mut hist, t0.elapsed());
+                    }
+                    Ok(hist)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = std::time::Instant::now();
+        let results: Vec<Result<Histogram<u64>, String>> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
+            .collect();
+        (results, start.elapsed())
+    });
+    let allocs = allocs.end();
+    let mut hist = histogram();
+    for r in results {
+        hist.add(&r?).map_err(|e| e.to_string())?;
+    }
+    let msgs = calls * clients.len() as u64;
+    Ok(Outcome {
+        hist,
+        msgs,
+        bytes: msgs * bytes_per_call,
+        elapsed,
+        allocs,
+    })
 }
 
 /// Counts allocations across a measured window.

@@ -86,8 +86,8 @@ pub fn is_peer(transport: &str) -> bool {
 
 /// A framed connection to one of the socket-like peers.
 pub struct Wire {
-    r: BufReader<Box<dyn Read>>,
-    w: Box<dyn Write>,
+    r: BufReader<Box<dyn Read + Send>>,
+    w: Box<dyn Write + Send>,
     out: Vec<u8>,
     inb: Vec<u8>,
     child: Option<Child>,
@@ -95,36 +95,37 @@ pub struct Wire {
 
 impl Wire {
     fn connect(transport: &str, size: usize, opts: &Opts) -> Result<Wire, String> {
-        let (r, w, child): (Box<dyn Read>, Box<dyn Write>, Option<Child>) = match transport {
-            "tcp" => {
-                let port = opts.num("port", 0)?;
-                let s = TcpStream::connect((
-                    "127.0.0.1",
-                    u16::try_from(port).map_err(|e| e.to_string())?,
-                ))
-                .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
-                s.set_nodelay(true).map_err(|e| e.to_string())?;
-                let w = s.try_clone().map_err(|e| e.to_string())?;
-                (Box::new(s), Box::new(w), None)
-            }
-            "pipe" => {
-                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-                let mut child = Command::new(exe)
-                    .arg("pipe-echo")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("starting the pipe echo child: {e}"))?;
-                let w = child.stdin.take().ok_or("pipe child without stdin")?;
-                let r = child.stdout.take().ok_or("pipe child without stdout")?;
-                (Box::new(r), Box::new(w), Some(child))
-            }
-            local if os::LOCAL_PEERS.contains(&local) => {
-                let (r, w) = os::connect_local(opts)?;
-                (r, w, None)
-            }
-            other => return Err(format!("`{other}` is not a socket-like peer")),
-        };
+        let (r, w, child): (Box<dyn Read + Send>, Box<dyn Write + Send>, Option<Child>) =
+            match transport {
+                "tcp" => {
+                    let port = opts.num("port", 0)?;
+                    let s = TcpStream::connect((
+                        "127.0.0.1",
+                        u16::try_from(port).map_err(|e| e.to_string())?,
+                    ))
+                    .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))?;
+                    s.set_nodelay(true).map_err(|e| e.to_string())?;
+                    let w = s.try_clone().map_err(|e| e.to_string())?;
+                    (Box::new(s), Box::new(w), None)
+                }
+                "pipe" => {
+                    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                    let mut child = Command::new(exe)
+                        .arg("pipe-echo")
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .spawn()
+                        .map_err(|e| format!("starting the pipe echo child: {e}"))?;
+                    let w = child.stdin.take().ok_or("pipe child without stdin")?;
+                    let r = child.stdout.take().ok_or("pipe child without stdout")?;
+                    (Box::new(r), Box::new(w), Some(child))
+                }
+                local if os::LOCAL_PEERS.contains(&local) => {
+                    let (r, w) = os::connect_local(opts)?;
+                    (r, w, None)
+                }
+                other => return Err(format!("`{other}` is not a socket-like peer")),
+            };
         let mut out = vec![0u8; 4 + size];
         for (i, b) in out[4..].iter_mut().enumerate() {
             *b = (i % 251) as u8;
@@ -245,6 +246,7 @@ pub fn client(
                 wire,
             ))
         }
+        Scenario::Load { .. } => Err("the load test runs through `wire::load`".into()),
         Scenario::Pipelined {
             duration,
             window,
@@ -280,4 +282,23 @@ pub fn client(
             ))
         }
     }
+}
+
+/// `client uds|tcp|pipe load-<callers>`: a connection and a thread per caller (the server has a
+/// thread per connection too), sequential echoes.
+pub fn load(
+    transport: &str,
+    scenario: &Scenario,
+    opts: &Opts,
+) -> Result<(Outcome, Vec<Wire>), String> {
+    let Scenario::Load { size, conns, calls } = *scenario else {
+        return Err("not a load scenario".into());
+    };
+    let mut wires = (0..conns)
+        .map(|_| Wire::connect(transport, size, opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = measure::load(opts, &mut wires, calls, size as u64, |w| {
+        w.round_trip().map_err(|e| format!("{transport}: {e}"))
+    })?;
+    Ok((outcome, wires))
 }

@@ -35,6 +35,36 @@ pub const SPECS: &[Spec] = &[
         timing: true,
     },
     Spec {
+        name: "rtt_p99_us",
+        what: "Ferry round trip p99, worst of every size below 1 MiB (µs)",
+        timing: true,
+    },
+    Spec {
+        name: "pipelined_64b_ratio_to_best_peer",
+        what: "pipelined 64 B requests/s / the best of UDS, TCP, pipe",
+        timing: true,
+    },
+    Spec {
+        name: "oneway_1mib_ratio_to_best_socket",
+        what: "one-way 1 MiB messages/s / the better of UDS and TCP",
+        timing: true,
+    },
+    Spec {
+        name: "scale_1000_p99_us",
+        what: "1000 connections from 10 processes, round trip p99 (µs)",
+        timing: true,
+    },
+    Spec {
+        name: "load_100_p99_ratio_to_uds",
+        what: "100 blocking callers x 64 B: Ferry p99 / Unix socket p99",
+        timing: true,
+    },
+    Spec {
+        name: "load_100_async_calls_per_sec",
+        what: "100 tokio tasks on one AsyncClient x 64 B: calls/s",
+        timing: true,
+    },
+    Spec {
         name: "rss_anon_at_rest_kib",
         what: "server RssAnon at rest (KiB)",
         timing: false,
@@ -194,6 +224,17 @@ mod tests {
             Bound::Min(1_000_000.0)
         );
         assert_eq!(bounds["editor_server_allocs_per_call"], Bound::Max(0.0));
+        // Issue 17's gates.
+        assert_eq!(bounds["oneway_64b_msgs_per_sec"], Bound::Min(20_000_000.0));
+        assert_eq!(bounds["rtt_p99_us"], Bound::Max(10.0));
+        assert_eq!(bounds["pipelined_64b_ratio_to_best_peer"], Bound::Min(2.0));
+        assert_eq!(bounds["oneway_1mib_ratio_to_best_socket"], Bound::Min(2.0));
+        assert_eq!(bounds["scale_1000_p99_us"], Bound::Max(50.0));
+        assert_eq!(bounds["load_100_p99_ratio_to_uds"], Bound::Max(1.0));
+        assert_eq!(
+            bounds["load_100_async_calls_per_sec"],
+            Bound::Min(1_000_000.0)
+        );
     }
 
     #[test]

@@ -229,6 +229,10 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
             items.push(item(t, "rtt", size));
         }
     }
+    // A whole file each way: 1 MiB request -> 1 MiB echo (fewer samples, see `measure`).
+    for t in ["ferry", "uds", "tcp"] {
+        items.push(item(t, "rtt", RTT_LARGE));
+    }
     for size in [64, 64 << 10, 1 << 20] {
         for t in ["ferry", "uds", "tcp", "pipe"] {
             items.push(item(t, "oneway", size));
@@ -237,9 +241,39 @@ fn plan(o: &Options, node: bool) -> Vec<Item> {
     for t in ["ferry", "uds", "tcp", "pipe"] {
         items.push(item(t, "pipelined", 64));
     }
+    // The old system's load tests on the raw transport: 100 callers x 64 B and 32 x 1 KiB, a
+    // thread and a connection each (Ferry, the Unix socket with a thread per connection), and
+    // a tokio task each on one shared Ferry connection.
+    for (scenario, size) in [("load-100", 64), ("load-32", 1024)] {
+        for t in ["ferry", "ferry-async", "uds"] {
+            items.push(item(t, scenario, size));
+        }
+    }
     items.extend(editor_plan(o.rpc_peers()));
     items
 }
+
+/// The highest throughput among `transports` in `scenario` at `size` (messages per second).
+fn best_of(summaries: &[Summary], transports: &[&str], scenario: &str, size: usize) -> Option<f64> {
+    summaries
+        .iter()
+        .filter(|x| {
+            transports.contains(&x.key.transport.as_str())
+                && x.key.scenario == scenario
+                && x.key.size == size
+        })
+        .map(|x| x.msgs_per_sec)
+        .fold(None, |best: Option<f64>, v| {
+            Some(best.map_or(v, |b| b.max(v)))
+        })
+}
+
+/// The large round trip's size (1 MiB each way); it has [`RTT_LARGE_SAMPLES`] samples.
+pub const RTT_LARGE: usize = 1 << 20;
+/// Timed 1 MiB round trips per run (each moves 2 MiB: ~0.5 ms on a socket here).
+const RTT_LARGE_SAMPLES: u64 = 2_000;
+/// Sequential calls per caller in the load tests (the old system's 10 000).
+const LOAD_CALLS: u64 = 10_000;
 
 /// The editor workload's transports: Ferry's typed layer with each codec, JSON-RPC 2.0 over
 /// stdio pipes with each framing.
@@ -507,10 +541,15 @@ impl Harness {
             args.push(v.to_owned());
         };
         match item.scenario {
+            "rtt" if item.size >= RTT_LARGE => {
+                push("--samples", &RTT_LARGE_SAMPLES.to_string());
+                push("--warmup", &(RTT_LARGE_SAMPLES / 10).to_string());
+            }
             "rtt" => {
                 push("--samples", &samples);
                 push("--warmup", &warmup);
             }
+            s if s.starts_with("load-") => push("--calls", &LOAD_CALLS.to_string()),
             s if s.starts_with("editor-") => {
                 for (k, v) in self.editor_args(s) {
                     push(k, &v);
@@ -1187,6 +1226,8 @@ fn measure_all(
             "rtt",
             "oneway",
             "pipelined",
+            "load-100",
+            "load-32",
             "scale-1000",
             "editor-complete",
             "editor-complete-16",
@@ -1251,9 +1292,41 @@ fn measure_all(
     }
     if let Some(f) = find("ferry", "pipelined", 64) {
         measured.insert("pipelined_64b_requests_per_sec", f.msgs_per_sec);
+        if let Some(best) = best_of(&report.summaries, &["uds", "tcp", "pipe"], "pipelined", 64) {
+            measured.insert("pipelined_64b_ratio_to_best_peer", f.msgs_per_sec / best);
+        }
     }
     if let Some(f) = find("ferry", "oneway", 64) {
         measured.insert("oneway_64b_msgs_per_sec", f.msgs_per_sec);
+    }
+    if let Some(f) = find("ferry", "oneway", 1 << 20)
+        && let Some(best) = best_of(&report.summaries, &["uds", "tcp"], "oneway", 1 << 20)
+    {
+        measured.insert("oneway_1mib_ratio_to_best_socket", f.msgs_per_sec / best);
+    }
+    // Every small round trip Ferry measured (the 1 MiB one moves 2 MiB: not a latency figure).
+    let small_rtt_p99 = report
+        .summaries
+        .iter()
+        .filter(|x| x.key.transport == "ferry" && x.key.scenario == "rtt" && x.key.size < RTT_LARGE)
+        .filter_map(|x| x.p99_ns)
+        .fold(None, |worst: Option<f64>, p| {
+            Some(worst.map_or(p, |w| w.max(p)))
+        });
+    if let Some(p99) = small_rtt_p99 {
+        measured.insert("rtt_p99_us", p99 / 1e3);
+    }
+    if let Some(p99) = find("ferry", "scale-1000", 64).and_then(|f| f.p99_ns) {
+        measured.insert("scale_1000_p99_us", p99 / 1e3);
+    }
+    if let (Some(a), Some(b)) = (
+        find("ferry", "load-100", 64).and_then(|f| f.p99_ns),
+        find("uds", "load-100", 64).and_then(|f| f.p99_ns),
+    ) {
+        measured.insert("load_100_p99_ratio_to_uds", a / b);
+    }
+    if let Some(f) = find("ferry-async", "load-100", 64) {
+        measured.insert("load_100_async_calls_per_sec", f.msgs_per_sec);
     }
     let rest = kib(&fresh, "rss_anon_kb").max(kib(&after, "rss_anon_kb"));
     if rest.is_finite() {

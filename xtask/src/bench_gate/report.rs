@@ -141,7 +141,9 @@ fn rows(report: &Report) -> Vec<[String; 12]> {
                 us(s.p999_ns),
                 us(s.max_ns),
                 rate(s.msgs_per_sec),
-                if s.key.scenario == "rtt" || s.key.scenario == "editor-complete" {
+                if (s.key.scenario == "rtt" && s.key.size < crate::bench_gate::RTT_LARGE)
+                    || s.key.scenario == "editor-complete"
+                {
                     "-".to_owned()
                 } else {
                     format!("{:.2}", s.gbps)
