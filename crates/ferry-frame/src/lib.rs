@@ -55,10 +55,11 @@
 //! - `alloc`: the [`Reassembler`].
 //!
 //! Without `std` the crate is `#![no_std]` and uses a portable table-driven CRC32C.
-//! The only `unsafe` is one call of the SSE 4.2 header CRC after run-time CPU detection.
+//! The only `unsafe` code is two calls of SSE 4.2 CRC functions (the header's, and small
+//! payloads') after run-time CPU detection.
 
 #![no_std]
-// One `unsafe` call in the whole crate: the SSE 4.2 header CRC in `crc.rs`.
+// Two `unsafe` calls in the whole crate: the SSE 4.2 CRCs in `crc.rs`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
