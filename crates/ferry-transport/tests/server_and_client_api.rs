@@ -296,6 +296,9 @@ child_entry!(|role, dir| {
     );
 });
 
+/// `FERRY_RUNTIME_DIR` is the default runtime directory on Linux and macOS (docs/protocol.md
+/// §11); on Windows there is no runtime directory, only the pipe name's optional scope.
+#[cfg(unix)]
 #[test]
 fn connect_finds_the_server_in_the_default_runtime_directory() {
     let dir = TestDir::new("default-dir");

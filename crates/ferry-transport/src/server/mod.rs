@@ -155,7 +155,7 @@ pub(crate) struct ServerShared {
 impl std::fmt::Debug for ServerShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerShared")
-            .field("endpoint", self.listener.endpoint())
+            .field("endpoint", &Endpoint(self.listener.endpoint()))
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
