@@ -206,6 +206,9 @@ child_entry!(|role, dir| {
     println!("CONNECTED {}", client.is_connected());
 });
 
+/// `FERRY_RUNTIME_DIR` is the default runtime directory on Linux and macOS only (Windows pipe
+/// names have no directory).
+#[cfg(unix)]
 #[test]
 fn async_connect_finds_the_server_in_the_default_runtime_directory() {
     let dir = TestDir::new("default-dir");
