@@ -151,6 +151,6 @@ pub use link::{MAX_RING, MIN_RING};
 pub use prometheus_client;
 pub use server::{
     Connection, Handler, HandlerOutput, Request, Responder, Server, ServerConfig, ServerStats,
-    StreamSender,
+    StreamSender, default_workers,
 };
 pub use user::{UserId, UserIdParseError};

@@ -38,7 +38,7 @@ use acceptor::acceptor;
 use conn::ConnState;
 use worker::worker;
 
-pub use config::ServerConfig;
+pub use config::{ServerConfig, default_workers};
 pub use conn::Connection;
 #[cfg(feature = "tokio")]
 pub(crate) use request::AnswerLink;
