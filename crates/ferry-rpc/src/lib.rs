@@ -117,13 +117,14 @@ mod link;
 mod server;
 
 pub use client::{
-    AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PushCallback, TypedStream,
+    AnswerDecoder, AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PendingReply,
+    PushCallback, TypedStream,
 };
 pub use envelope::{CodecId, method_id};
 pub use error::{RpcError, Status, code};
 pub use ferry_rpc_macros::service;
 pub use ferry_transport::{ClientConfig, Connection, Server, ServerConfig};
-pub use link::{AsyncTransport, ItemSource, Transport};
+pub use link::{AsyncTransport, ItemSource, PendingAnswer, Transport};
 pub use server::{
     AsyncCall, AsyncService, AsyncSink, BoxFuture, Call, Context, Failure, Note, OwnedNote,
     Service, Sink, ValueEncoder, open_push, push, serve, serve_async,
