@@ -67,7 +67,9 @@
 //!   [`serve_async`].
 //! - `EngineClient` (blocking) and `EngineAsyncClient` (tokio): `Clone + Send + Sync`, one
 //!   connection shared by every clone; `with_timeout` gives a client whose calls carry a
-//!   deadline.
+//!   deadline. For every call `foo` the blocking client also has `start_foo`, which sends the
+//!   request and returns a [`PendingReply`] at once: many calls in flight from one thread
+//!   (pipelining), each answer collected with [`PendingReply::wait`]; dropping one cancels it.
 //! - `EnginePusher` (server side: typed pushes to one client) and `trait EnginePushes`
 //!   (client side: the push handlers, each with an empty default).
 //!

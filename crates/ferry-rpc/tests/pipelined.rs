@@ -125,10 +125,10 @@ fn many_calls_started_from_one_thread_get_their_own_answers_in_any_order() {
         s.check();
     }
     // A sliding window, as a pipelining caller keeps one: wait for the oldest, start another.
-    let mut window = VecDeque::new();
+    let mut window: VecDeque<Started> = VecDeque::new();
     for i in 400..2400 {
         if window.len() == 32 {
-            window.pop_front().map(Started::check);
+            window.pop_front().expect("a full window").check();
         }
         window.push_back(start(&client, i));
     }
