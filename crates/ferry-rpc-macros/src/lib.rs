@@ -561,7 +561,7 @@ fn expand(args: ServiceArgs, item: ItemTrait) -> syn::Result<Tokens> {
                 let start = format_ident!("start_{}", fname);
                 let start_doc = format!(
                     " Starts a call of [`{fname}`](Self::{fname}) and returns at once: collect \
-                     its answer with [`PendingReply::wait`](::ferry_rpc::PendingReply::wait). \
+                     its answer with [`PendingReply::wait`](ferry_rpc::PendingReply::wait). \
                      Many calls can be in flight from one thread this way (pipelining); the \
                      client's timeout, if any, counts from now. Dropping the pending reply \
                      without waiting cancels the call on the server."

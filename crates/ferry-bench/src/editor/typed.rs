@@ -425,6 +425,22 @@ fn pipelined(
         }
     }
     let window = window.max(1);
+    // Warm the pipelined path too (a window's worth of the transport's call slots, each keeping
+    // its answer buffer), so that the measured window holds steady-state calls only.
+    for round in 0..16u64 {
+        let pending = (0..window as u64)
+            .map(|i| {
+                let seq = (round << 32) | i;
+                client.start_ping(&seq).map(|p| (seq, p))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("start_ping: {e}"))?;
+        for (seq, p) in pending {
+            if p.wait().map_err(|e| format!("ping: {e}"))? != seq + 1 {
+                return Err("a ping's answer is not its request + 1".into());
+            }
+        }
+    }
     let mut in_flight = std::collections::VecDeque::with_capacity(window);
     measure::pause(opts, "warm")?;
     let allocs = AllocWindow::start();
