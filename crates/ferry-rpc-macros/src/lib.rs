@@ -312,6 +312,25 @@ fn expand(args: ServiceArgs, item: ItemTrait) -> syn::Result<Tokens> {
         }
     }
 
+    // The blocking client has `start_foo` for every call `foo`: no other client method may
+    // have that name.
+    for m in methods.iter().filter(|m| m.kind == Kind::Call) {
+        let start = format!("start_{}", m.name);
+        if let Some(clash) = methods
+            .iter()
+            .find(|o| o.kind != Kind::Push && o.name == start)
+        {
+            return Err(syn::Error::new(
+                clash.name.span(),
+                format!(
+                    "`{start}` is the name of the generated method that starts a call of `{}` \
+                     (pipelining): rename one of the two",
+                    m.name
+                ),
+            ));
+        }
+    }
+
     let server_name = format_ident!("{}Server", name);
     let async_trait = format_ident!("Async{}", name);
     let async_server = format_ident!("Async{}Server", name);
@@ -539,6 +558,26 @@ fn expand(args: ServiceArgs, item: ItemTrait) -> syn::Result<Tokens> {
             Kind::Call => {
                 let out = m.out_ty.as_ref().expect("calls have an answer");
                 let dec = m.codec.owned_decoder(out);
+                let start = format_ident!("start_{}", fname);
+                let start_doc = format!(
+                    " Starts a call of [`{fname}`](Self::{fname}) and returns at once: collect \
+                     its answer with [`PendingReply::wait`](ferry_rpc::PendingReply::wait). \
+                     Many calls can be in flight from one thread this way (pipelining); the \
+                     client's timeout, if any, counts from now. Dropping the pending reply \
+                     without waiting cancels the call on the server."
+                );
+                let start_enc = if m.raw {
+                    // The request is staged in the per-thread buffer (not written in place).
+                    quote!(&mut |b: &mut ::std::vec::Vec<u8>| { b.extend_from_slice(#an); ::std::result::Result::Ok(()) })
+                } else {
+                    arg_encoder(m, an)
+                };
+                client_fns.push(quote! {
+                    #[doc = #start_doc]
+                    pub fn #start(&self, #an: #at) -> ::std::result::Result<::ferry_rpc::PendingReply<#out>, ::ferry_rpc::RpcError> {
+                        self.client.start_call(&#module::#st, self.timeout, #start_enc, #dec)
+                    }
+                });
                 if m.raw {
                     client_fns.push(quote! {
                         #(#docs)*

@@ -16,7 +16,7 @@ use futures_core::Stream as _;
 use crate::codec::{self, CodecError};
 use crate::envelope::{ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind};
 use crate::error::RpcError;
-use crate::link::{AsyncTransport, ItemSource, Transport};
+use crate::link::{AsyncTransport, ItemSource, PendingAnswer, Transport};
 use crate::{Method, RpcConfig};
 
 /// How the body of a request is produced: appended to the buffer (after the envelope).
@@ -24,6 +24,9 @@ pub type Encoder<'a> = &'a mut dyn FnMut(&mut Vec<u8>) -> Result<(), CodecError>
 
 /// How an item of a stream is decoded.
 pub type ItemDecoder<T> = fn(&[u8]) -> Result<T, CodecError>;
+
+/// How the answer of a started call ([`Client::start_call`]) is decoded.
+pub type AnswerDecoder<R> = fn(&[u8]) -> Result<R, CodecError>;
 
 thread_local! {
     /// The buffers a request is encoded (and compressed) in, reused: no allocation per call
@@ -250,6 +253,43 @@ impl<T: Transport> Client<T> {
             .open(&answer, MessageKind::Response, method, decode)
     }
 
+    /// Starts a call of `method` with the body `encode` writes and returns at once, without
+    /// waiting for the answer: collect it with [`PendingReply::wait`], which decodes it with
+    /// `decode`. Many calls can be in flight from one thread this way (pipelining: keep a window
+    /// of started calls, wait for the oldest, start another), up to the transport's limit
+    /// (`ClientConfig::max_in_flight` for Ferry's; starting one more waits for a free slot).
+    ///
+    /// The request is encoded as [`call`](Self::call) encodes it (same buffers, compression,
+    /// envelope); `timeout` is the call's deadline, counted from now: the server sees it, and
+    /// [`PendingReply::wait`] fails with a timeout (cancelling the call) once it has passed.
+    /// Dropping the [`PendingReply`] without waiting cancels the call on the server.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), for encoding and sending the request.
+    pub fn start_call<R>(
+        &self,
+        method: &'static Method,
+        timeout: Option<Duration>,
+        encode: Encoder<'_>,
+        decode: AnswerDecoder<R>,
+    ) -> Result<PendingReply<R, T>, RpcError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let env = request_envelope(method, MessageKind::Call, timeout);
+        let pending = self
+            .neg
+            .with_message(env, encode, "request", method, |bytes| {
+                self.link.start_call(bytes)
+            })?
+            .map_err(|e| method.error(e))?;
+        Ok(PendingReply {
+            pending,
+            decode,
+            method,
+            neg: self.neg.clone(),
+            deadline,
+        })
+    }
+
     /// Calls `method` with `body` as it is (raw bytes), written straight into the transport's
     /// record when it fits one (`call_with`); decodes the answer with `decode`.
     ///
@@ -406,6 +446,66 @@ impl<T: AsyncTransport> std::fmt::Debug for AsyncClient<T> {
         f.debug_struct("AsyncClient")
             .field("config", &self.neg.config)
             .finish_non_exhaustive()
+    }
+}
+
+/// A typed call started with [`Client::start_call`] (or a generated client's `start_*`
+/// method) whose answer has not been collected yet.
+///
+/// [`wait`](Self::wait) collects and decodes the answer. Dropping it without waiting cancels
+/// the call: the transport frees its slot at once (a late answer is discarded) and tells the
+/// server, whose handler sees the cancellation (`Context::is_cancelled`).
+#[must_use = "dropping a PendingReply cancels the call"]
+pub struct PendingReply<R, T: Transport = ferry_transport::Client> {
+    pending: T::Pending,
+    decode: AnswerDecoder<R>,
+    method: &'static Method,
+    neg: Arc<Negotiation>,
+    /// The call's deadline, from when it started.
+    deadline: Option<Instant>,
+}
+
+impl<R, T: Transport> std::fmt::Debug for PendingReply<R, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingReply")
+            .field("method", &self.method.qualified)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, T: Transport> PendingReply<R, T> {
+    /// Waits for the answer and decodes it. With a deadline (the client's timeout when the
+    /// call started, counted from then), waits only until it, then cancels the call and fails
+    /// with [`RpcError::Transport`]`(`[`Error::Timeout`](ferry_transport::Error::Timeout)`)`
+    /// (or [`RpcError::DeadlineExceeded`] when the server's side of the deadline fired first).
+    ///
+    /// # Errors
+    /// As [`Client::call`]: the transport's failure, the server's typed error, or a bad answer.
+    pub fn wait(self) -> Result<R, RpcError> {
+        let PendingReply {
+            pending,
+            decode,
+            method,
+            neg,
+            deadline,
+        } = self;
+        let answer = match deadline {
+            None => pending.wait(),
+            Some(d) => pending.wait_timeout(d.saturating_duration_since(Instant::now())),
+        }
+        .map_err(|e| method.error(e))?;
+        neg.open(&answer, MessageKind::Response, method, decode)
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &'static Method {
+        self.method
+    }
+
+    /// When the call's deadline passes, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 }
 

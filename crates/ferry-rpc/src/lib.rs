@@ -67,7 +67,9 @@
 //!   [`serve_async`].
 //! - `EngineClient` (blocking) and `EngineAsyncClient` (tokio): `Clone + Send + Sync`, one
 //!   connection shared by every clone; `with_timeout` gives a client whose calls carry a
-//!   deadline.
+//!   deadline. For every call `foo` the blocking client also has `start_foo`, which sends the
+//!   request and returns a [`PendingReply`] at once: many calls in flight from one thread
+//!   (pipelining), each answer collected with [`PendingReply::wait`]; dropping one cancels it.
 //! - `EnginePusher` (server side: typed pushes to one client) and `trait EnginePushes`
 //!   (client side: the push handlers, each with an empty default).
 //!
@@ -117,13 +119,14 @@ mod link;
 mod server;
 
 pub use client::{
-    AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PushCallback, TypedStream,
+    AnswerDecoder, AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PendingReply,
+    PushCallback, TypedStream,
 };
 pub use envelope::{CodecId, method_id};
 pub use error::{RpcError, Status, code};
 pub use ferry_rpc_macros::service;
 pub use ferry_transport::{ClientConfig, Connection, Server, ServerConfig};
-pub use link::{AsyncTransport, ItemSource, Transport};
+pub use link::{AsyncTransport, ItemSource, PendingAnswer, Transport};
 pub use server::{
     AsyncCall, AsyncService, AsyncSink, BoxFuture, Call, Context, Failure, Note, OwnedNote,
     Service, Sink, ValueEncoder, open_push, push, serve, serve_async,

@@ -2,7 +2,8 @@
 //! sees every allocation of this process, where the server (its worker threads: envelope,
 //! decoding, the handler's answer, encoding) and the client (encoding, the call, decoding the
 //! answer) both run. Requests borrow (`&str`, `&[u8]` with postcard) or are read in place
-//! (rkyv, validated), and raw bytes.
+//! (rkyv, validated), and raw bytes. The same for pipelined calls (`start_*`, a window of them
+//! in flight from one thread).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::*;
-use ferry_rpc::{Context, RpcConfig, Status};
+use ferry_rpc::{Context, PendingReply, RpcConfig, Status};
 use serde::{Deserialize, Serialize};
 
 struct Counting;
@@ -174,4 +175,79 @@ fn typed_calls_with_borrowed_and_rkyv_types_allocate_nothing_in_steady_state() {
         }
     });
     assert_eq!(n, 0, "{n} allocations in 3000 typed calls");
+}
+
+#[test]
+fn pipelined_typed_calls_allocate_nothing_in_steady_state() {
+    let dir = TestDir::new("rpc-alloc-pipe");
+    let _server = ferry_rpc::serve(
+        "rpc-alloc-pipe",
+        server_config(dir.path()),
+        RpcConfig::default(),
+        HotServer::new(HotEngine),
+    )
+    .unwrap();
+    let client = HotClient::connect_with(
+        "rpc-alloc-pipe",
+        client_config(dir.path()),
+        RpcConfig::default(),
+    )
+    .unwrap();
+    let data = vec![3u8; 512];
+    let prefix = "x".repeat(2048);
+    let frame = Frame {
+        id: 7,
+        name: "frame".into(),
+        samples: (0..64).collect(),
+    };
+    let lookup = Lookup {
+        path: "src/main.rs",
+        prefix: &prefix,
+        data: &data,
+        line: 9,
+    };
+    const WINDOW: usize = 16;
+    let mut lookups = std::collections::VecDeque::with_capacity(WINDOW);
+    let mut summaries = std::collections::VecDeque::with_capacity(WINDOW);
+    let mut checksums = std::collections::VecDeque::with_capacity(WINDOW);
+    // Keeps a window of each method in flight for `rounds` rounds (waits for the oldest three,
+    // starts three more), then drains it in the same order.
+    let mut run = |rounds: usize| {
+        for round in 0..rounds + WINDOW {
+            if lookups.len() == WINDOW || round >= rounds {
+                let hit = lookups.pop_front().map(PendingReply::wait);
+                assert_eq!(
+                    hit.unwrap().unwrap(),
+                    Hit {
+                        line: 9,
+                        len: 2059,
+                        sum: 1536
+                    }
+                );
+                let s = summaries.pop_front().map(PendingReply::wait);
+                assert_eq!(
+                    s.unwrap().unwrap(),
+                    Summary {
+                        id: 7,
+                        total: 2016 + 5
+                    }
+                );
+                let sum = checksums.pop_front().map(PendingReply::wait);
+                assert_eq!(sum.unwrap().unwrap(), 1536);
+            }
+            if round < rounds {
+                lookups.push_back(client.start_lookup(&lookup).unwrap());
+                summaries.push_back(client.start_summarize(&frame).unwrap());
+                checksums.push_back(client.start_checksum(&data).unwrap());
+            }
+        }
+        assert!(lookups.is_empty() && summaries.is_empty() && checksums.is_empty());
+    };
+    // Warm up: buffers, the call table, the rkyv arena, lazily created thread-locals, and the
+    // transport's answer slots (each keeps the largest answer it held; which slot gets which
+    // answer depends on the order calls start and end, the same in every run).
+    run(300);
+    run(300);
+    let n = allocations_during(|| run(1000));
+    assert_eq!(n, 0, "{n} allocations in 3000 pipelined typed calls");
 }

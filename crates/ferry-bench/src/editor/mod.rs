@@ -9,7 +9,7 @@
 //!   holds the time to the first token of each request, the rate counts tokens.
 //! - `editor-analyze`: a 1 MiB source file in, 20 diagnostics out (round trips, GB/s).
 //! - `editor-pipelined` (Ferry only): a small call (8 B in, 8 B out) with 64 in flight from one
-//!   client thread.
+//!   client thread (the typed client's `start_ping`, pipelined).
 //! - `editor-old-100x10k`, `editor-old-32x1k` (Ferry only): the test of the system Ferry replaces,
 //!   rerun: 100 connections × N completion calls each, and 32 connections with 1 KiB messages.
 //!

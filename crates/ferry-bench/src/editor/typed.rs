@@ -1,7 +1,7 @@
 //! Ferry's typed layer (`ferry-rpc`) in the editor workload: the server (one service, every
 //! codec) and the clients `ferry-postcard`, `ferry-rkyv` and `ferry-json`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_rpc::codec::Archived;
@@ -410,62 +410,65 @@ fn merge(
     })
 }
 
-/// `window` typed calls in flight from one client thread: as many tasks of the async client
-/// on a current-thread runtime, each calling in a loop.
+/// `window` typed calls in flight from one client thread: `start_ping` keeps a window of
+/// pending replies (oldest first), the oldest is waited for and another started, every answer
+/// checked (the same loop as the raw transport's `start_call` scenario).
 fn pipelined(
     client: &EditorBenchClient,
     window: usize,
     duration: Duration,
     opts: &Opts,
 ) -> Result<Outcome, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
-    let aclient = std::sync::Arc::new(client.to_async());
     for seq in 0..1000u64 {
         if client.ping(&seq).map_err(|e| format!("ping: {e}"))? != seq + 1 {
             return Err("a ping's answer is not its request + 1".into());
         }
     }
+    let window = window.max(1);
+    // Warm the pipelined path too (a window's worth of the transport's call slots, each keeping
+    // its answer buffer), so that the measured window holds steady-state calls only.
+    for round in 0..16u64 {
+        let pending = (0..window as u64)
+            .map(|i| {
+                let seq = (round << 32) | i;
+                client.start_ping(&seq).map(|p| (seq, p))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("start_ping: {e}"))?;
+        for (seq, p) in pending {
+            if p.wait().map_err(|e| format!("ping: {e}"))? != seq + 1 {
+                return Err("a ping's answer is not its request + 1".into());
+            }
+        }
+    }
+    let mut in_flight = std::collections::VecDeque::with_capacity(window);
     measure::pause(opts, "warm")?;
-    let stop = std::sync::Arc::new(AtomicBool::new(false));
-    let done = std::sync::Arc::new(AtomicU64::new(0));
     let allocs = AllocWindow::start();
     let start = Instant::now();
-    let result: Result<(), String> = runtime.block_on(async {
-        let tasks: Vec<_> = (0..window as u64)
-            .map(|t| {
-                let (c, stop, done) = (aclient.clone(), stop.clone(), done.clone());
-                tokio::spawn(async move {
-                    let mut seq = t << 32;
-                    while !stop.load(Ordering::Relaxed) {
-                        let answer = c.ping(&seq).await.map_err(|e| format!("ping: {e}"))?;
-                        if answer != seq + 1 {
-                            return Err("a ping's answer is not its request + 1".to_owned());
-                        }
-                        seq += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok::<(), String>(())
-                })
-            })
-            .collect();
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
-        for t in tasks {
-            t.await
-                .map_err(|e| format!("a pipelined task failed: {e}"))??;
+    let (mut next, mut done, mut stopping) = (0u64, 0u64, false);
+    loop {
+        while !stopping && in_flight.len() < window {
+            let pending = client
+                .start_ping(&next)
+                .map_err(|e| format!("start_ping: {e}"))?;
+            in_flight.push_back((next, pending));
+            next += 1;
         }
-        Ok(())
-    });
-    result?;
+        let Some((seq, pending)) = in_flight.pop_front() else {
+            break;
+        };
+        let answer = pending.wait().map_err(|e| format!("ping: {e}"))?;
+        if answer != seq.wrapping_add(1) {
+            return Err("a ping's answer is not its request + 1".into());
+        }
+        done += 1;
+        stopping = stopping || (done % 64 == 0 && start.elapsed() >= duration);
+    }
     let elapsed = start.elapsed();
-    let msgs = done.load(Ordering::Relaxed);
     Ok(Outcome {
         hist: measure::histogram(),
-        msgs,
-        bytes: msgs * 8,
+        msgs: done,
+        bytes: done * 8,
         elapsed,
         allocs: allocs.end(),
     })

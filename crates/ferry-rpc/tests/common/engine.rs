@@ -93,6 +93,8 @@ pub struct Counters {
     pub last_version: u64,
     pub chats_cancelled: u64,
     pub waits_cancelled: u64,
+    /// `wait` handlers that started.
+    pub waits_started: u64,
     /// Notifications that arrived after one of a higher version.
     pub out_of_order: u64,
 }
@@ -133,6 +135,7 @@ pub struct TestEngine {
     pub last_version: AtomicU64,
     pub chats_cancelled: AtomicU64,
     pub waits_cancelled: AtomicU64,
+    pub waits_started: AtomicU64,
     pub out_of_order: AtomicU64,
     pub last_wait: Mutex<Option<WaitReport>>,
 }
@@ -247,6 +250,7 @@ impl Engine for TestEngine {
     }
 
     fn wait(&self, cx: &Context<'_>, ms: u64) -> Result<WaitReport, Status> {
+        self.waits_started.fetch_add(1, Ordering::SeqCst);
         let first = report(cx);
         let end = std::time::Instant::now() + Duration::from_millis(ms);
         while std::time::Instant::now() < end && !cx.is_cancelled() {
@@ -269,12 +273,14 @@ impl Engine for TestEngine {
             last_version: self.last_version.load(Ordering::SeqCst),
             chats_cancelled: self.chats_cancelled.load(Ordering::SeqCst),
             waits_cancelled: self.waits_cancelled.load(Ordering::SeqCst),
+            waits_started: self.waits_started.load(Ordering::SeqCst),
             out_of_order: self.out_of_order.load(Ordering::SeqCst),
         };
         if reset {
             self.changes.store(0, Ordering::SeqCst);
             self.chats_cancelled.store(0, Ordering::SeqCst);
             self.waits_cancelled.store(0, Ordering::SeqCst);
+            self.waits_started.store(0, Ordering::SeqCst);
             self.out_of_order.store(0, Ordering::SeqCst);
             self.last_version.store(0, Ordering::SeqCst);
         }
@@ -348,6 +354,7 @@ impl AsyncEngine for AsyncTestEngine {
     }
 
     async fn wait(&self, cx: &Context<'_>, ms: u64) -> Result<WaitReport, Status> {
+        self.inner.waits_started.fetch_add(1, Ordering::SeqCst);
         let first = report(cx);
         let cancelled = tokio::select! {
             () = cx.cancelled() => true,
