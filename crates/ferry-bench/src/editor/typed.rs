@@ -477,11 +477,16 @@ fn pipelined(
 /// The old system's test: `conns` connections, a thread each, `n` calls each (completions, or
 /// `size`-byte echoes); all start together after every connection is open.
 fn load(opts: &Opts, calls: &Calls, conns: usize, n: u64, size: usize) -> Result<Outcome, String> {
-    let clients = (0..conns)
+    let mut clients = (0..conns)
         .map(|_| connect(opts))
         .collect::<Result<Vec<_>, _>>()?;
     let data = blob(size);
-    let call = |c: &EditorBenchClient| -> Result<(), String> {
+    let per_call = if size == 0 {
+        COMPLETE_REQUEST_BYTES
+    } else {
+        size
+    } as u64;
+    measure::load(opts, &mut clients, n, per_call, |c| {
         if size == 0 {
             calls.complete(c)
         } else {
@@ -491,44 +496,5 @@ fn load(opts: &Opts, calls: &Calls, conns: usize, n: u64, size: usize) -> Result
             }
             Ok(())
         }
-    };
-    for c in &clients {
-        for _ in 0..10 {
-            call(c)?;
-        }
-    }
-    measure::pause(opts, "warm")?;
-    let barrier = std::sync::Barrier::new(conns + 1);
-    let allocs = AllocWindow::start();
-    let (results, elapsed) = std::thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter()
-            .map(|c| {
-                let (barrier, call) = (&barrier, &call);
-                s.spawn(move || {
-                    let mut hist = measure::histogram();
-                    barrier.wait();
-                    for _ in 0..n {
-                        let t0 = Instant::now();
-                        call(c)?;
-                        record(&mut hist, t0.elapsed());
-                    }
-                    Ok((hist, n))
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        let results: Vec<Result<(Histogram<u64>, u64), String>> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
-            .collect();
-        (results, start.elapsed())
-    });
-    let per_call = if size == 0 {
-        COMPLETE_REQUEST_BYTES
-    } else {
-        size
-    } as u64;
-    merge(results, elapsed, per_call, allocs.end())
+    })
 }
