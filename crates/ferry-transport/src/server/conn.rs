@@ -141,6 +141,18 @@ impl ConnState {
         });
     }
 
+    /// Whether an answer is pending, and if so, arms the ring so that the client's next
+    /// release of space rings this connection's doorbell ([`Tx::arm_for_space`]). Returns
+    /// `None` when nothing is pending, `Some(true)` when armed (the worker may sleep),
+    /// `Some(false)` when the space is there now (flush instead of sleeping).
+    ///
+    /// [`Tx::arm_for_space`]: crate::link::Tx::arm_for_space
+    pub(crate) fn arm_pending(&self) -> Option<bool> {
+        let pending = self.lock_pending();
+        let p = pending.as_ref()?;
+        Some(self.tx.arm_for_space(p.payload.len() - p.progress.sent))
+    }
+
     /// Tries to send the pending answer; true when nothing is pending any more.
     pub(crate) fn flush_pending(&self) -> bool {
         let mut pending = self.lock_pending();

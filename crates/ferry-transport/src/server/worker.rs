@@ -302,7 +302,9 @@ impl<'a> Worker<'a> {
     }
 
     /// Going to sleep: arms every hot connection that has no answer waiting for ring space,
-    /// and lets it go cold (the cold ones are armed already). Serves on if one had data.
+    /// and lets it go cold (the cold ones are armed already); one with an answer waiting stays
+    /// hot, its ring armed to ring the doorbell when the client frees space. Serves on if one
+    /// had data or space.
     fn prepare_to_sleep(&mut self) -> Next {
         let mut data = false;
         let mut i = 0;
@@ -312,7 +314,8 @@ impl<'a> Worker<'a> {
                 self.hot.swap_remove(i);
                 continue;
             };
-            if conn.lock_pending().is_some() {
+            if let Some(armed) = conn.arm_pending() {
+                data |= !armed;
                 i += 1;
                 continue;
             }
@@ -328,8 +331,10 @@ impl<'a> Worker<'a> {
             self.idle_rounds = 0;
             return Next::Serve;
         }
-        // Connections left hot hold an answer for a client that is not reading: look again in
-        // a millisecond (their clients ring no doorbell for us when they drain).
+        // Connections left hot hold an answer for a client that is not reading: their clients
+        // ring the doorbell when they free space (armed above); a millisecond's timeout is the
+        // fallback for an answer that waits for the client's reassembly budget instead, or
+        // whose token a responder thread's sleep replaced (docs/protocol.md §10.3).
         Next::Poll(if self.hot.is_empty() {
             None
         } else {
