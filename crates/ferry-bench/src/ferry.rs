@@ -103,7 +103,7 @@ pub fn client(
             for _ in 0..samples {
                 round_trip(&client, &payload)?;
                 let t1 = Instant::now();
-                hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+                measure::record(&mut hist, t1 - t0);
                 t0 = t1;
             }
             Ok((
@@ -342,7 +342,7 @@ pub fn async_client(
             }
             drop(response);
             let t1 = Instant::now();
-            hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+            measure::record(&mut hist, t1 - t0);
             t0 = t1;
         }
         Ok((start, allocs.end()))
@@ -404,9 +404,7 @@ pub fn scale(opts: &Opts) -> Result<(), String> {
                             round_trip(&clients[k], payload)?;
                             served[k].store(true, Ordering::Relaxed);
                             let t1 = Instant::now();
-                            hist.saturating_record(
-                                u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX),
-                            );
+                            measure::record(&mut hist, t1 - t0);
                             t0 = t1;
                             n += 1;
                             i += threads;

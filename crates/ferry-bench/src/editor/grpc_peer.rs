@@ -376,7 +376,7 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
         for _ in 0..samples {
             f()?;
             let t1 = Instant::now();
-            hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+            measure::record(&mut hist, t1 - t0);
             t0 = t1;
         }
         Ok(Outcome {
@@ -418,7 +418,7 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
             let mut n = 0;
             for _ in 0..requests {
                 let (first, k) = rt.block_on(call_chat(grpc.clone(), tokens))?;
-                hist.saturating_record(u64::try_from(first.as_nanos()).unwrap_or(u64::MAX));
+                measure::record(&mut hist, first);
                 n += k;
             }
             Outcome {
@@ -472,9 +472,7 @@ fn concurrent(
                     while !stop.load(Ordering::Relaxed) {
                         call_complete(grpc.clone(), &req).await?;
                         let t1 = Instant::now();
-                        hist.saturating_record(
-                            u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX),
-                        );
+                        measure::record(&mut hist, t1 - t0);
                         t0 = t1;
                         done.fetch_add(1, Ordering::Relaxed);
                     }

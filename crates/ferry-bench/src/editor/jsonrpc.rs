@@ -479,10 +479,6 @@ impl Peer {
     }
 }
 
-fn record(hist: &mut Histogram<u64>, d: Duration) {
-    hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-}
-
 /// `client jsonrpc-stdio|jsonrpc-lsp editor-…`.
 pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
     let framing = if transport == "jsonrpc-lsp" {
@@ -510,7 +506,7 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
         for _ in 0..samples {
             f(peer)?;
             let t1 = Instant::now();
-            record(hist, t1 - t0);
+            measure::record(hist, t1 - t0);
             t0 = t1;
         }
         Ok(Outcome {
@@ -558,7 +554,7 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
             let mut n = 0;
             for _ in 0..requests {
                 let (first, k) = peer.chat(&req)?;
-                record(&mut hist, first);
+                measure::record(&mut hist, first);
                 n += k;
             }
             Outcome {
@@ -686,7 +682,7 @@ fn concurrent(
                             serde_json::from_str(result.get()).map_err(io_err)?;
                         check_completions(&list.items)?;
                         let t1 = Instant::now();
-                        record(&mut hist, t1 - t0);
+                        measure::record(&mut hist, t1 - t0);
                         t0 = t1;
                         n += 1;
                     }

@@ -167,7 +167,7 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
         for _ in 0..samples {
             f()?;
             let t1 = Instant::now();
-            hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+            measure::record(&mut hist, t1 - t0);
             t0 = t1;
         }
         Ok(Outcome {
@@ -240,9 +240,7 @@ fn concurrent(
                     while !stop.load(Ordering::Relaxed) {
                         complete(&client, &req).await?;
                         let t1 = Instant::now();
-                        hist.saturating_record(
-                            u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX),
-                        );
+                        measure::record(&mut hist, t1 - t0);
                         t0 = t1;
                         done.fetch_add(1, Ordering::Relaxed);
                     }

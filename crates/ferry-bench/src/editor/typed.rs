@@ -239,10 +239,6 @@ impl Calls {
     }
 }
 
-fn record(hist: &mut Histogram<u64>, d: Duration) {
-    hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-}
-
 /// Times `samples` calls of `f` after `warmup` untimed ones.
 fn sequential(
     opts: &Opts,
@@ -262,7 +258,7 @@ fn sequential(
     for _ in 0..samples {
         f()?;
         let t1 = Instant::now();
-        record(&mut hist, t1 - t0);
+        measure::record(&mut hist, t1 - t0);
         t0 = t1;
     }
     Ok(Outcome {
@@ -315,7 +311,7 @@ pub fn client(
             let mut tokens = 0;
             for _ in 0..requests {
                 let (first, n) = calls.chat(&client)?;
-                record(&mut hist, first);
+                measure::record(&mut hist, first);
                 tokens += n;
             }
             Outcome {
@@ -364,7 +360,7 @@ fn concurrent(
                     while !stop.load(Ordering::Relaxed) {
                         calls.complete(client)?;
                         let t1 = Instant::now();
-                        record(&mut hist, t1 - t0);
+                        measure::record(&mut hist, t1 - t0);
                         t0 = t1;
                         n += 1;
                     }

@@ -184,7 +184,7 @@ pub fn client(
     for _ in 0..samples {
         round_trip()?;
         let t1 = Instant::now();
-        hist.saturating_record(u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX));
+        measure::record(&mut hist, t1 - t0);
         t0 = t1;
     }
     let elapsed = start.elapsed();
