@@ -117,6 +117,7 @@ mod error;
 pub mod json_rpc;
 mod link;
 mod server;
+mod stream_pool;
 
 pub use client::{
     AnswerDecoder, AsyncClient, AsyncTypedStream, Client, Encoder, ItemDecoder, PendingReply,
@@ -201,7 +202,7 @@ pub struct RpcConfig {
     /// The largest body this side decompresses; a compressed body that claims more is refused
     /// before anything is allocated. Default 64 MiB.
     pub max_decompressed: usize,
-    /// Server: the most blocking stream handlers (each on a thread of its own) one connection
+    /// Server: the most blocking stream handlers (each on a thread of the stream pool) one connection
     /// may have running; a stream request beyond it is answered with `BUSY` at once. Default 64.
     pub max_streams_per_connection: usize,
 }

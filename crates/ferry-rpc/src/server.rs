@@ -15,6 +15,7 @@ use ferry_transport::{Connection, Request, Server, ServerConfig, StreamSender};
 use crate::codec::{self, CodecError};
 use crate::envelope::{ENVELOPE_LEN, Envelope, FLAG_ACCEPTS_LZ4, FLAG_LZ4, MessageKind};
 use crate::error::{RpcError, Status, code};
+use crate::stream_pool::StreamPool;
 use crate::{CodecId, Method, MethodKind, RpcConfig};
 
 /// A boxed future, as the async dispatchers return.
@@ -329,7 +330,7 @@ pub struct Call<'a> {
     method: Option<&'static Method>,
     service: &'static str,
     config: &'a RpcConfig,
-    streams: &'a Arc<StreamCounts>,
+    streams: &'a Arc<Streams>,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -440,8 +441,8 @@ impl<'a> Call<'a> {
             .respond_error(ferry_transport::ErrorCode(code::UNKNOWN_METHOD), &msg);
     }
 
-    /// Answers with a stream: `work` runs on a thread of its own (so that the connection goes
-    /// on reading, and sees the client's cancellation), with the request's body (copied out of
+    /// Answers with a stream: `work` runs off the worker, on a thread of the server's stream
+    /// pool (so that the connection goes on reading, and sees the client's cancellation), with the request's body (copied out of
     /// the ring) and a [`Sink`] for the items; its result ends the stream.
     pub fn stream<I: 'static>(
         self,
@@ -469,35 +470,33 @@ impl<'a> Call<'a> {
         let deadline = self.deadline;
         let config = self.config.clone();
         let sender = self.request.into_stream();
-        let spawned = std::thread::Builder::new()
-            .name(format!("ferry-rpc {}", method.qualified))
-            .spawn(move || {
-                let _slot = slot;
-                let sink = Sink {
-                    sender: &sender,
-                    method,
-                    encode,
-                    peer_accepts_lz4: peer,
-                    config: &config,
-                };
-                let cx = Context {
-                    method,
-                    deadline,
-                    src: Src::Stream(&sender, &connection),
-                };
-                let r = work(&cx, &body, &sink);
-                let _ = match r {
-                    Ok(()) if expired(deadline) && !sender.is_cancelled() => sender.fail(
-                        ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED),
-                        &deadline_message(method),
-                    ),
-                    Ok(()) => sender.finish(),
-                    Err(f) => {
-                        let (c, m) = f.code_and_message(method);
-                        sender.fail(ferry_transport::ErrorCode(c), &m)
-                    }
-                };
-            });
+        let spawned = self.streams.pool.run(move || {
+            let _slot = slot;
+            let sink = Sink {
+                sender: &sender,
+                method,
+                encode,
+                peer_accepts_lz4: peer,
+                config: &config,
+            };
+            let cx = Context {
+                method,
+                deadline,
+                src: Src::Stream(&sender, &connection),
+            };
+            let r = work(&cx, &body, &sink);
+            let _ = match r {
+                Ok(()) if expired(deadline) && !sender.is_cancelled() => sender.fail(
+                    ferry_transport::ErrorCode(code::DEADLINE_EXCEEDED),
+                    &deadline_message(method),
+                ),
+                Ok(()) => sender.finish(),
+                Err(f) => {
+                    let (c, m) = f.code_and_message(method);
+                    sender.fail(ferry_transport::ErrorCode(c), &m)
+                }
+            };
+        });
         if let Err(e) = spawned {
             // The closure (and the sender in it) is gone: dropping the sender answered with an
             // error. Nothing more can be sent; say why in the log.
@@ -506,20 +505,24 @@ impl<'a> Call<'a> {
     }
 }
 
-/// The blocking stream threads running per connection, so that one client cannot make the
-/// server start threads without bound (`RpcConfig::max_streams_per_connection`).
+/// The blocking streams: the threads that run them, and how many run per connection, so that one
+/// client cannot make the server start threads without bound
+/// (`RpcConfig::max_streams_per_connection`).
 #[derive(Debug, Default)]
-struct StreamCounts(std::sync::Mutex<std::collections::HashMap<u64, usize>>);
+struct Streams {
+    counts: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    pool: Arc<StreamPool>,
+}
 
-/// One running stream thread of a connection; dropping it counts it out.
+/// One running stream of a connection; dropping it counts it out.
 struct StreamSlot {
-    counts: Arc<StreamCounts>,
+    counts: Arc<Streams>,
     connection: u64,
 }
 
 impl StreamSlot {
-    fn acquire(counts: &Arc<StreamCounts>, connection: u64, max: usize) -> Option<StreamSlot> {
-        let mut map = counts.0.lock().unwrap_or_else(|e| e.into_inner());
+    fn acquire(counts: &Arc<Streams>, connection: u64, max: usize) -> Option<StreamSlot> {
+        let mut map = counts.counts.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(connection).or_insert(0);
         if *n >= max {
             return None;
@@ -534,7 +537,7 @@ impl StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut map = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = map.get_mut(&self.connection) {
             *n -= 1;
             if *n == 0 {
@@ -653,7 +656,14 @@ impl Note<'_> {
 struct Blocking<S> {
     service: S,
     config: RpcConfig,
-    streams: Arc<StreamCounts>,
+    streams: Arc<Streams>,
+}
+
+impl<S> Drop for Blocking<S> {
+    fn drop(&mut self) {
+        // The server is gone: its idle stream threads need not linger.
+        self.streams.pool.close();
+    }
 }
 
 impl<S: Service> ferry_transport::Handler for Blocking<S> {
@@ -702,7 +712,8 @@ impl<S: Service> ferry_transport::Handler for Blocking<S> {
 }
 
 /// Serves `service` (a generated `<Name>Server`) on `name` with blocking handlers: calls run on
-/// the transport's worker threads, streams on a thread each.
+/// the transport's worker threads, streams on the threads of a pool (a thread per running
+/// stream; one that finished waits 10 s for the next before it exits).
 ///
 /// # Errors
 /// As `ferry_transport::Server::bind`.
