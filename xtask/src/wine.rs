@@ -8,7 +8,7 @@ use crate::cmd::{Cmd, Failure, on_path};
 use crate::tests_output::TestCounts;
 
 /// Crates whose tests run under Wine. Names not (yet) in the workspace are skipped.
-pub const WINE_CRATES: &[&str] = &["ferry-notify", "ferry-ring", "ferry-transport"];
+pub const WINE_CRATES: &[&str] = &["ferry-notify", "ferry-ring", "ferry-transport", "ferry-rpc"];
 
 pub const WINDOWS_TARGET: &str = "x86_64-pc-windows-gnu";
 

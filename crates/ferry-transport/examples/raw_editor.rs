@@ -1,5 +1,6 @@
-//! The "editor" half of the editor ↔ engine example: asks for completions, starts a chat
-//! stream, cancels it half way, and prints the latencies it saw. Start `engine` first.
+//! The "editor" half of the raw-bytes editor ↔ engine example (typed: `ferry-rpc`'s `editor`):
+//! asks for completions, starts a chat stream, cancels it half way, and prints the latencies it
+//! saw. Start `raw_engine` first.
 
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
 mod example {

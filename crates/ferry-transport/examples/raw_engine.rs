@@ -1,9 +1,10 @@
-//! The "AI engine" half of the editor ↔ engine example: answers completion requests and
+//! The "AI engine" half of the raw-bytes editor ↔ engine example (the typed pair, on `ferry-rpc`,
+//! is `crates/ferry-rpc/examples/engine.rs` and `editor.rs`): answers completion requests and
 //! streams chat answers token by token, stopping early when the editor cancels.
 //!
 //! ```sh
-//! cargo run --release -p ferry-transport --example engine &
-//! cargo run --release -p ferry-transport --example editor
+//! cargo run --release -p ferry-transport --example raw_engine &
+//! cargo run --release -p ferry-transport --example raw_editor
 //! ```
 
 #[cfg(any(target_os = "linux", target_os = "macos", windows))]
