@@ -7,11 +7,9 @@
 //! - `iceoryx2-block` (blocking): each side also opens an iceoryx2 event service and sleeps on
 //!   its `Listener` until the other side's `Notifier` signals a request (or a response).
 
-use std::time::Instant;
-
 use iceoryx2::prelude::*;
 
-use crate::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::measure::{self, Outcome, Scenario};
 use crate::opts::Opts;
 
 type E = Box<dyn std::error::Error>;
@@ -173,33 +171,9 @@ pub fn client(
             }
         }
     };
-    for _ in 0..warmup {
-        round_trip()?;
-    }
-    measure::pause(opts, "warm")?;
-    let mut hist = measure::histogram();
-    let allocs = AllocWindow::start();
-    let start = Instant::now();
-    let mut t0 = start;
-    for _ in 0..samples {
-        round_trip()?;
-        let t1 = Instant::now();
-        measure::record(&mut hist, t1 - t0);
-        t0 = t1;
-    }
-    let elapsed = start.elapsed();
-    let allocs = allocs.end();
+    let outcome = measure::sequential(opts, samples, warmup, size as u64, round_trip)?;
     drop(events);
     drop(client);
     drop(service);
-    Ok((
-        Outcome {
-            hist,
-            msgs: samples,
-            bytes: samples * size as u64,
-            elapsed,
-            allocs,
-        },
-        node,
-    ))
+    Ok((outcome, node))
 }
