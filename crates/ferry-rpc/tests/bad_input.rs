@@ -7,7 +7,7 @@ mod common;
 use common::engine::*;
 use common::*;
 use ferry_rpc::envelope::{CodecId, Envelope, FLAG_LZ4, MessageKind};
-use ferry_rpc::{RpcConfig, RpcError, code};
+use ferry_rpc::{RpcError, code};
 
 /// A newer definition of the same service: one method more.
 mod newer {
@@ -184,16 +184,8 @@ fn exercise(client: &EngineClient) {
 #[test]
 fn blocking_server_answers_bad_input_with_typed_errors() {
     let dir = TestDir::new("bad");
-    let _server = ferry_rpc::serve(
-        "rpc-bad",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        EngineServer::new(TestEngine::default()),
-    )
-    .unwrap();
-    let client =
-        EngineClient::connect_with("rpc-bad", client_config(dir.path()), RpcConfig::default())
-            .unwrap();
+    let _server = blocking_server(&dir, "rpc-bad");
+    let client = engine_client(&dir, "rpc-bad");
     exercise(&client);
 }
 
@@ -201,21 +193,7 @@ fn blocking_server_answers_bad_input_with_typed_errors() {
 fn async_server_answers_bad_input_with_typed_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = TestDir::new("bad-async");
-    let _server = rt
-        .block_on(async {
-            ferry_rpc::serve_async(
-                "rpc-bad-async",
-                server_config(dir.path()),
-                RpcConfig::default(),
-                AsyncEngineServer::new(AsyncTestEngine::default()),
-            )
-        })
-        .unwrap();
-    let client = EngineClient::connect_with(
-        "rpc-bad-async",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let _server = async_server(&rt, &dir, "rpc-bad-async");
+    let client = engine_client(&dir, "rpc-bad-async");
     exercise(&client);
 }

@@ -4,7 +4,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_rpc::{AsyncSink, Context, Sink, Status};
+use ferry_rpc::{AsyncSink, Context, Server, Sink, Status};
+
+use super::TestDir;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -378,4 +380,24 @@ impl AsyncEngine for AsyncTestEngine {
     async fn fail(&self, cx: &Context<'_>, code: u32) -> Result<u32, Status> {
         self.inner.fail(cx, code)
     }
+}
+
+/// [`TestEngine`] served as `name` in `dir` (blocking handlers, the default RPC settings).
+pub fn blocking_server(dir: &TestDir, name: &str) -> Server {
+    super::serve(dir, name, EngineServer::new(TestEngine::default()))
+}
+
+/// [`AsyncTestEngine`] served as `name` in `dir`, on `rt`.
+pub fn async_server(rt: &tokio::runtime::Runtime, dir: &TestDir, name: &str) -> Server {
+    super::serve_async(
+        rt,
+        dir,
+        name,
+        AsyncEngineServer::new(AsyncTestEngine::default()),
+    )
+}
+
+/// A typed client of `name` in `dir` (the default RPC settings).
+pub fn engine_client(dir: &TestDir, name: &str) -> EngineClient {
+    EngineClient::from_client(super::connect(dir, name))
 }
