@@ -13,6 +13,19 @@ use crate::opts::Opts;
 /// Bytes a chat token carries on average (tokens are 2–8 bytes), for the report's byte rate.
 const TOKEN_BYTES: u64 = 5;
 
+/// `editor-analyze`: `warmup` untimed then `samples` timed analyses of the same `size`-byte
+/// source file (built first), `size` bytes counted for each.
+pub fn analyze(
+    opts: &Opts,
+    samples: u64,
+    warmup: u64,
+    size: usize,
+    mut analyze: impl FnMut(&str) -> Result<(), String>,
+) -> Result<Outcome, String> {
+    let text = super::schema::code(size, 1);
+    measure::sequential(opts, samples, warmup, size as u64, || analyze(&text))
+}
+
 /// `editor-chat`: `warmup` untimed chats (then the harness's `warm` pause), then `requests`
 /// chats. `chat` runs one and returns the time from its start to its first token (what the
 /// histogram holds) and the number of tokens (what the rate counts).

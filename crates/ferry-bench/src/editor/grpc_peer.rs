@@ -20,7 +20,7 @@ use tonic::server::NamedService;
 
 use super::Work;
 use super::drive;
-use super::schema::{CHAT_PROMPT, COMPLETIONS, PATH, check_completion, code, completion_request};
+use super::schema::{CHAT_PROMPT, COMPLETIONS, PATH, check_completion, completion_request};
 use crate::measure::{self, Outcome};
 use crate::opts::Opts;
 
@@ -350,12 +350,9 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
             samples,
             warmup,
             size,
-        } => {
-            let text = code(size, 1);
-            measure::sequential(opts, samples, warmup, size as u64, || {
-                rt.block_on(call_analyze(grpc.clone(), &text))
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| {
+            rt.block_on(call_analyze(grpc.clone(), text))
+        })?,
         Work::Chat {
             requests,
             warmup,

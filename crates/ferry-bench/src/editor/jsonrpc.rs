@@ -497,10 +497,7 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
             samples,
             warmup,
             size,
-        } => {
-            let text = code(size, 1);
-            measure::sequential(opts, samples, warmup, size as u64, || peer.analyze(&text))?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| peer.analyze(text))?,
         Work::Chat {
             requests,
             warmup,

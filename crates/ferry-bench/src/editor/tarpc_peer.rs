@@ -144,15 +144,12 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
             samples,
             warmup,
             size,
-        } => {
-            let text = code(size, 1);
-            measure::sequential(opts, samples, warmup, size as u64, || {
-                let d = rt
-                    .block_on(client.analyze(ctx(), PATH.to_owned(), text.clone()))
-                    .map_err(|e| format!("tarpc analyze: {e}"))?;
-                check_diagnostics(&d, text.as_bytes())
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| {
+            let d = rt
+                .block_on(client.analyze(ctx(), PATH.to_owned(), text.to_owned()))
+                .map_err(|e| format!("tarpc analyze: {e}"))?;
+            check_diagnostics(&d, text.as_bytes())
+        })?,
         Work::Chat { .. } | Work::Pipelined { .. } | Work::Load { .. } => {
             return Err("tarpc runs complete, complete-16 and analyze (it has no streams)".into());
         }

@@ -259,12 +259,9 @@ pub fn client(
             samples,
             warmup,
             size,
-        } => {
-            let file = code(size, 1).into_bytes();
-            measure::sequential(opts, samples, warmup, size as u64, || {
-                calls.analyze(&client, &file)
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| {
+            calls.analyze(&client, text.as_bytes())
+        })?,
         Work::Chat {
             requests, warmup, ..
         } => drive::chat(opts, requests, warmup, || calls.chat(&client))?,
