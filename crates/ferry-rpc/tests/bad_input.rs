@@ -5,7 +5,6 @@
 mod common;
 
 use common::engine::*;
-use common::*;
 use ferry_rpc::envelope::{CodecId, Envelope, FLAG_LZ4, MessageKind};
 use ferry_rpc::{RpcError, code};
 
@@ -183,17 +182,13 @@ fn exercise(client: &EngineClient) {
 
 #[test]
 fn blocking_server_answers_bad_input_with_typed_errors() {
-    let dir = TestDir::new("bad");
-    let _server = blocking_server(&dir, "rpc-bad");
-    let client = engine_client(&dir, "rpc-bad");
+    let (_dir, _server, client) = blocking_engine("rpc-bad");
     exercise(&client);
 }
 
 #[test]
 fn async_server_answers_bad_input_with_typed_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = TestDir::new("bad-async");
-    let _server = async_server(&rt, &dir, "rpc-bad-async");
-    let client = engine_client(&dir, "rpc-bad-async");
+    let (_dir, _server, client) = async_engine(&rt, "rpc-bad-async");
     exercise(&client);
 }

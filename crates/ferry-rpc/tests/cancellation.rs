@@ -51,9 +51,7 @@ fn deadline_reaches_the_handler(client: &EngineClient) {
 
 #[test]
 fn blocking_server_sees_cancellations_and_deadlines() {
-    let dir = TestDir::new("cancel");
-    let _server = blocking_server(&dir, "rpc-cancel");
-    let client = engine_client(&dir, "rpc-cancel");
+    let (_dir, _server, client) = blocking_engine("rpc-cancel");
     dropping_a_stream_cancels_its_handler(&client);
     deadline_reaches_the_handler(&client);
 
@@ -94,9 +92,7 @@ fn blocking_server_sees_cancellations_and_deadlines() {
 #[test]
 fn async_server_sees_cancellations_and_deadlines() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = TestDir::new("cancel-async");
-    let _server = async_server(&rt, &dir, "rpc-cancel-async");
-    let client = engine_client(&dir, "rpc-cancel-async");
+    let (_dir, _server, client) = async_engine(&rt, "rpc-cancel-async");
     dropping_a_stream_cancels_its_handler(&client);
     deadline_reaches_the_handler(&client);
 

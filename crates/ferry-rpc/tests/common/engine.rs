@@ -382,19 +382,27 @@ impl AsyncEngine for AsyncTestEngine {
     }
 }
 
-/// [`TestEngine`] served as `name` in `dir` (blocking handlers, the default RPC settings).
-pub fn blocking_server(dir: &TestDir, name: &str) -> Server {
-    super::serve(dir, name, EngineServer::new(TestEngine::default()))
+/// A fresh directory, [`TestEngine`] served in it as `name` (blocking handlers, the default
+/// RPC settings) and a client of it. Bound as `let (_dir, _server, client)`, they drop client
+/// first, then the server, then the directory.
+pub fn blocking_engine(name: &str) -> (TestDir, Server, EngineClient) {
+    let dir = TestDir::new(name);
+    let server = super::serve(&dir, name, EngineServer::new(TestEngine::default()));
+    let client = engine_client(&dir, name);
+    (dir, server, client)
 }
 
-/// [`AsyncTestEngine`] served as `name` in `dir`, on `rt`.
-pub fn async_server(rt: &tokio::runtime::Runtime, dir: &TestDir, name: &str) -> Server {
-    super::serve_async(
+/// [`blocking_engine`] with [`AsyncTestEngine`] on `rt`.
+pub fn async_engine(rt: &tokio::runtime::Runtime, name: &str) -> (TestDir, Server, EngineClient) {
+    let dir = TestDir::new(name);
+    let server = super::serve_async(
         rt,
-        dir,
+        &dir,
         name,
         AsyncEngineServer::new(AsyncTestEngine::default()),
-    )
+    );
+    let client = engine_client(&dir, name);
+    (dir, server, client)
 }
 
 /// A typed client of `name` in `dir` (the default RPC settings).
