@@ -170,6 +170,48 @@ pub fn record(hist: &mut Histogram<u64>, d: Duration) {
     hist.saturating_record(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
 }
 
+/// Calls `f` `n` times untimed, then waits for the harness's go-ahead ([`pause`] `warm`).
+pub fn warm_up<T>(
+    opts: &Opts,
+    n: u64,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> Result<(), String> {
+    for _ in 0..n {
+        f()?;
+    }
+    pause(opts, "warm")
+}
+
+/// Sequential round trips: `warmup` untimed calls of `f` (then the harness's `warm` pause),
+/// then `samples` calls, each timed from the end of the one before (the first from the start
+/// of the window), `bytes_per_call` counted for each.
+pub fn sequential(
+    opts: &Opts,
+    samples: u64,
+    warmup: u64,
+    bytes_per_call: u64,
+    mut f: impl FnMut() -> Result<(), String>,
+) -> Result<Outcome, String> {
+    warm_up(opts, warmup, &mut f)?;
+    let mut hist = histogram();
+    let allocs = AllocWindow::start();
+    let start = std::time::Instant::now();
+    let mut t0 = start;
+    for _ in 0..samples {
+        f()?;
+        let t1 = std::time::Instant::now();
+        record(&mut hist, t1 - t0);
+        t0 = t1;
+    }
+    Ok(Outcome {
+        hist,
+        msgs: samples,
+        bytes: samples * bytes_per_call,
+        elapsed: start.elapsed(),
+        allocs: allocs.end(),
+    })
+}
+
 /// The load test's measured part: every client of `clients` on its own thread, `calls`
 /// sequential `call`s each (after 10 untimed ones, then the harness's `warm` pause), all
 /// released together by a barrier; every call timed. The window runs from the release to the
@@ -202,24 +244,36 @@ pub fn load<C: Send>(
                         call(c)?;
                         record(&mut hist, t0.elapsed());
                     }
-                    Ok(hist)
+                    Ok((hist, calls))
                 })
             })
             .collect();
         barrier.wait();
         let start = std::time::Instant::now();
-        let results: Vec<Result<Histogram<u64>, String>> = handles
+        let results: Vec<_> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
             .collect();
         (results, start.elapsed())
     });
-    let allocs = allocs.end();
+    merge(results, elapsed, bytes_per_call, allocs.end())
+}
+
+/// One outcome from callers' results (each its histogram and count of calls, or why it
+/// stopped): the histograms added, the calls counted.
+pub fn merge(
+    results: Vec<Result<(Histogram<u64>, u64), String>>,
+    elapsed: Duration,
+    bytes_per_call: u64,
+    allocs: u64,
+) -> Result<Outcome, String> {
     let mut hist = histogram();
+    let mut msgs = 0;
     for r in results {
-        hist.add(&r?).map_err(|e| e.to_string())?;
+        let (h, n) = r?;
+        hist.add(&h).map_err(|e| e.to_string())?;
+        msgs += n;
     }
-    let msgs = calls * clients.len() as u64;
     Ok(Outcome {
         hist,
         msgs,

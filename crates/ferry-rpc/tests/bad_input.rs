@@ -5,9 +5,8 @@
 mod common;
 
 use common::engine::*;
-use common::*;
 use ferry_rpc::envelope::{CodecId, Envelope, FLAG_LZ4, MessageKind};
-use ferry_rpc::{RpcConfig, RpcError, code};
+use ferry_rpc::{RpcError, code};
 
 /// A newer definition of the same service: one method more.
 mod newer {
@@ -183,39 +182,13 @@ fn exercise(client: &EngineClient) {
 
 #[test]
 fn blocking_server_answers_bad_input_with_typed_errors() {
-    let dir = TestDir::new("bad");
-    let _server = ferry_rpc::serve(
-        "rpc-bad",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        EngineServer::new(TestEngine::default()),
-    )
-    .unwrap();
-    let client =
-        EngineClient::connect_with("rpc-bad", client_config(dir.path()), RpcConfig::default())
-            .unwrap();
+    let (_dir, _server, client) = blocking_engine("rpc-bad");
     exercise(&client);
 }
 
 #[test]
 fn async_server_answers_bad_input_with_typed_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = TestDir::new("bad-async");
-    let _server = rt
-        .block_on(async {
-            ferry_rpc::serve_async(
-                "rpc-bad-async",
-                server_config(dir.path()),
-                RpcConfig::default(),
-                AsyncEngineServer::new(AsyncTestEngine::default()),
-            )
-        })
-        .unwrap();
-    let client = EngineClient::connect_with(
-        "rpc-bad-async",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let (_dir, _server, client) = async_engine(&rt, "rpc-bad-async");
     exercise(&client);
 }

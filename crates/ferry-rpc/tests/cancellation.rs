@@ -8,38 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::engine::*;
 use common::*;
-use ferry_rpc::{RpcConfig, RpcError, Server};
-
-fn blocking_server(dir: &TestDir, name: &str) -> Server {
-    ferry_rpc::serve(
-        name,
-        server_config(dir.path()),
-        RpcConfig::default(),
-        EngineServer::new(TestEngine::default()),
-    )
-    .unwrap()
-}
-
-fn async_server(rt: &tokio::runtime::Runtime, dir: &TestDir, name: &str) -> Server {
-    rt.block_on(async {
-        ferry_rpc::serve_async(
-            name,
-            server_config(dir.path()),
-            RpcConfig::default(),
-            AsyncEngineServer::new(AsyncTestEngine::default()),
-        )
-    })
-    .unwrap()
-}
-
-/// The client's timer and the server's deadline fire at the same time: either says so.
-fn timed_out<T: std::fmt::Debug>(r: &Result<T, RpcError>) -> bool {
-    matches!(
-        r,
-        Err(RpcError::Transport(ferry_transport::Error::Timeout(_))
-            | RpcError::DeadlineExceeded { .. })
-    )
-}
+use ferry_rpc::{RpcConfig, RpcError};
 
 fn slow_chat() -> ChatRequest {
     ChatRequest {
@@ -82,14 +51,7 @@ fn deadline_reaches_the_handler(client: &EngineClient) {
 
 #[test]
 fn blocking_server_sees_cancellations_and_deadlines() {
-    let dir = TestDir::new("cancel");
-    let _server = blocking_server(&dir, "rpc-cancel");
-    let client = EngineClient::connect_with(
-        "rpc-cancel",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let (_dir, _server, client) = blocking_engine("rpc-cancel");
     dropping_a_stream_cancels_its_handler(&client);
     deadline_reaches_the_handler(&client);
 
@@ -130,14 +92,7 @@ fn blocking_server_sees_cancellations_and_deadlines() {
 #[test]
 fn async_server_sees_cancellations_and_deadlines() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = TestDir::new("cancel-async");
-    let _server = async_server(&rt, &dir, "rpc-cancel-async");
-    let client = EngineClient::connect_with(
-        "rpc-cancel-async",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let (_dir, _server, client) = async_engine(&rt, "rpc-cancel-async");
     dropping_a_stream_cancels_its_handler(&client);
     deadline_reaches_the_handler(&client);
 
@@ -195,12 +150,7 @@ fn a_connection_cannot_start_stream_threads_without_bound() {
         EngineServer::new(TestEngine::default()),
     )
     .unwrap();
-    let client = EngineClient::connect_with(
-        "rpc-stream-cap",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let client = engine_client(&dir, "rpc-stream-cap");
     let mut running: Vec<_> = (0..4).map(|_| client.chat(&slow_chat()).unwrap()).collect();
     for s in &mut running {
         assert!(s.next().unwrap().is_ok());

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use common::engine::*;
 use common::*;
+use ferry_rpc::code;
 use ferry_rpc::envelope::{CodecId, Envelope, MessageKind};
 use ferry_rpc::json_rpc::{self, error_code};
-use ferry_rpc::{RpcConfig, code};
 
 #[test]
 fn json_bodies_are_json_rpc_params_and_results() {
@@ -44,12 +44,7 @@ fn json_bodies_are_json_rpc_params_and_results() {
         )
         .unwrap()
     };
-    let client = EngineClient::connect_with(
-        "rpc-jsonrpc",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let client = engine_client(&dir, "rpc-jsonrpc");
     let params = HoverRequest {
         path: "src/lib.rs".into(),
         line: 12,

@@ -10,30 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::engine::*;
 use common::*;
-use ferry_rpc::{PendingReply, RpcConfig, RpcError, Server};
-
-fn blocking_server(dir: &TestDir, name: &str) -> Server {
-    ferry_rpc::serve(
-        name,
-        server_config(dir.path()),
-        RpcConfig::default(),
-        EngineServer::new(TestEngine::default()),
-    )
-    .unwrap()
-}
-
-fn connect(dir: &TestDir, name: &str) -> EngineClient {
-    EngineClient::connect_with(name, client_config(dir.path()), RpcConfig::default()).unwrap()
-}
-
-/// The client's timer and the server's deadline fire at the same time: either says so.
-fn timed_out<T: std::fmt::Debug>(r: &Result<T, RpcError>) -> bool {
-    matches!(
-        r,
-        Err(RpcError::Transport(ferry_transport::Error::Timeout(_))
-            | RpcError::DeadlineExceeded { .. })
-    )
-}
+use ferry_rpc::{PendingReply, RpcError};
 
 fn request<'a>(prefix: &'a str, suffix: &'a [u8]) -> CompletionRequest<'a> {
     CompletionRequest {
@@ -110,9 +87,7 @@ fn start(client: &EngineClient, i: u32) -> Started {
 
 #[test]
 fn many_calls_started_from_one_thread_get_their_own_answers_in_any_order() {
-    let dir = TestDir::new("pipe-order");
-    let _server = blocking_server(&dir, "rpc-pipe-order");
-    let client = connect(&dir, "rpc-pipe-order");
+    let (_dir, _server, client) = blocking_engine("rpc-pipe-order");
 
     // Started together, collected in order.
     let started: Vec<Started> = (0..200).map(|i| start(&client, i)).collect();
@@ -158,20 +133,9 @@ fn many_calls_started_from_one_thread_get_their_own_answers_in_any_order() {
 #[test]
 fn a_dropped_pending_reply_is_cancelled_on_the_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = TestDir::new("pipe-drop");
     // Async handlers see a cancellation as it arrives (blocking call handlers only see their
     // deadline).
-    let _server = rt
-        .block_on(async {
-            ferry_rpc::serve_async(
-                "rpc-pipe-drop",
-                server_config(dir.path()),
-                RpcConfig::default(),
-                AsyncEngineServer::new(AsyncTestEngine::default()),
-            )
-        })
-        .unwrap();
-    let client = connect(&dir, "rpc-pipe-drop");
+    let (_dir, _server, client) = async_engine(&rt, "rpc-pipe-drop");
     let pending = client.start_wait(&10_000).unwrap();
     assert!(
         eventually(Duration::from_secs(10), || client
@@ -200,9 +164,7 @@ fn a_dropped_pending_reply_is_cancelled_on_the_server() {
 
 #[test]
 fn a_started_calls_deadline_counts_from_its_start() {
-    let dir = TestDir::new("pipe-timeout");
-    let _server = blocking_server(&dir, "rpc-pipe-timeout");
-    let client = connect(&dir, "rpc-pipe-timeout");
+    let (_dir, _server, client) = blocking_engine("rpc-pipe-timeout");
 
     // A handler that stops at the 150 ms deadline; the caller gets a timeout.
     let begun = Instant::now();
@@ -259,9 +221,7 @@ fn pending_replies_are_send_and_a_typed_error_comes_back_through_wait() {
     fn assert_send<T: Send>(t: T) -> T {
         t
     }
-    let dir = TestDir::new("pipe-error");
-    let _server = blocking_server(&dir, "rpc-pipe-error");
-    let client = connect(&dir, "rpc-pipe-error");
+    let (_dir, _server, client) = blocking_engine("rpc-pipe-error");
     let before = assert_send(client.start_hover(&HoverRequest {
         path: "b.rs".into(),
         line: 2,

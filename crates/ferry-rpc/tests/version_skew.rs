@@ -109,19 +109,8 @@ impl v2::Search for New {
 #[test]
 fn newer_client_talks_to_older_server() {
     let dir = TestDir::new("skew-new-old");
-    let _server = ferry_rpc::serve(
-        "rpc-skew-a",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        v1::SearchServer::new(Old),
-    )
-    .unwrap();
-    let client = v2::SearchClient::connect_with(
-        "rpc-skew-a",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
+    let _server = serve(&dir, "rpc-skew-a", v1::SearchServer::new(Old));
+    let client = v2::SearchClient::from_client(connect(&dir, "rpc-skew-a"));
     let q = v2::Query {
         text: "needle".into(),
         limit: 5,
@@ -149,13 +138,7 @@ fn newer_client_talks_to_older_server() {
 #[test]
 fn older_client_talks_to_newer_server() {
     let dir = TestDir::new("skew-old-new");
-    let _server = ferry_rpc::serve(
-        "rpc-skew-b",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        v2::SearchServer::new(New),
-    )
-    .unwrap();
+    let _server = serve(&dir, "rpc-skew-b", v2::SearchServer::new(New));
     struct NoPushes;
     impl v1::SearchPushes for NoPushes {}
     let client = v1::SearchClient::connect_with_pushes(

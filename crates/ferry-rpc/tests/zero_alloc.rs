@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::*;
-use ferry_rpc::{Context, PendingReply, RpcConfig, Status};
+use ferry_rpc::{Context, PendingReply, Status};
 use serde::{Deserialize, Serialize};
 
 struct Counting;
@@ -118,52 +118,53 @@ impl Hot for HotEngine {
     }
 }
 
-#[test]
-fn typed_calls_with_borrowed_and_rkyv_types_allocate_nothing_in_steady_state() {
-    let dir = TestDir::new("rpc-alloc");
-    let _server = ferry_rpc::serve(
-        "rpc-alloc",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        HotServer::new(HotEngine),
-    )
-    .unwrap();
-    let client =
-        HotClient::connect_with("rpc-alloc", client_config(dir.path()), RpcConfig::default())
-            .unwrap();
-    let data = vec![3u8; 512];
-    let prefix = "x".repeat(2048);
+/// `HotEngine` served as `name` in a fresh directory, and a client of it.
+fn hot(name: &str) -> (TestDir, ferry_rpc::Server, HotClient) {
+    let dir = TestDir::new(name);
+    let server = serve(&dir, name, HotServer::new(HotEngine));
+    let client = HotClient::from_client(connect(&dir, name));
+    (dir, server, client)
+}
+
+/// The calls' inputs: a file's bytes, 2 KiB of prefix, an rkyv frame.
+fn inputs() -> (Vec<u8>, String, Frame) {
     let frame = Frame {
         id: 7,
         name: "frame".into(),
         samples: (0..64).collect(),
     };
+    (vec![3u8; 512], "x".repeat(2048), frame)
+}
+
+fn lookup<'a>(prefix: &'a str, data: &'a [u8]) -> Lookup<'a> {
+    Lookup {
+        path: "src/main.rs",
+        prefix,
+        data,
+        line: 9,
+    }
+}
+
+/// The answers to [`lookup`], `summarize` and `checksum` with [`inputs`].
+const HIT: Hit = Hit {
+    line: 9,
+    len: 2059,
+    sum: 1536,
+};
+const SUMMARY: Summary = Summary {
+    id: 7,
+    total: 2016 + 5,
+};
+const CHECKSUM: u64 = 1536;
+
+#[test]
+fn typed_calls_with_borrowed_and_rkyv_types_allocate_nothing_in_steady_state() {
+    let (_dir, _server, client) = hot("rpc-alloc");
+    let (data, prefix, frame) = inputs();
     let round = || {
-        let hit = client
-            .lookup(&Lookup {
-                path: "src/main.rs",
-                prefix: &prefix,
-                data: &data,
-                line: 9,
-            })
-            .unwrap();
-        assert_eq!(
-            hit,
-            Hit {
-                line: 9,
-                len: 2059,
-                sum: 1536
-            }
-        );
-        let s = client.summarize(&frame).unwrap();
-        assert_eq!(
-            s,
-            Summary {
-                id: 7,
-                total: 2016 + 5
-            }
-        );
-        assert_eq!(client.checksum(&data).unwrap(), 1536);
+        assert_eq!(client.lookup(&lookup(&prefix, &data)).unwrap(), HIT);
+        assert_eq!(client.summarize(&frame).unwrap(), SUMMARY);
+        assert_eq!(client.checksum(&data).unwrap(), CHECKSUM);
     };
     // Warm up: buffers, the call table, the rkyv arena, lazily created thread-locals.
     for _ in 0..200 {
@@ -179,33 +180,9 @@ fn typed_calls_with_borrowed_and_rkyv_types_allocate_nothing_in_steady_state() {
 
 #[test]
 fn pipelined_typed_calls_allocate_nothing_in_steady_state() {
-    let dir = TestDir::new("rpc-alloc-pipe");
-    let _server = ferry_rpc::serve(
-        "rpc-alloc-pipe",
-        server_config(dir.path()),
-        RpcConfig::default(),
-        HotServer::new(HotEngine),
-    )
-    .unwrap();
-    let client = HotClient::connect_with(
-        "rpc-alloc-pipe",
-        client_config(dir.path()),
-        RpcConfig::default(),
-    )
-    .unwrap();
-    let data = vec![3u8; 512];
-    let prefix = "x".repeat(2048);
-    let frame = Frame {
-        id: 7,
-        name: "frame".into(),
-        samples: (0..64).collect(),
-    };
-    let lookup = Lookup {
-        path: "src/main.rs",
-        prefix: &prefix,
-        data: &data,
-        line: 9,
-    };
+    let (_dir, _server, client) = hot("rpc-alloc-pipe");
+    let (data, prefix, frame) = inputs();
+    let lookup = lookup(&prefix, &data);
     const WINDOW: usize = 16;
     let mut lookups = std::collections::VecDeque::with_capacity(WINDOW);
     let mut summaries = std::collections::VecDeque::with_capacity(WINDOW);
@@ -216,24 +193,11 @@ fn pipelined_typed_calls_allocate_nothing_in_steady_state() {
         for round in 0..rounds + WINDOW {
             if lookups.len() == WINDOW || round >= rounds {
                 let hit = lookups.pop_front().map(PendingReply::wait);
-                assert_eq!(
-                    hit.unwrap().unwrap(),
-                    Hit {
-                        line: 9,
-                        len: 2059,
-                        sum: 1536
-                    }
-                );
+                assert_eq!(hit.unwrap().unwrap(), HIT);
                 let s = summaries.pop_front().map(PendingReply::wait);
-                assert_eq!(
-                    s.unwrap().unwrap(),
-                    Summary {
-                        id: 7,
-                        total: 2016 + 5
-                    }
-                );
+                assert_eq!(s.unwrap().unwrap(), SUMMARY);
                 let sum = checksums.pop_front().map(PendingReply::wait);
-                assert_eq!(sum.unwrap().unwrap(), 1536);
+                assert_eq!(sum.unwrap().unwrap(), CHECKSUM);
             }
             if round < rounds {
                 lookups.push_back(client.start_lookup(&lookup).unwrap());

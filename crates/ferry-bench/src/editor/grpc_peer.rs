@@ -12,8 +12,6 @@
 
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,11 +19,9 @@ use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::server::NamedService;
 
 use super::Work;
-use super::schema::{
-    CHAT_PROMPT, COMPLETE_REQUEST_BYTES, COMPLETIONS, PATH, check_completion, code,
-    completion_request,
-};
-use crate::measure::{self, AllocWindow, Outcome};
+use super::drive;
+use super::schema::{CHAT_PROMPT, COMPLETIONS, PATH, check_completion, completion_request};
+use crate::measure::{self, Outcome};
 use crate::opts::Opts;
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -212,24 +208,10 @@ where
     }
 }
 
-fn runtime(threads: Option<usize>) -> Result<tokio::runtime::Runtime, String> {
-    match threads {
-        None => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    }
-    .enable_all()
-    .build()
-    .map_err(|e| format!("starting the tokio runtime: {e}"))
-}
-
 /// `serve grpc --path P`: tonic's server on a Unix socket (a multi-threaded runtime).
 pub fn serve(opts: &Opts) -> Result<(), String> {
     let path: PathBuf = opts.path("path")?;
-    let rt = runtime(Some(
+    let rt = drive::runtime(Some(
         std::thread::available_parallelism().map_or(2, usize::from),
     ))?;
     rt.block_on(async {
@@ -329,11 +311,7 @@ async fn call_analyze(mut grpc: Grpc, text: &str) -> Result<(), String> {
 /// `client grpc editor-…`.
 pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
     let path = opts.path("path")?;
-    let threads = match work {
-        Work::Concurrent { .. } => Some(2),
-        _ => None,
-    };
-    let rt = runtime(threads)?;
+    let rt = drive::client_runtime(work)?;
     let channel = rt.block_on(async {
         // The URI is required by the API and not used: the connector dials the socket.
         tonic::transport::Endpoint::try_from("http://[::]:50051")
@@ -353,89 +331,35 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
     let r = completion_request();
-    let req = CompletionRequest {
-        path: r.path.into_owned(),
-        line: r.line,
-        column: r.column,
-        prefix: r.prefix.into_owned(),
-        suffix: r.suffix.into_owned(),
+    let complete = Complete {
+        grpc,
+        req: CompletionRequest {
+            path: r.path.into_owned(),
+            line: r.line,
+            column: r.column,
+            prefix: r.prefix.into_owned(),
+            suffix: r.suffix.into_owned(),
+        },
     };
-    let timed = |samples: u64,
-                 warmup: u64,
-                 per: u64,
-                 f: &dyn Fn() -> Result<(), String>|
-     -> Result<Outcome, String> {
-        for _ in 0..warmup {
-            f()?;
-        }
-        measure::pause(opts, "warm")?;
-        let mut hist = measure::histogram();
-        let allocs = AllocWindow::start();
-        let start = Instant::now();
-        let mut t0 = start;
-        for _ in 0..samples {
-            f()?;
-            let t1 = Instant::now();
-            measure::record(&mut hist, t1 - t0);
-            t0 = t1;
-        }
-        Ok(Outcome {
-            hist,
-            msgs: samples,
-            bytes: samples * per,
-            elapsed: start.elapsed(),
-            allocs: allocs.end(),
-        })
-    };
+    let grpc = &complete.grpc;
     let outcome = match work {
-        Work::Complete { samples, warmup } => {
-            timed(samples, warmup, COMPLETE_REQUEST_BYTES as u64, &|| {
-                rt.block_on(call_complete(grpc.clone(), &req))
-            })?
+        Work::Complete { .. } | Work::Concurrent { .. } => {
+            drive::complete(opts, &rt, &complete, work)?
         }
         Work::Analyze {
             samples,
             warmup,
             size,
-        } => {
-            let text = code(size, 1);
-            timed(samples, warmup, size as u64, &|| {
-                rt.block_on(call_analyze(grpc.clone(), &text))
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| {
+            rt.block_on(call_analyze(grpc.clone(), text))
+        })?,
         Work::Chat {
             requests,
             warmup,
             tokens,
-        } => {
-            for _ in 0..warmup {
-                rt.block_on(call_chat(grpc.clone(), tokens))?;
-            }
-            measure::pause(opts, "warm")?;
-            let mut hist = measure::histogram();
-            let allocs = AllocWindow::start();
-            let start = Instant::now();
-            let mut n = 0;
-            for _ in 0..requests {
-                let (first, k) = rt.block_on(call_chat(grpc.clone(), tokens))?;
-                measure::record(&mut hist, first);
-                n += k;
-            }
-            Outcome {
-                hist,
-                msgs: n,
-                bytes: n * 5,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            }
-        }
-        Work::Concurrent { threads, duration } => {
-            for _ in 0..1000 {
-                rt.block_on(call_complete(grpc.clone(), &req))?;
-            }
-            measure::pause(opts, "warm")?;
-            concurrent(&rt, &grpc, &req, threads, duration)?
-        }
+        } => drive::chat(opts, requests, warmup, || {
+            rt.block_on(call_chat(grpc.clone(), tokens))
+        })?,
         Work::Pipelined { .. } | Work::Load { .. } => {
             return Err("gRPC runs complete, complete-16, chat and analyze".into());
         }
@@ -443,65 +367,22 @@ pub fn client(work: Work, opts: &Opts) -> Result<(Outcome, Peer), String> {
     Ok((
         outcome,
         Peer {
-            _grpc: grpc,
+            _grpc: complete.grpc,
             _rt: rt,
         },
     ))
 }
 
-/// `threads` tasks sharing the one channel (HTTP/2 streams over one connection).
-fn concurrent(
-    rt: &tokio::runtime::Runtime,
-    grpc: &Grpc,
-    req: &CompletionRequest,
-    threads: usize,
-    duration: Duration,
-) -> Result<Outcome, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let allocs = AllocWindow::start();
-    let start = Instant::now();
-    let hists = rt.block_on(async {
-        let tasks: Vec<_> = (0..threads)
-            .map(|_| {
-                let (grpc, req, stop, done) =
-                    (grpc.clone(), req.clone(), stop.clone(), done.clone());
-                tokio::spawn(async move {
-                    let mut hist = measure::histogram();
-                    let mut t0 = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
-                        call_complete(grpc.clone(), &req).await?;
-                        let t1 = Instant::now();
-                        measure::record(&mut hist, t1 - t0);
-                        t0 = t1;
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok::<_, String>(hist)
-                })
-            })
-            .collect();
-        tokio::time::sleep(duration).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut hists = Vec::new();
-        for t in tasks {
-            hists.push(
-                t.await
-                    .map_err(|e| format!("a caller task failed: {e}"))??,
-            );
-        }
-        Ok::<_, String>(hists)
-    })?;
-    let elapsed = start.elapsed();
-    let mut hist = measure::histogram();
-    for h in hists {
-        hist.add(&h).map_err(|e| e.to_string())?;
+/// A completion caller: each task's clone shares the one channel (HTTP/2 streams over one
+/// connection).
+#[derive(Clone)]
+struct Complete {
+    grpc: Grpc,
+    req: CompletionRequest,
+}
+
+impl drive::Caller for Complete {
+    fn call(&self) -> impl Future<Output = Result<(), String>> + Send + '_ {
+        call_complete(self.grpc.clone(), &self.req)
     }
-    let msgs = done.load(Ordering::Relaxed);
-    Ok(Outcome {
-        hist,
-        msgs,
-        bytes: msgs * COMPLETE_REQUEST_BYTES as u64,
-        elapsed,
-        allocs: allocs.end(),
-    })
 }

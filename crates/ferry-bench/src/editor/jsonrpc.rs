@@ -13,16 +13,15 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::Work;
 use super::schema::*;
+use super::{Work, drive};
 use crate::measure::{self, AllocWindow, Outcome};
 use crate::opts::Opts;
 
@@ -488,54 +487,17 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
     };
     let mut peer = Peer::start(framing)?;
     let request = completion_request();
-    let mut hist = measure::histogram();
-    let timed = |peer: &mut Peer,
-                 hist: &mut Histogram<u64>,
-                 samples: u64,
-                 warmup: u64,
-                 per: u64,
-                 f: &dyn Fn(&mut Peer) -> Result<(), String>|
-     -> Result<Outcome, String> {
-        for _ in 0..warmup {
-            f(peer)?;
-        }
-        measure::pause(opts, "warm")?;
-        let allocs = AllocWindow::start();
-        let start = Instant::now();
-        let mut t0 = start;
-        for _ in 0..samples {
-            f(peer)?;
-            let t1 = Instant::now();
-            measure::record(hist, t1 - t0);
-            t0 = t1;
-        }
-        Ok(Outcome {
-            hist: std::mem::replace(hist, measure::histogram()),
-            msgs: samples,
-            bytes: samples * per,
-            elapsed: start.elapsed(),
-            allocs: allocs.end(),
-        })
-    };
     let outcome = match work {
-        Work::Complete { samples, warmup } => timed(
-            &mut peer,
-            &mut hist,
-            samples,
-            warmup,
-            COMPLETE_REQUEST_BYTES as u64,
-            &|p| p.complete(&request),
-        )?,
+        Work::Complete { samples, warmup } => {
+            measure::sequential(opts, samples, warmup, COMPLETE_REQUEST_BYTES as u64, || {
+                peer.complete(&request)
+            })?
+        }
         Work::Analyze {
             samples,
             warmup,
             size,
-        } => {
-            let text = code(size, 1);
-            timed(&mut peer, &mut hist, samples, warmup, size as u64, &|p| {
-                p.analyze(&text)
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| peer.analyze(text))?,
         Work::Chat {
             requests,
             warmup,
@@ -545,31 +507,10 @@ pub fn client(transport: &str, work: Work, opts: &Opts) -> Result<(Outcome, Peer
                 prompt: CHAT_PROMPT.into(),
                 tokens,
             };
-            for _ in 0..warmup {
-                peer.chat(&req)?;
-            }
-            measure::pause(opts, "warm")?;
-            let allocs = AllocWindow::start();
-            let start = Instant::now();
-            let mut n = 0;
-            for _ in 0..requests {
-                let (first, k) = peer.chat(&req)?;
-                measure::record(&mut hist, first);
-                n += k;
-            }
-            Outcome {
-                hist,
-                msgs: n,
-                bytes: n * 5,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            }
+            drive::chat(opts, requests, warmup, || peer.chat(&req))?
         }
         Work::Concurrent { threads, duration } => {
-            for _ in 0..1000 {
-                peer.complete(&request)?;
-            }
-            measure::pause(opts, "warm")?;
+            measure::warm_up(opts, 1000, || peer.complete(&request))?;
             concurrent(&mut peer, &request, threads, duration)?
         }
         Work::Pipelined { .. } | Work::Load { .. } => {
@@ -597,7 +538,6 @@ fn concurrent(
     let writer = Mutex::new((peer.stdin.take().ok_or("closed")?, Vec::new()));
     let pending: Arc<Pending> = Arc::default();
     let next = AtomicU64::new(peer.next_id);
-    let stop = AtomicBool::new(false);
     let last = AtomicU64::new(u64::MAX);
     let allocs = AllocWindow::start();
     let start = Instant::now();
@@ -643,63 +583,8 @@ fn concurrent(
             }
             reader
         });
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (writer, pending, next, stop) = (&writer, &pending, &next, &stop);
-                s.spawn(move || -> Result<(Histogram<u64>, u64), String> {
-                    let mut hist = measure::histogram();
-                    let mut n = 0;
-                    let mut t0 = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
-                        let id = next.fetch_add(1, Ordering::Relaxed);
-                        let (tx, rx) = mpsc::sync_channel(1);
-                        pending
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, tx);
-                        {
-                            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                            let (pipe, out) = &mut *w;
-                            framing
-                                .frame(
-                                    &Request {
-                                        jsonrpc: "2.0",
-                                        id,
-                                        method: "textDocument/completion",
-                                        params: request,
-                                    },
-                                    out,
-                                )
-                                .map_err(io_err)?;
-                            pipe.write_all(out).map_err(io_err)?;
-                        }
-                        let body = rx
-                            .recv_timeout(ANSWER_TIMEOUT)
-                            .map_err(|e| format!("no answer to request {id}: {e}"))??;
-                        let msg: Incoming<'_> = serde_json::from_slice(&body).map_err(io_err)?;
-                        let result = msg.result.ok_or("an answer without a result")?;
-                        let list: CompletionList =
-                            serde_json::from_str(result.get()).map_err(io_err)?;
-                        check_completions(&list.items)?;
-                        let t1 = Instant::now();
-                        measure::record(&mut hist, t1 - t0);
-                        t0 = t1;
-                        n += 1;
-                    }
-                    Ok((hist, n))
-                })
-            })
-            .collect();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
-            .collect();
-        // Every caller has its answer: one more request wakes the reader to hand the pipe back.
-        let results = (|| {
-            let id = next.fetch_add(1, Ordering::Relaxed);
-            last.store(id, Ordering::SeqCst);
+        // Registers request `id` for its answer and writes it.
+        let send = |id: u64| -> Result<mpsc::Receiver<Result<Vec<u8>, String>>, String> {
             let (tx, rx) = mpsc::sync_channel(1);
             pending
                 .lock()
@@ -719,8 +604,24 @@ fn concurrent(
                 )
                 .map_err(io_err)?;
             pipe.write_all(out).map_err(io_err)?;
-            drop(w);
-            rx.recv_timeout(ANSWER_TIMEOUT)
+            Ok(rx)
+        };
+        let results = drive::callers(threads, duration, || {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            let body = send(id)?
+                .recv_timeout(ANSWER_TIMEOUT)
+                .map_err(|e| format!("no answer to request {id}: {e}"))??;
+            let msg: Incoming<'_> = serde_json::from_slice(&body).map_err(io_err)?;
+            let result = msg.result.ok_or("an answer without a result")?;
+            let list: CompletionList = serde_json::from_str(result.get()).map_err(io_err)?;
+            check_completions(&list.items)
+        });
+        // Every caller has its answer: one more request wakes the reader to hand the pipe back.
+        let results = (|| {
+            let id = next.fetch_add(1, Ordering::Relaxed);
+            last.store(id, Ordering::SeqCst);
+            send(id)?
+                .recv_timeout(ANSWER_TIMEOUT)
                 .map_err(|e| format!("no answer to the closing request: {e}"))??;
             Ok::<_, String>(results)
         })();
@@ -731,18 +632,10 @@ fn concurrent(
     peer.reader = Some(reader.map_err(|_| "the reader panicked")?);
     peer.stdin = Some(writer.into_inner().unwrap_or_else(|p| p.into_inner()).0);
     peer.next_id = next.load(Ordering::Relaxed);
-    let mut hist = measure::histogram();
-    let mut msgs = 0;
-    for r in results {
-        let (h, n) = r?;
-        hist.add(&h).map_err(|e| e.to_string())?;
-        msgs += n;
-    }
-    Ok(Outcome {
-        hist,
-        msgs,
-        bytes: msgs * COMPLETE_REQUEST_BYTES as u64,
+    measure::merge(
+        results,
         elapsed,
-        allocs: allocs.end(),
-    })
+        COMPLETE_REQUEST_BYTES as u64,
+        allocs.end(),
+    )
 }

@@ -16,6 +16,7 @@
 //! Every server checks what it received (sizes of the fields, the file's lines) and answers with
 //! the same contents; every client checks the answer (number of items, their sizes).
 
+pub mod drive;
 #[cfg(feature = "peers-rpc")]
 pub mod grpc_peer;
 pub mod jsonrpc;

@@ -1,15 +1,13 @@
 //! Ferry's typed layer (`ferry-rpc`) in the editor workload: the server (one service, every
 //! codec) and the clients `ferry-postcard`, `ferry-rkyv` and `ferry-json`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_rpc::codec::Archived;
 use ferry_rpc::{ClientConfig, Context, RpcConfig, ServerConfig, Sink, Status};
-use hdrhistogram::Histogram;
 
-use super::Work;
 use super::schema::*;
+use super::{Work, drive};
 use crate::measure::{self, AllocWindow, Outcome};
 use crate::opts::Opts;
 
@@ -239,37 +237,6 @@ impl Calls {
     }
 }
 
-/// Times `samples` calls of `f` after `warmup` untimed ones.
-fn sequential(
-    opts: &Opts,
-    samples: u64,
-    warmup: u64,
-    bytes_per_call: u64,
-    mut f: impl FnMut() -> Result<(), String>,
-) -> Result<Outcome, String> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    measure::pause(opts, "warm")?;
-    let mut hist = measure::histogram();
-    let allocs = AllocWindow::start();
-    let start = Instant::now();
-    let mut t0 = start;
-    for _ in 0..samples {
-        f()?;
-        let t1 = Instant::now();
-        measure::record(&mut hist, t1 - t0);
-        t0 = t1;
-    }
-    Ok(Outcome {
-        hist,
-        msgs: samples,
-        bytes: samples * bytes_per_call,
-        elapsed: start.elapsed(),
-        allocs: allocs.end(),
-    })
-}
-
 /// `client ferry-postcard|ferry-rkyv|ferry-json editor-…`.
 pub fn client(
     transport: &str,
@@ -284,7 +251,7 @@ pub fn client(
     let client = connect(opts)?;
     let outcome = match work {
         Work::Complete { samples, warmup } => {
-            sequential(opts, samples, warmup, COMPLETE_REQUEST_BYTES as u64, || {
+            measure::sequential(opts, samples, warmup, COMPLETE_REQUEST_BYTES as u64, || {
                 calls.complete(&client)
             })?
         }
@@ -292,42 +259,24 @@ pub fn client(
             samples,
             warmup,
             size,
-        } => {
-            let file = code(size, 1).into_bytes();
-            sequential(opts, samples, warmup, size as u64, || {
-                calls.analyze(&client, &file)
-            })?
-        }
+        } => drive::analyze(opts, samples, warmup, size, |text| {
+            calls.analyze(&client, text.as_bytes())
+        })?,
         Work::Chat {
             requests, warmup, ..
-        } => {
-            for _ in 0..warmup {
-                calls.chat(&client)?;
-            }
-            measure::pause(opts, "warm")?;
-            let mut hist = measure::histogram();
+        } => drive::chat(opts, requests, warmup, || calls.chat(&client))?,
+        Work::Concurrent { threads, duration } => {
+            measure::warm_up(opts, 1000, || calls.complete(&client))?;
             let allocs = AllocWindow::start();
             let start = Instant::now();
-            let mut tokens = 0;
-            for _ in 0..requests {
-                let (first, n) = calls.chat(&client)?;
-                measure::record(&mut hist, first);
-                tokens += n;
-            }
-            Outcome {
-                hist,
-                msgs: tokens,
-                bytes: tokens * 5,
-                elapsed: start.elapsed(),
-                allocs: allocs.end(),
-            }
-        }
-        Work::Concurrent { threads, duration } => {
-            for _ in 0..1000 {
-                calls.complete(&client)?;
-            }
-            measure::pause(opts, "warm")?;
-            concurrent(&calls, &client, threads, duration)?
+            let results = drive::callers(threads, duration, || calls.complete(&client));
+            let elapsed = start.elapsed();
+            measure::merge(
+                results,
+                elapsed,
+                COMPLETE_REQUEST_BYTES as u64,
+                allocs.end(),
+            )?
         }
         Work::Pipelined { window, duration } => pipelined(&client, window, duration, opts)?,
         Work::Load {
@@ -337,73 +286,6 @@ pub fn client(
         } => load(opts, &calls, conns, n, size)?,
     };
     Ok((outcome, client))
-}
-
-/// `threads` callers sharing `client` for `duration`.
-fn concurrent(
-    calls: &Calls,
-    client: &EditorBenchClient,
-    threads: usize,
-    duration: Duration,
-) -> Result<Outcome, String> {
-    let stop = AtomicBool::new(false);
-    let allocs = AllocWindow::start();
-    let start = Instant::now();
-    let results: Vec<Result<(Histogram<u64>, u64), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let stop = &stop;
-                s.spawn(move || {
-                    let mut hist = measure::histogram();
-                    let mut n = 0u64;
-                    let mut t0 = Instant::now();
-                    while !stop.load(Ordering::Relaxed) {
-                        calls.complete(client)?;
-                        let t1 = Instant::now();
-                        measure::record(&mut hist, t1 - t0);
-                        t0 = t1;
-                        n += 1;
-                    }
-                    Ok((hist, n))
-                })
-            })
-            .collect();
-        std::thread::sleep(duration);
-        stop.store(true, Ordering::Relaxed);
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a caller panicked".into())))
-            .collect()
-    });
-    let elapsed = start.elapsed();
-    merge(
-        results,
-        elapsed,
-        COMPLETE_REQUEST_BYTES as u64,
-        allocs.end(),
-    )
-}
-
-fn merge(
-    results: Vec<Result<(Histogram<u64>, u64), String>>,
-    elapsed: Duration,
-    bytes_per_call: u64,
-    allocs: u64,
-) -> Result<Outcome, String> {
-    let mut hist = measure::histogram();
-    let mut msgs = 0;
-    for r in results {
-        let (h, n) = r?;
-        hist.add(&h).map_err(|e| e.to_string())?;
-        msgs += n;
-    }
-    Ok(Outcome {
-        hist,
-        msgs,
-        bytes: msgs * bytes_per_call,
-        elapsed,
-        allocs,
-    })
 }
 
 /// `window` typed calls in flight from one client thread: `start_ping` keeps a window of

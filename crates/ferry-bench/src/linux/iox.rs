@@ -7,11 +7,9 @@
 //! - `iceoryx2-block` (blocking): each side also opens an iceoryx2 event service and sleeps on
 //!   its `Listener` until the other side's `Notifier` signals a request (or a response).
 
-use std::time::Instant;
-
 use iceoryx2::prelude::*;
 
-use crate::measure::{self, AllocWindow, Outcome, Scenario};
+use crate::measure::{self, Outcome, Scenario};
 use crate::opts::Opts;
 
 type E = Box<dyn std::error::Error>;
@@ -39,31 +37,12 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
     let size = usize::try_from(opts.num("size", 64)?).map_err(|e| e.to_string())?;
     let blocking = opts.str_or("wait", "poll") == "block";
     let node = node()?;
-    let service = node
-        .service_builder(&service_name(&name)?)
-        .request_response::<[u8], [u8]>()
-        .open_or_create()
-        .map_err(|e| err("request-response service")(Box::new(e)))?;
+    let (service, events) = open(&node, &name, blocking, "req", "resp")?;
     let server = service
         .server_builder()
         .initial_max_slice_len(size)
         .create()
         .map_err(|e| err("server")(Box::new(e)))?;
-    let events = if blocking {
-        let req = event_service(&node, &format!("{name}/req"))?;
-        let resp = event_service(&node, &format!("{name}/resp"))?;
-        let listener = req
-            .listener_builder()
-            .create()
-            .map_err(|e| err("listener")(Box::new(e)))?;
-        let notifier = resp
-            .notifier_builder()
-            .create()
-            .map_err(|e| err("notifier")(Box::new(e)))?;
-        Some((req, resp, listener, notifier))
-    } else {
-        None
-    };
     println!("ready t_ns={}", measure::monotonic_ns());
     std::thread::spawn(|| measure::serve_stdin(String::new));
     loop {
@@ -78,7 +57,9 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
             answered = true;
         }
         match &events {
-            Some((_, _, listener, notifier)) => {
+            Some(Events {
+                listener, notifier, ..
+            }) => {
                 if answered {
                     notifier.notify().map_err(|e| err("notify")(Box::new(e)))?;
                 } else {
@@ -92,10 +73,58 @@ pub fn serve(opts: &Opts) -> Result<(), String> {
     }
 }
 
-fn event_service(
+type EventService = iceoryx2::service::port_factory::event::PortFactory<ipc::Service>;
+type RequestResponse = iceoryx2::service::port_factory::request_response::PortFactory<
+    ipc::Service,
+    [u8],
+    (),
+    [u8],
+    (),
+>;
+
+/// The blocking mode's side of the two event services `<name>/req` and `<name>/resp`: this
+/// side's listener and notifier, and the services they belong to.
+struct Events {
+    listener: iceoryx2::port::listener::Listener<ipc::Service>,
+    notifier: iceoryx2::port::notifier::Notifier<ipc::Service>,
+    _services: (EventService, EventService),
+}
+
+/// The request-response service `name` and, when `blocking`, the event services: this side
+/// listens on `<name>/<listen>` and notifies on `<name>/<notify>`.
+fn open(
     node: &Node<ipc::Service>,
     name: &str,
-) -> Result<iceoryx2::service::port_factory::event::PortFactory<ipc::Service>, String> {
+    blocking: bool,
+    listen: &str,
+    notify: &str,
+) -> Result<(RequestResponse, Option<Events>), String> {
+    let service = node
+        .service_builder(&service_name(name)?)
+        .request_response::<[u8], [u8]>()
+        .open_or_create()
+        .map_err(|e| err("request-response service")(Box::new(e)))?;
+    let events = if blocking {
+        let listen = event_service(node, &format!("{name}/{listen}"))?;
+        let notify = event_service(node, &format!("{name}/{notify}"))?;
+        Some(Events {
+            listener: listen
+                .listener_builder()
+                .create()
+                .map_err(|e| err("listener")(Box::new(e)))?,
+            notifier: notify
+                .notifier_builder()
+                .create()
+                .map_err(|e| err("notifier")(Box::new(e)))?,
+            _services: (listen, notify),
+        })
+    } else {
+        None
+    };
+    Ok((service, events))
+}
+
+fn event_service(node: &Node<ipc::Service>, name: &str) -> Result<EventService, String> {
     node.service_builder(&service_name(name)?)
         .event()
         .open_or_create()
@@ -119,31 +148,12 @@ pub fn client(
     let blocking = transport == "iceoryx2-block";
     let name = opts.str("name")?.to_owned();
     let node = node()?;
-    let service = node
-        .service_builder(&service_name(&name)?)
-        .request_response::<[u8], [u8]>()
-        .open_or_create()
-        .map_err(|e| err("request-response service")(Box::new(e)))?;
+    let (service, events) = open(&node, &name, blocking, "resp", "req")?;
     let client = service
         .client_builder()
         .initial_max_slice_len(size)
         .create()
         .map_err(|e| err("client")(Box::new(e)))?;
-    let events = if blocking {
-        let req = event_service(&node, &format!("{name}/req"))?;
-        let resp = event_service(&node, &format!("{name}/resp"))?;
-        let notifier = req
-            .notifier_builder()
-            .create()
-            .map_err(|e| err("notifier")(Box::new(e)))?;
-        let listener = resp
-            .listener_builder()
-            .create()
-            .map_err(|e| err("listener")(Box::new(e)))?;
-        Some((req, resp, notifier, listener))
-    } else {
-        None
-    };
     let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let round_trip = || -> Result<(), String> {
         let request = client
@@ -153,7 +163,7 @@ pub fn client(
             .write_from_slice(&payload)
             .send()
             .map_err(|e| err("send")(Box::new(e)))?;
-        if let Some((_, _, notifier, _)) = &events {
+        if let Some(Events { notifier, .. }) = &events {
             notifier.notify().map_err(|e| err("notify")(Box::new(e)))?;
         }
         loop {
@@ -164,7 +174,7 @@ pub fn client(
                 return Ok(());
             }
             match &events {
-                Some((_, _, _, listener)) => {
+                Some(Events { listener, .. }) => {
                     listener
                         .blocking_wait(|_| {})
                         .map_err(|e| err("wait")(Box::new(e)))?;
@@ -173,33 +183,9 @@ pub fn client(
             }
         }
     };
-    for _ in 0..warmup {
-        round_trip()?;
-    }
-    measure::pause(opts, "warm")?;
-    let mut hist = measure::histogram();
-    let allocs = AllocWindow::start();
-    let start = Instant::now();
-    let mut t0 = start;
-    for _ in 0..samples {
-        round_trip()?;
-        let t1 = Instant::now();
-        measure::record(&mut hist, t1 - t0);
-        t0 = t1;
-    }
-    let elapsed = start.elapsed();
-    let allocs = allocs.end();
+    let outcome = measure::sequential(opts, samples, warmup, size as u64, round_trip)?;
     drop(events);
     drop(client);
     drop(service);
-    Ok((
-        Outcome {
-            hist,
-            msgs: samples,
-            bytes: samples * size as u64,
-            elapsed,
-            allocs,
-        },
-        node,
-    ))
+    Ok((outcome, node))
 }

@@ -4,7 +4,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ferry_rpc::{AsyncSink, Context, Sink, Status};
+use ferry_rpc::{AsyncSink, Context, Server, Sink, Status};
+
+use super::TestDir;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -378,4 +380,32 @@ impl AsyncEngine for AsyncTestEngine {
     async fn fail(&self, cx: &Context<'_>, code: u32) -> Result<u32, Status> {
         self.inner.fail(cx, code)
     }
+}
+
+/// A fresh directory, [`TestEngine`] served in it as `name` (blocking handlers, the default
+/// RPC settings) and a client of it. Bound as `let (_dir, _server, client)`, they drop client
+/// first, then the server, then the directory.
+pub fn blocking_engine(name: &str) -> (TestDir, Server, EngineClient) {
+    let dir = TestDir::new(name);
+    let server = super::serve(&dir, name, EngineServer::new(TestEngine::default()));
+    let client = engine_client(&dir, name);
+    (dir, server, client)
+}
+
+/// [`blocking_engine`] with [`AsyncTestEngine`] on `rt`.
+pub fn async_engine(rt: &tokio::runtime::Runtime, name: &str) -> (TestDir, Server, EngineClient) {
+    let dir = TestDir::new(name);
+    let server = super::serve_async(
+        rt,
+        &dir,
+        name,
+        AsyncEngineServer::new(AsyncTestEngine::default()),
+    );
+    let client = engine_client(&dir, name);
+    (dir, server, client)
+}
+
+/// A typed client of `name` in `dir` (the default RPC settings).
+pub fn engine_client(dir: &TestDir, name: &str) -> EngineClient {
+    EngineClient::from_client(super::connect(dir, name))
 }

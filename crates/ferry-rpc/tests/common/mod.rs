@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ferry_rpc::{ClientConfig, ServerConfig};
+use ferry_rpc::{AsyncService, ClientConfig, RpcConfig, RpcError, Server, ServerConfig, Service};
 
 /// A private runtime directory for one test, removed on drop.
 pub struct TestDir(pub PathBuf);
@@ -44,6 +44,51 @@ pub fn server_config(dir: &Path) -> ServerConfig {
 
 pub fn client_config(dir: &Path) -> ClientConfig {
     ClientConfig::default().with_runtime_dir(dir.to_owned())
+}
+
+/// Serves `service` (a generated `<Name>Server`) as `name` in `dir`: blocking handlers, the
+/// default RPC settings.
+pub fn serve(dir: &TestDir, name: &str, service: impl Service) -> Server {
+    ferry_rpc::serve(
+        name,
+        server_config(dir.path()),
+        RpcConfig::default(),
+        service,
+    )
+    .unwrap()
+}
+
+/// [`serve`] with async handlers (a generated `Async<Name>Server`), on `rt`.
+pub fn serve_async<S: AsyncService>(
+    rt: &tokio::runtime::Runtime,
+    dir: &TestDir,
+    name: &str,
+    service: S,
+) -> Server {
+    rt.block_on(async {
+        ferry_rpc::serve_async(
+            name,
+            server_config(dir.path()),
+            RpcConfig::default(),
+            service,
+        )
+    })
+    .unwrap()
+}
+
+/// A client of `name` in `dir` with the default RPC settings, for a generated client's
+/// `from_client` (what its `connect_with` does).
+pub fn connect(dir: &TestDir, name: &str) -> ferry_rpc::Client {
+    ferry_rpc::Client::connect(name, client_config(dir.path()), RpcConfig::default(), None).unwrap()
+}
+
+/// The client's timer and the server's deadline fire at the same time: either says so.
+pub fn timed_out<T: std::fmt::Debug>(r: &Result<T, RpcError>) -> bool {
+    matches!(
+        r,
+        Err(RpcError::Transport(ferry_transport::Error::Timeout(_))
+            | RpcError::DeadlineExceeded { .. })
+    )
 }
 
 /// Spawns this test binary as a child playing `role`.
