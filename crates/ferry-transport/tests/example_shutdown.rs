@@ -60,7 +60,7 @@ fn stops_gracefully_on(example_name: &str, service: &str, signal: rustix::proces
     assert!(line.contains("Ctrl-C to stop"), "{line}");
     let client = Client::connect_with(service, client_config(dir.path()).with_reconnect(false))
         .expect("connect");
-    let hello: &[u8] = if example_name == "engine" {
+    let hello: &[u8] = if example_name == "raw_engine" {
         b"complete:fn"
     } else {
         b"hi"
@@ -98,5 +98,5 @@ fn echo_server_stops_gracefully_on_sigterm() {
 
 #[test]
 fn engine_stops_gracefully_on_sigint() {
-    stops_gracefully_on("engine", "ferry-engine", rustix::process::Signal::INT);
+    stops_gracefully_on("raw_engine", "ferry-engine", rustix::process::Signal::INT);
 }

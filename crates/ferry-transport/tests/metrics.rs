@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use ferry_frame::{ErrorCode, ErrorPayload, Hello, Kind};
@@ -514,7 +514,13 @@ fn another_process_reads_metrics_but_a_disallowed_uid_is_refused() {
     assert!(outcome.starts_with("ok lines="), "{outcome}");
     let lines: usize = outcome["ok lines=".len()..].parse().unwrap();
     assert!(lines > 20, "{outcome}");
-    let m = Metrics::parse(&server.metrics_text());
+    // The server counts a query after it answered it: the child may print first.
+    let counted = Instant::now() + Duration::from_secs(10);
+    let mut m = Metrics::parse(&server.metrics_text());
+    while m.get("ferry_server_metrics_queries_total") == 0 && Instant::now() < counted {
+        std::thread::sleep(Duration::from_millis(5));
+        m = Metrics::parse(&server.metrics_text());
+    }
     assert_eq!(m.get("ferry_server_metrics_queries_total"), 1);
     server.shutdown();
 

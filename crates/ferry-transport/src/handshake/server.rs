@@ -313,6 +313,7 @@ impl Parts {
             server_metrics: shared.metrics.clone(),
             opened: Instant::now(),
             pending: Mutex::new(None),
+            has_pending: AtomicBool::new(false),
             deferred,
         })
     }

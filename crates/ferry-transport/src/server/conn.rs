@@ -60,6 +60,11 @@ pub(crate) struct ConnState {
     /// An inline answer that did not fit in the ring: (kind, id, payload, bytes sent so far).
     /// While it is set the worker reads no more requests from this connection.
     pub(crate) pending: Mutex<Option<Pending>>,
+    /// `pending.is_some()`, written under `pending`'s lock and read by the worker without it:
+    /// the worker asks after every message it reads, and a lock per message was a measurable
+    /// share of a small message's cost. Only the worker's own thread (or a thread its handler
+    /// joins before returning) sets a pending answer, so the worker always reads it current.
+    pub(crate) has_pending: AtomicBool,
     pub(crate) deferred: Box<[Deferred]>,
 }
 
@@ -78,6 +83,24 @@ impl ConnState {
     }
     pub(crate) fn lock_pending(&self) -> MutexGuard<'_, Option<Pending>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether an answer is pending, read without the lock (the `has_pending` flag).
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.has_pending.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears the pending answer; `pending` is this connection's locked slot.
+    fn set_pending(&self, pending: &mut Option<Pending>, to: Option<Pending>) {
+        self.has_pending.store(to.is_some(), Ordering::Relaxed);
+        *pending = to;
+    }
+
+    /// Drops the pending answer (its client is gone).
+    pub(crate) fn drop_pending(&self) {
+        let mut pending = self.lock_pending();
+        self.set_pending(&mut pending, None);
     }
 
     /// Like [`send_inline`](Self::send_inline) for a payload that `fill` writes in place: into
@@ -110,12 +133,15 @@ impl ConnState {
         if let Some(f) = fill {
             f(&mut payload);
         }
-        *pending = Some(Pending {
-            kind,
-            id,
-            payload,
-            progress: crate::link::Progress::default(),
-        });
+        self.set_pending(
+            &mut pending,
+            Some(Pending {
+                kind,
+                id,
+                payload,
+                progress: crate::link::Progress::default(),
+            }),
+        );
     }
 
     /// Answers from the worker thread without ever blocking it: straight into the ring when it
@@ -133,12 +159,15 @@ impl ConnState {
             pending.is_none(),
             "the worker reads nothing while an answer is pending"
         );
-        *pending = Some(Pending {
-            kind,
-            id,
-            payload: payload.to_vec(),
-            progress: crate::link::Progress::default(),
-        });
+        self.set_pending(
+            &mut pending,
+            Some(Pending {
+                kind,
+                id,
+                payload: payload.to_vec(),
+                progress: crate::link::Progress::default(),
+            }),
+        );
     }
 
     /// Whether an answer is pending, and if so, arms the ring so that the client's next
@@ -166,7 +195,7 @@ impl ConnState {
             .try_send_from(p.kind, p.id, &p.payload, &mut p.progress, &self.live);
         match r {
             Ok(true) | Err(_) => {
-                *pending = None;
+                self.set_pending(&mut pending, None);
                 true
             }
             Ok(false) => false,
