@@ -489,6 +489,11 @@ impl<'a> Worker<'a> {
             "ferry connection closed"
         );
         shared.handler.on_disconnect(&Connection { state: conn });
+        if self.free_slots.len() == self.conns.len() {
+            // This worker's last connection is gone: what its traffic left in the allocator
+            // goes back to the OS (the server's memory at rest).
+            crate::sys::release_free_memory();
+        }
     }
 }
 

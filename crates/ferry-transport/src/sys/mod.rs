@@ -14,7 +14,7 @@
 //!   learns that the other is gone;
 //! - [`Listener`]: the server's bound control channel;
 //! - [`wait_hangup_or_bell`]: the client monitor's wait;
-//! - [`raise_fd_limit`].
+//! - [`raise_fd_limit`], [`release_free_memory`].
 
 #[cfg(unix)]
 mod unix;

@@ -353,3 +353,6 @@ impl Listener {
 
 /// Nothing to raise on Windows: handles have no per-process soft limit.
 pub(crate) fn raise_fd_limit() {}
+
+/// Nothing to do: the Windows heap gives large freed blocks back itself.
+pub(crate) fn release_free_memory() {}
