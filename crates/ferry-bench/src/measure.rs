@@ -171,6 +171,8 @@ pub fn record(hist: &mut Histogram<u64>, d: Duration) {
 }
 
 /// Calls `f` `n` times untimed, then waits for the harness's go-ahead ([`pause`] `warm`).
+// Used by the editor clients and iceoryx2 (Linux only).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn warm_up<T>(
     opts: &Opts,
     n: u64,
@@ -185,6 +187,8 @@ pub fn warm_up<T>(
 /// Sequential round trips: `warmup` untimed calls of `f` (then the harness's `warm` pause),
 /// then `samples` calls, each timed from the end of the one before (the first from the start
 /// of the window), `bytes_per_call` counted for each.
+// Used by the editor clients and iceoryx2 (Linux only).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub fn sequential(
     opts: &Opts,
     samples: u64,
